@@ -1,0 +1,37 @@
+# Fresh machine: `make demo` runs the main job on the embedded demo data, `make test` runs the tests.
+SHELL := /bin/bash
+VENV ?= .venv
+# torchgeo >= 0.9 needs Python >= 3.12: find a working python3.12 (pyenv shims may be broken).
+PYTHON ?= $(shell for p in python3.12 python3.13 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12 /usr/local/bin/python3.12; do \
+	$$p -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo lint format clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: no Python >= 3.12 found (torchgeo >= 0.9 needs it)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m ruff check torchgeo_ssg2 tests benchmarks
+	$(PY) -m pytest -q --cov=torchgeo_ssg2 --cov-report=term
+
+demo: $(STAMP)
+	$(PY) -m torchgeo_ssg2.demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check torchgeo_ssg2 tests benchmarks
+	$(PY) -m ruff format --check torchgeo_ssg2 tests benchmarks
+
+format: $(STAMP)
+	$(PY) -m ruff format torchgeo_ssg2 tests benchmarks
+	$(PY) -m ruff check --fix torchgeo_ssg2 tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .coverage lightning_logs outputs

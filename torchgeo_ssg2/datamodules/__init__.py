@@ -1,0 +1,3 @@
+"""datamodules."""
+
+__all__: tuple[str, ...] = ()
