@@ -1,3 +1,9 @@
 """datasets."""
 
-__all__: tuple[str, ...] = ()
+from .episodes import EpisodeDataset, EpisodeEpochCallback, set_episode_epoch
+
+__all__: tuple[str, ...] = (
+    'EpisodeDataset',
+    'EpisodeEpochCallback',
+    'set_episode_epoch',
+)

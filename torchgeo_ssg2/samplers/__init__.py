@@ -1,3 +1,6 @@
-"""samplers."""
+"""Support-set samplers: which T support windows or items accompany each target."""
 
-__all__: tuple[str, ...] = ()
+from .episode import EpisodeIndex, EpisodeSampler
+from .support import SupportIndexSampler
+
+__all__ = ('EpisodeIndex', 'EpisodeSampler', 'SupportIndexSampler')
