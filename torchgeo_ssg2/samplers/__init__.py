@@ -1,6 +1,14 @@
 """Support-set samplers: which T support windows or items accompany each target."""
 
 from .episode import EpisodeIndex, EpisodeSampler
+from .inference import SUPPORT_SOURCES, RasterSupportSelector, SupportBank
 from .support import SupportIndexSampler
 
-__all__ = ('EpisodeIndex', 'EpisodeSampler', 'SupportIndexSampler')
+__all__ = (
+    'SUPPORT_SOURCES',
+    'EpisodeIndex',
+    'EpisodeSampler',
+    'RasterSupportSelector',
+    'SupportBank',
+    'SupportIndexSampler',
+)
