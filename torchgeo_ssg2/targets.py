@@ -231,9 +231,10 @@ def set_operation_targets(
     ys = ys.view(b, t, num_classes, h, w)
     svalid = svalid.view(b, t, 1, h, w) * valid.unsqueeze(1)
     yt5 = yt.unsqueeze(1)
+    # A pixel ignored in either mask has no set-operation label: zero it everywhere.
     inter = yt5 * ys
-    union = torch.maximum(yt5, ys)
-    diff = yt5 - torch.minimum(yt5, ys)
+    union = torch.maximum(yt5, ys) * svalid
+    diff = (yt5 - torch.minimum(yt5, ys)) * svalid
     k = num_classes + 1
     target = _append_null(yt, valid)  # BxKxHxW
     setops = torch.stack(

@@ -1,0 +1,344 @@
+import pytest
+import torch
+from torch import Tensor
+
+from torchgeo_ssg2.losses import (
+    MultitaskLoss,
+    SSG2Loss,
+    fractal_tanimoto,
+    tanimoto_with_complement,
+)
+from torchgeo_ssg2.targets import set_operation_targets
+
+NUM_CLASSES = 3
+K = NUM_CLASSES + 1
+TERMS = (
+    'intersection',
+    'union',
+    'difference',
+    'fuzzy_target',
+    'fuzzy_null',
+    'target',
+    'symmetry',
+)
+
+
+def reference_tanimoto(p: Tensor, lbl: Tensor, d: int) -> Tensor:
+    """Unsmoothed T_d over the last two dims, straight from the formula."""
+    pl = (p * lbl).sum((-2, -1))
+    pp = (p * p).sum((-2, -1))
+    ll = (lbl * lbl).sum((-2, -1))
+    return pl / (2**d * (pp + ll) - (2 ** (d + 1) - 1) * pl)
+
+
+def reference_loss(p: Tensor, lbl: Tensor, d: int, mode: str) -> Tensor:
+    depths = range(d + 1) if mode == 'avg' else [d]
+    t = sum(reference_tanimoto(p, lbl, i) for i in depths) / len(depths)
+    tc = sum(reference_tanimoto(1 - p, 1 - lbl, i) for i in depths) / len(depths)
+    return (1 - 0.5 * (t + tc)).mean()
+
+
+def random_pair(seed: int = 0, shape=(2, 4, 8, 8)) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.rand(shape, generator=g)
+    label = (torch.rand(shape, generator=g) > 0.5).float()
+    return pred, label
+
+
+def make_batch(
+    b: int = 2, t: int = 3, h: int = 8, w: int = 8, seed: int = 0, ignore: bool = False
+) -> dict[str, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.randint(0, NUM_CLASSES, (b, h, w), generator=g)
+    support = torch.randint(0, NUM_CLASSES, (b, t, h, w), generator=g)
+    if ignore:
+        mask[:, :2] = 255
+        support[:, :, :, -2:] = 255
+    return set_operation_targets(
+        mask, support, NUM_CLASSES, ignore_index=255 if ignore else None
+    )
+
+
+def perfect_outputs(targets: dict[str, Tensor], features: int = 5) -> dict[str, Tensor]:
+    """Outputs equal to the targets; the sequence is identical along T."""
+    b, t = targets['intersection'].shape[:2]
+    h, w = targets['target'].shape[-2:]
+    seq = torch.randn(b, 1, features, h, w).expand(b, t, features, h, w)
+    y = targets['target'][:, None, :K].expand(b, t, K, h, w)
+    return {
+        'target': targets['target'].clone(),
+        'intersection': targets['intersection'].clone(),
+        'union': targets['union'].clone(),
+        'difference': targets['difference'].clone(),
+        'fuzzy_target': y.clone(),
+        'fuzzy_null': torch.zeros(b, t, K, h, w),
+        'sequence': seq.clone(),
+    }
+
+
+def random_outputs(
+    b: int, t: int, h: int, w: int, seed: int = 0, features: int = 5
+) -> dict[str, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int) -> Tensor:
+        return torch.rand(shape, generator=g).requires_grad_()
+
+    return {
+        'target': r(b, 3 * K, h, w),
+        'intersection': r(b, t, 3 * K, h, w),
+        'union': r(b, t, 3 * K, h, w),
+        'difference': r(b, t, 3 * K, h, w),
+        'fuzzy_target': r(b, t, K, h, w),
+        'fuzzy_null': r(b, t, K, h, w),
+        'sequence': (torch.randn(b, t, features, h, w, generator=g)).requires_grad_(),
+    }
+
+
+class TestTanimotoWithComplement:
+    @pytest.mark.parametrize('mode', ['exact', 'avg'])
+    @pytest.mark.parametrize('depth', [0, 1, 5])
+    def test_matches_formula(self, mode: str, depth: int) -> None:
+        pred, label = random_pair()
+        got = tanimoto_with_complement(pred, label, depth, mode)
+        torch.testing.assert_close(got, reference_loss(pred, label, depth, mode))
+
+    @pytest.mark.parametrize('mode', ['exact', 'avg'])
+    @pytest.mark.parametrize('depth', [0, 3])
+    def test_zero_for_perfect(self, mode: str, depth: int) -> None:
+        _, label = random_pair()
+        label[0, 1] = 0  # an empty channel
+        label[1, 2] = 1  # a full channel
+        loss = tanimoto_with_complement(label.clone(), label, depth, mode)
+        assert loss.item() == pytest.approx(0, abs=1e-6)
+
+    def test_bounded(self) -> None:
+        for seed in range(5):
+            pred, label = random_pair(seed)
+            for p in (pred, 1 - label, torch.zeros_like(pred), torch.ones_like(pred)):
+                loss = tanimoto_with_complement(p, label)
+                assert 0 <= loss.item() <= 1
+        # the worst case: everything wrong
+        _, label = random_pair()
+        assert tanimoto_with_complement(1 - label, label).item() == pytest.approx(1)
+
+    def test_avg_equals_exact_at_depth_zero(self) -> None:
+        pred, label = random_pair()
+        torch.testing.assert_close(
+            tanimoto_with_complement(pred, label, 0, 'avg'),
+            tanimoto_with_complement(pred, label, 0, 'exact'),
+        )
+
+    def test_depth_changes_value(self) -> None:
+        pred, label = random_pair()
+        values = {
+            (d, m): tanimoto_with_complement(pred, label, d, m).item()
+            for d in (0, 2)
+            for m in ('exact', 'avg')
+        }
+        assert values[2, 'exact'] != pytest.approx(values[0, 'exact'], abs=1e-4)
+        assert values[2, 'avg'] != pytest.approx(values[2, 'exact'], abs=1e-4)
+
+    @pytest.mark.parametrize(
+        ('pred_fill', 'label_fill'), [(0.0, 0.0), (1.0, 1.0), (0.0, 1.0), (1.0, 0.0)]
+    )
+    @pytest.mark.parametrize('depth', [0, 2])
+    def test_empty_and_full_channels_finite(
+        self, pred_fill: float, label_fill: float, depth: int
+    ) -> None:
+        pred = torch.full((2, 3, 4, 4), pred_fill, requires_grad=True)
+        label = torch.full((2, 3, 4, 4), label_fill)
+        loss = tanimoto_with_complement(pred, label, depth)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert torch.isfinite(pred.grad).all()
+        expected = 0.0 if pred_fill == label_fill else 1.0
+        assert loss.item() == pytest.approx(expected, abs=1e-5)
+
+    def test_empty_channel_predicted_almost_empty(self) -> None:
+        label = torch.zeros(1, 1, 8, 8)
+        pred = torch.full((1, 1, 8, 8), 1e-4, requires_grad=True)
+        loss = tanimoto_with_complement(pred, label)
+        loss.backward()
+        assert torch.isfinite(pred.grad).all()
+        assert 0 <= loss.item() < 0.5
+        # predicting more of an empty channel costs more
+        worse = tanimoto_with_complement(torch.full((1, 1, 8, 8), 0.3), label)
+        assert worse.item() > loss.item()
+
+    def test_all_ignore(self) -> None:
+        pred, label = random_pair()
+        pred.requires_grad_()
+        weight = torch.zeros(2, 1, 8, 8)
+        loss = tanimoto_with_complement(pred, label, weight=weight)
+        loss.backward()
+        assert loss.item() == 0
+        assert torch.isfinite(pred.grad).all() and bool((pred.grad == 0).all())
+
+    def test_weight_excludes_pixels(self) -> None:
+        pred, label = random_pair()
+        weight = torch.zeros(2, 1, 8, 8)
+        weight[..., :5] = 1
+        noisy = pred.clone()
+        noisy[..., 5:] = torch.rand(2, 4, 8, 3)  # changes only ignored pixels
+        full = tanimoto_with_complement(pred, label, weight=weight)
+        torch.testing.assert_close(
+            full, tanimoto_with_complement(noisy, label, weight=weight)
+        )
+        torch.testing.assert_close(
+            full, tanimoto_with_complement(pred[..., :5], label[..., :5])
+        )
+
+    def test_dims(self) -> None:
+        pred, label = random_pair(shape=(2, 3, 4, 6, 6))
+        got = tanimoto_with_complement(pred, label, dims=(-3, -2, -1))
+        ref = reference_loss(pred.flatten(-3, -2), label.flatten(-3, -2), 0, 'exact')
+        torch.testing.assert_close(got, ref)
+
+    def test_half_precision_input(self) -> None:
+        pred, label = random_pair()
+        loss = tanimoto_with_complement(pred.half(), label.half())
+        assert loss.dtype == torch.float32
+        torch.testing.assert_close(
+            loss, tanimoto_with_complement(pred, label), atol=1e-3, rtol=1e-3
+        )
+
+    def test_bad_arguments(self) -> None:
+        pred, label = random_pair()
+        with pytest.raises(ValueError, match='mode'):
+            tanimoto_with_complement(pred, label, mode='fractal')  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match='depth'):
+            fractal_tanimoto(pred, label, depth=-1)
+
+
+class TestMultitaskLoss:
+    def test_mean_of_blocks(self) -> None:
+        pred, label = random_pair(shape=(2, 3 * K, 8, 8))
+        got = MultitaskLoss()(pred, label)
+        blocks = [
+            tanimoto_with_complement(
+                pred[:, i * K : (i + 1) * K], label[:, i * K : (i + 1) * K]
+            )
+            for i in range(3)
+        ]
+        torch.testing.assert_close(got, sum(blocks) / 3)
+
+    def test_perfect_targets(self) -> None:
+        targets = make_batch()
+        for depth, mode in ((0, 'exact'), (2, 'exact'), (2, 'avg')):
+            loss = MultitaskLoss(depth, mode)(targets['target'], targets['target'])
+            assert loss.item() == pytest.approx(0, abs=1e-6)
+
+    def test_bad_channels(self) -> None:
+        with pytest.raises(ValueError, match='multiple of 3'):
+            MultitaskLoss()(torch.rand(1, 4, 4, 4), torch.rand(1, 4, 4, 4))
+        with pytest.raises(ValueError, match='differ'):
+            MultitaskLoss()(torch.rand(1, 6, 4, 4), torch.rand(1, 6, 4, 5))
+
+
+class TestSSG2Loss:
+    def test_keys_finite_and_gradients(self) -> None:
+        targets = make_batch(b=2, t=3, h=8, w=12)
+        outputs = random_outputs(2, 3, 8, 12)
+        out = SSG2Loss()(outputs, targets, generator=torch.Generator().manual_seed(0))
+        assert set(out) == {'loss', *TERMS}
+        assert torch.isfinite(out['loss']) and 0 < out['loss'].item() < 1
+        out['loss'].backward()
+        for key, value in outputs.items():
+            assert value.grad is not None, key
+            assert torch.isfinite(value.grad).all(), key
+
+    @pytest.mark.parametrize('t', [1, 3])
+    @pytest.mark.parametrize(('depth', 'mode'), [(0, 'exact'), (2, 'avg')])
+    def test_zero_for_perfect(self, t: int, depth: int, mode: str) -> None:
+        targets = make_batch(t=t)
+        outputs = perfect_outputs(targets)
+        out = SSG2Loss(depth, mode)(outputs, targets)
+        for key, value in out.items():
+            assert value.item() == pytest.approx(0, abs=1e-6), key
+
+    def test_weighting(self) -> None:
+        t = 3
+        targets = make_batch(t=t)
+        outputs = random_outputs(2, t, 8, 8)
+        gen = torch.Generator().manual_seed(5)
+        out = SSG2Loss()(outputs, targets, generator=gen)
+        perm = torch.randperm(t, generator=torch.Generator().manual_seed(5))
+        valid, svalid = targets['valid'], targets['support_valid']
+        mtsk = MultitaskLoss()
+        manual = torch.tensor(0.0)
+        for i in range(t):
+            y = targets['target'][:, :K]
+            manual = manual + sum(
+                mtsk(outputs[key][:, i], targets[key][:, i], svalid[:, i])
+                for key in ('intersection', 'union', 'difference')
+            )
+            manual = manual + tanimoto_with_complement(
+                outputs['fuzzy_target'][:, i], y, weight=valid
+            )
+            manual = manual + tanimoto_with_complement(
+                outputs['fuzzy_null'][:, i], torch.zeros_like(y), weight=valid
+            )
+        manual = manual + mtsk(outputs['target'], targets['target'], valid)
+        seq = torch.sigmoid(outputs['sequence'])
+        symmetry = tanimoto_with_complement(seq, seq[:, perm], dims=(-4, -2, -1))
+        manual = manual + symmetry
+        torch.testing.assert_close(out['loss'], manual / (5 * t + 2))
+        torch.testing.assert_close(out['symmetry'], symmetry)
+        torch.testing.assert_close(
+            out['loss'], sum(out[k] for k in TERMS) / (5 * t + 2)
+        )
+
+    def test_seeded_permutation_is_deterministic(self) -> None:
+        targets = make_batch(t=4)
+        outputs = random_outputs(2, 4, 8, 8)
+        loss = SSG2Loss()
+
+        def symmetry(seed: int) -> float:
+            gen = torch.Generator().manual_seed(seed)
+            return loss(outputs, targets, generator=gen)['symmetry'].item()
+
+        assert symmetry(3) == symmetry(3)
+        values = {symmetry(s) for s in range(8)}
+        assert len(values) > 1  # different seeds draw different permutations
+        seeded = SSG2Loss(generator=torch.Generator().manual_seed(3))
+        assert seeded(outputs, targets)['symmetry'].item() == symmetry(3)
+
+    def test_ignore(self) -> None:
+        targets = make_batch(ignore=True)
+        outputs = random_outputs(2, 3, 8, 8)
+        out = SSG2Loss()(outputs, targets, generator=torch.Generator().manual_seed(0))
+        out['loss'].backward()
+        assert torch.isfinite(out['loss'])
+        # ignored pixels get no gradient from the label-driven terms
+        for key in ('intersection', 'union', 'difference'):
+            grad = outputs[key].grad
+            assert torch.isfinite(grad).all()
+            assert bool((grad * (1 - targets['support_valid']) == 0).all()), key
+        for key in ('target', 'fuzzy_target', 'fuzzy_null'):
+            assert bool((outputs[key].grad[..., :2, :] == 0).all()), key
+        # perfect predictions on the valid pixels still give zero loss
+        perfect = perfect_outputs(targets)
+        for key in TERMS:
+            assert SSG2Loss()(perfect, targets)[key].item() == pytest.approx(
+                0, abs=1e-6
+            )
+
+    def test_all_ignore(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        mask = torch.full((1, 8, 8), 255)
+        support = torch.randint(0, NUM_CLASSES, (1, 2, 8, 8), generator=g)
+        targets = set_operation_targets(mask, support, NUM_CLASSES, ignore_index=255)
+        outputs = random_outputs(1, 2, 8, 8)
+        out = SSG2Loss()(outputs, targets)
+        out['loss'].backward()
+        for key in TERMS[:-1]:
+            assert out[key].item() == 0, key
+        for value in outputs.values():
+            assert torch.isfinite(value.grad).all()
+
+    def test_shape_mismatch(self) -> None:
+        targets = make_batch(t=2)
+        outputs = random_outputs(2, 3, 8, 8)
+        with pytest.raises(ValueError, match='intersection'):
+            SSG2Loss()(outputs, targets)
