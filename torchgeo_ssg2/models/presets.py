@@ -1,0 +1,153 @@
+"""Named hyper-parameter presets of the PTAViT / SSG2 family.
+
+``"paper"`` is the official ISPRS configuration (96 filters, depths 2,2,5,2, 24
+heads in the first stage, one 3D block); ``"small"`` is the 32-filter setting of
+the cost benchmark; ``"tiny"`` trains in minutes on two CPU cores; ``"test"`` is the
+smallest sensible network, for unit tests.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+
+__all__ = ('PRESETS', 'ModelConfig', 'get_config', 'list_presets')
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters shared by SSG2 and PTAViT.
+
+    Attributes:
+        filters: channels F of the first stage (doubled at every stage).
+        depths: blocks per encoder stage (four stages).
+        heads: attention heads (convolution groups) of the first stage, doubled at
+            every stage; ``None`` means ``filters // 4`` (24 for 96 filters).
+        decoder_depths: blocks per decoder stage at H/16, H/8, H/4; ``None`` means
+            the reversed first three encoder depths.
+        blocks_3d: blocks of the 3D sequence model (SSG2 only).
+        spatial_size: reference chip size of the attention grid schedule (the
+            original's ``spatial_size_init``); it does not restrict the input size.
+        dropout: feed-forward dropout.
+        norm_groups: GroupNorm groups of the normed convolutions.
+        expansion: MBConv expansion.
+        se_ratio: MBConv squeeze-excitation ratio.
+        segm_act: ``'sigmoid'`` (SigmoidCrisp) or ``'softmax'`` segmentation output.
+        support_chunk_size: supports processed together in one batched pass
+            (SSG2 only); ``None`` processes all T at once.
+    """
+
+    filters: int = 96
+    depths: tuple[int, ...] = (2, 2, 5, 2)
+    heads: int | None = None
+    decoder_depths: tuple[int, ...] | None = None
+    blocks_3d: int = 1
+    spatial_size: int = 256
+    dropout: float = 0.1
+    norm_groups: int = 4
+    expansion: int = 4
+    se_ratio: float = 0.25
+    segm_act: str = 'sigmoid'
+    support_chunk_size: int | None = None
+
+    @property
+    def stage_heads(self) -> tuple[int, ...]:
+        """Attention heads of the four stages."""
+        h0 = self.heads if self.heads is not None else max(1, self.filters // 4)
+        return tuple(h0 * 2**i for i in range(len(self.depths)))
+
+    @property
+    def stage_channels(self) -> tuple[int, ...]:
+        """Channels of the four stages."""
+        return tuple(self.filters * 2**i for i in range(len(self.depths)))
+
+    @property
+    def dec_depths(self) -> tuple[int, ...]:
+        """Blocks per decoder stage, from H/16 to H/4."""
+        if self.decoder_depths is not None:
+            return tuple(self.decoder_depths)
+        return tuple(reversed(self.depths[:-1]))
+
+    def validate(self) -> None:
+        """Check the hyper-parameters.
+
+        Raises:
+            ValueError: for inconsistent values.
+        """
+        if len(self.depths) != 4 or any(d < 1 for d in self.depths):
+            raise ValueError(f'depths must be four positive ints, got {self.depths}')
+        if len(self.dec_depths) != 3 or any(d < 1 for d in self.dec_depths):
+            raise ValueError(
+                f'decoder_depths must be three positive ints, got {self.dec_depths}'
+            )
+        if self.filters < 4 or self.filters % self.norm_groups or self.filters % 4:
+            raise ValueError(
+                f'filters={self.filters} must be a multiple of 4 and of '
+                f'norm_groups={self.norm_groups}'
+            )
+        h0 = self.stage_heads[0]
+        if self.filters % (2 * h0):
+            raise ValueError(
+                f'filters={self.filters} must be divisible by 2*heads={2 * h0}'
+            )
+        if self.blocks_3d < 0:
+            raise ValueError(f'blocks_3d must be >= 0, got {self.blocks_3d}')
+        if self.spatial_size < 32 or self.spatial_size % 32:
+            raise ValueError(
+                f'spatial_size must be a positive multiple of 32, got {self.spatial_size}'
+            )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f'dropout must be in [0, 1), got {self.dropout}')
+        if self.segm_act not in ('sigmoid', 'softmax'):
+            raise ValueError(
+                f"segm_act must be 'sigmoid' or 'softmax', got {self.segm_act!r}"
+            )
+        if self.support_chunk_size is not None and self.support_chunk_size < 1:
+            raise ValueError(
+                f'support_chunk_size must be >= 1 or None, got {self.support_chunk_size}'
+            )
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    'paper': {'filters': 96, 'depths': (2, 2, 5, 2), 'heads': 24, 'blocks_3d': 1},
+    'small': {'filters': 32, 'depths': (2, 2, 5, 2), 'heads': 8, 'blocks_3d': 1},
+    'tiny': {'filters': 16, 'depths': (1, 1, 2, 1), 'heads': 4, 'blocks_3d': 1},
+    'test': {'filters': 8, 'depths': (1, 1, 1, 1), 'heads': 2, 'blocks_3d': 1},
+}
+
+
+def list_presets() -> list[str]:
+    """Names of the available presets.
+
+    Returns:
+        the preset names.
+    """
+    return list(PRESETS)
+
+
+def get_config(preset: str = 'paper', **overrides: object) -> ModelConfig:
+    """Build the configuration of a preset, with keyword overrides.
+
+    Args:
+        preset: a name from :func:`list_presets`.
+        **overrides: any :class:`ModelConfig` field.
+
+    Returns:
+        the validated configuration.
+
+    Raises:
+        ValueError: for an unknown preset, an unknown override or a bad value.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f'unknown preset {preset!r}; choose one of {list_presets()}')
+    names = {
+        f.name for f in dataclasses.fields(ModelConfig) if not f.name.startswith('_')
+    }
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f'unknown model option(s) {unknown}; valid: {sorted(names)}')
+    values = {**PRESETS[preset], **overrides}
+    for key in ('depths', 'decoder_depths'):
+        if values.get(key) is not None:
+            values[key] = tuple(values[key])  # type: ignore[arg-type]
+    config = ModelConfig(**values)  # type: ignore[arg-type]
+    config.validate()
+    return config

@@ -1,0 +1,236 @@
+"""SSG2: semantic segmentation with a sequence of support images.
+
+For a target image and T support images the shared-weight dual encoder and the
+single decoder give one feature map ``Z_t`` per support. Three conditioned
+multitask heads, shared over t, predict the intersection, union and difference of
+the target's and support's classes; fuzzy (Hamacher) operations derive the target
+(``I | D``) and the null set (``I ∩ D``) from them. The max of the intersections
+and the min of the unions bound the target; a 3D PTAViT stage filters the feature
+sequence; a bias-free 1x1 compressor merges the mean sequence features with both
+bounds, and a last multitask head predicts the target.
+"""
+
+import torch
+from torch import Tensor, nn
+
+from ._validation import check_image, check_support
+from .attention import spatial_grid
+from .decoder import PTAViTDecoder
+from .encoder import DualPTAViTEncoder
+from .heads import ConditionedMultitaskHead, hamacher_conorm, hamacher_tnorm
+from .presets import ModelConfig, get_config
+from .ptavit import PTAViTStage3D
+
+__all__ = ('SSG2', 'SSG2Head')
+
+
+class SSG2Head(nn.Module):
+    """Set-operation heads, sequence model, compressor and target head."""
+
+    def __init__(self, channels: int, num_outputs: int, config: ModelConfig) -> None:
+        """Initialise the head.
+
+        Args:
+            channels: feature channels F of the decoder.
+            num_outputs: K, classes including NULL.
+            config: the model configuration.
+        """
+        super().__init__()
+        k, act, g = num_outputs, config.segm_act, config.norm_groups
+        self.num_outputs = k
+        self.intersection = ConditionedMultitaskHead(channels, k, act, g)
+        self.union = ConditionedMultitaskHead(channels, k, act, g)
+        self.difference = ConditionedMultitaskHead(channels, k, act, g)
+        self.sequence = PTAViTStage3D(
+            channels,
+            config.blocks_3d,
+            config.stage_heads[0],
+            spatial_grid(1, config.spatial_size),
+            dropout=config.dropout,
+            expansion=config.expansion,
+            se_ratio=config.se_ratio,
+        )
+        self.compressor = nn.Conv2d(channels + 2 * 3 * k, channels, 1, bias=False)
+        self.target = ConditionedMultitaskHead(channels, k, act, g)
+
+    def support_outputs(self, z: Tensor, difference: bool = True) -> dict[str, Tensor]:
+        """Per-support set-operation predictions.
+
+        Args:
+            z: BxTxFxHxW features.
+            difference: also run the difference head.
+
+        Returns:
+            ``"intersection"``, ``"union"`` (and ``"difference"``), each BxTx3KxHxW.
+        """
+        b = z.shape[0]
+        flat = z.reshape(-1, *z.shape[2:])
+        heads = {'intersection': self.intersection, 'union': self.union}
+        if difference:
+            heads['difference'] = self.difference
+        return {
+            name: head(flat)
+            .reshape(b, -1, *flat.shape[-2:])
+            .unflatten(1, (-1, 3 * self.num_outputs))
+            for name, head in heads.items()
+        }
+
+    def target_outputs(
+        self, z: Tensor, intersection: Tensor, union: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Sequence model and target prediction.
+
+        Args:
+            z: BxTxFxHxW features.
+            intersection: BxTx3KxHxW intersection predictions.
+            union: BxTx3KxHxW union predictions.
+
+        Returns:
+            the target prediction Bx3KxHxW and the sequence features BxTxFxHxW.
+        """
+        sequence = self.sequence(z.transpose(1, 2)).transpose(1, 2)
+        priors = (sequence.mean(1), intersection.amax(1), union.amin(1))
+        target = self.target(self.compressor(torch.cat(priors, dim=1)))
+        return target, sequence
+
+
+class SSG2(nn.Module):
+    """SSG2 (Diakogiannis et al., 2024): segmentation conditioned on T supports.
+
+    ``num_classes`` counts the real classes; the model adds a NULL class, so every
+    multitask output has ``K = num_classes + 1`` channels per task (NULL last) and
+    ``3K`` in all: ``[0:K]`` segmentation, ``[K:2K]`` boundary, ``[2K:3K]``
+    distance.
+
+    The T supports run as one batched pass (in chunks of ``support_chunk_size``
+    when set) and the support-independent part of the target stream is computed
+    once; :meth:`_forward_reference` is the plain per-support loop of the
+    original implementation and computes the same function.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        preset: str = 'paper',
+        **overrides: object,
+    ) -> None:
+        """Initialise the model.
+
+        Args:
+            in_channels: input bands C.
+            num_classes: real classes (without NULL).
+            preset: a name from :func:`~torchgeo_ssg2.models.presets.list_presets`.
+            **overrides: :class:`~torchgeo_ssg2.models.presets.ModelConfig` fields.
+
+        Raises:
+            ValueError: for bad arguments.
+        """
+        super().__init__()
+        if in_channels < 1 or num_classes < 1:
+            raise ValueError(
+                f'in_channels and num_classes must be >= 1, got {in_channels}, '
+                f'{num_classes}'
+            )
+        self.config = get_config(preset, **overrides)
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.num_outputs = num_classes + 1
+        self.encoder = DualPTAViTEncoder(in_channels, self.config)
+        self.decoder = PTAViTDecoder(self.config)
+        self.head = SSG2Head(self.config.filters, self.num_outputs, self.config)
+
+    def _features(self, image: Tensor, support_image: Tensor) -> Tensor:
+        """Batched base pass over the supports (in chunks if configured)."""
+        t = support_image.shape[1]
+        chunk = self.config.support_chunk_size or t
+        target = self.encoder.target_features(image)
+        zs = []
+        for start in range(0, t, chunk):
+            support = support_image[:, start : start + chunk]
+            features = self.encoder(image, support, target)
+            tc = support.shape[1]
+            flat = [f.reshape(-1, *f.shape[2:]) for f in features]
+            z = self.decoder(flat, tc)
+            zs.append(z.reshape(image.shape[0], tc, *z.shape[1:]))
+        return zs[0] if len(zs) == 1 else torch.cat(zs, dim=1)
+
+    def _check(self, image: Tensor, support_image: Tensor) -> None:
+        check_image(image, self.in_channels)
+        check_support(image, support_image)
+
+    def _outputs(
+        self, z: Tensor, support: dict[str, Tensor], full: bool
+    ) -> dict[str, Tensor]:
+        target, sequence = self.head.target_outputs(
+            z, support['intersection'], support['union']
+        )
+        out = {'target': target, **support}
+        if full:
+            k = self.num_outputs
+            inter, diff = (
+                support['intersection'][:, :, :k],
+                support['difference'][:, :, :k],
+            )
+            out['fuzzy_target'] = hamacher_conorm(inter, diff)
+            out['fuzzy_null'] = hamacher_tnorm(inter, diff)
+            out['sequence'] = sequence
+        return out
+
+    def forward(self, image: Tensor, support_image: Tensor) -> dict[str, Tensor]:
+        """Predict the target and all auxiliary outputs.
+
+        Args:
+            image: BxCxHxW target images (H, W multiples of 32).
+            support_image: BxTxCxHxW supports, T >= 1.
+
+        Returns:
+            ``"target"`` Bx3KxHxW; ``"intersection"``, ``"union"``,
+            ``"difference"`` BxTx3KxHxW; ``"fuzzy_target"``, ``"fuzzy_null"``
+            BxTxKxHxW; ``"sequence"`` BxTxFxHxW (pre-sigmoid sequence features).
+        """
+        self._check(image, support_image)
+        z = self._features(image, support_image)
+        return self._outputs(z, self.head.support_outputs(z, difference=True), True)
+
+    def forward_inference(
+        self, image: Tensor, support_image: Tensor
+    ) -> dict[str, Tensor]:
+        """Only what the target needs: no difference head, no fuzzy outputs.
+
+        Args:
+            image: BxCxHxW target images.
+            support_image: BxTxCxHxW supports.
+
+        Returns:
+            ``"target"`` Bx3KxHxW, ``"intersection"`` and ``"union"`` BxTx3KxHxW.
+        """
+        self._check(image, support_image)
+        z = self._features(image, support_image)
+        return self._outputs(z, self.head.support_outputs(z, difference=False), False)
+
+    def _forward_reference(
+        self, image: Tensor, support_image: Tensor
+    ) -> dict[str, Tensor]:
+        """Plain per-support loop, as in the official code (for tests).
+
+        Every support gets its own full base pass (target recomputed) and its own
+        head calls; the outputs equal :meth:`forward`'s.
+
+        Args:
+            image: BxCxHxW target images.
+            support_image: BxTxCxHxW supports.
+
+        Returns:
+            the same mapping as :meth:`forward`.
+        """
+        self._check(image, support_image)
+        zs, parts = [], {'intersection': [], 'union': [], 'difference': []}
+        for t in range(support_image.shape[1]):
+            z = self.decoder(self.encoder.forward_pair(image, support_image[:, t]))
+            zs.append(z)
+            parts['intersection'].append(self.head.intersection(z))
+            parts['union'].append(self.head.union(z))
+            parts['difference'].append(self.head.difference(z))
+        support = {name: torch.stack(v, dim=1) for name, v in parts.items()}
+        return self._outputs(torch.stack(zs, dim=1), support, True)
