@@ -342,3 +342,10 @@ class TestSSG2Loss:
         outputs = random_outputs(2, 3, 8, 8)
         with pytest.raises(ValueError, match='intersection'):
             SSG2Loss()(outputs, targets)
+        outputs = random_outputs(2, 2, 8, 8)
+        outputs['fuzzy_null'] = outputs['fuzzy_null'][:, :, :-1]
+        with pytest.raises(ValueError, match='fuzzy_null'):
+            SSG2Loss()(outputs, targets)
+        del outputs['sequence']
+        with pytest.raises(KeyError, match='sequence'):
+            SSG2Loss()(outputs, targets)

@@ -1,13 +1,19 @@
 """Losses of SSG2: fractal Tanimoto with complement, multitask and total SSG2 loss.
 
 Convention for empty channels: the Tanimoto similarity is smoothed,
-``T = (sum pl + eps) / (den + eps)`` with ``eps = 1e-5``, so a channel that is empty in both
-prediction and label has similarity 1 (loss 0) instead of the 0/0 of the plain
-formula, and values and gradients stay finite for empty channels, empty masks and
-all-ignore masks. For any non-trivial channel (sums over a chip of order 1 or more)
-eps changes the value by a negligible amount. The official code instead maps the 0/0
-to similarity 0 (so an empty channel predicted empty floors at loss 0.5); the
-complement term ``T(1-p, 1-l)`` then carries the signal, as it does here.
+``T = (sum pl + eps) / (den + eps)`` with ``eps = 1e-5``, so a channel that is empty
+in both prediction and label has similarity 1 (loss 0) instead of the 0/0 of the
+plain formula, and values and gradients stay finite for empty channels, empty masks
+and all-ignore masks. For any non-trivial channel (sums over a chip of order 1 or
+more) eps changes the value by a negligible amount. The official code instead maps
+the 0/0 to similarity 0 (so an empty channel predicted empty floors at loss 0.5); the
+complement term ``T(1-p, 1-l)`` carries the signal for such channels in both.
+
+Ignored pixels: a validity weight multiplies p, l and both complements inside the
+sums, so an ignored pixel contributes nothing; a sample or channel whose pixels are
+all ignored has loss 0 and zero gradient (it still counts in the mean).
+
+Inputs are promoted to at least float32 before the sums (safe under autocast).
 """
 
 from collections.abc import Mapping, Sequence
@@ -19,6 +25,16 @@ from torch import Tensor, nn
 __all__ = ['MultitaskLoss', 'SSG2Loss', 'fractal_tanimoto', 'tanimoto_with_complement']
 
 _EPS = 1e-5
+_OUTPUT_KEYS = (
+    'target',
+    'intersection',
+    'union',
+    'difference',
+    'fuzzy_target',
+    'fuzzy_null',
+    'sequence',
+)
+_TARGET_KEYS = ('target', 'intersection', 'union', 'difference')
 
 
 def _as_dims(dims: int | Sequence[int]) -> tuple[int, ...]:
@@ -198,6 +214,7 @@ class SSG2Loss(nn.Module):
         self.mode = mode
         self.generator = generator
         self.mtsk = MultitaskLoss(depth, mode, channel_dim=2)
+        self.target_loss = MultitaskLoss(depth, mode)
 
     def _permutation(self, t: int, device: torch.device, gen: torch.Generator | None):
         if gen is None:
@@ -229,7 +246,11 @@ class SSG2Loss(nn.Module):
             ``"intersection"``, ``"union"``, ``"difference"``, ``"fuzzy_target"``,
             ``"fuzzy_null"``, ``"target"``, ``"symmetry"``.
         """
-        for key in ('intersection', 'union', 'difference'):
+        missing = [f'outputs[{k!r}]' for k in _OUTPUT_KEYS if k not in outputs]
+        missing += [f'targets[{k!r}]' for k in _TARGET_KEYS if k not in targets]
+        if missing:
+            raise KeyError(f'SSG2Loss: missing {", ".join(missing)}')
+        for key in ('target', 'intersection', 'union', 'difference'):
             if outputs[key].shape != targets[key].shape:
                 raise ValueError(
                     f'SSG2Loss: outputs[{key!r}] {tuple(outputs[key].shape)} does not '
@@ -237,6 +258,12 @@ class SSG2Loss(nn.Module):
                 )
         t, c3 = outputs['intersection'].shape[1:3]
         k = c3 // 3
+        for key in ('fuzzy_target', 'fuzzy_null'):
+            if outputs[key].shape[:3] != (outputs['intersection'].shape[0], t, k):
+                raise ValueError(
+                    f'SSG2Loss: outputs[{key!r}] {tuple(outputs[key].shape)} should be '
+                    f'BxTxKxHxW with T={t}, K={k}'
+                )
         valid = targets.get('valid')
         svalid = targets.get('support_valid')
         valid_t = None if valid is None else valid.unsqueeze(1)  # Bx1x1xHxW
@@ -254,9 +281,7 @@ class SSG2Loss(nn.Module):
         terms['fuzzy_null'] = t * tanimoto_with_complement(
             fuzzy_null, torch.zeros_like(fuzzy_null), self.depth, self.mode, valid_t
         )
-        terms['target'] = MultitaskLoss(self.depth, self.mode)(
-            outputs['target'], targets['target'], valid
-        )
+        terms['target'] = self.target_loss(outputs['target'], targets['target'], valid)
         seq = torch.sigmoid(outputs['sequence'])
         perm = self._permutation(
             seq.shape[1],
