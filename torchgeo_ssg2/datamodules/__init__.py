@@ -1,3 +1,9 @@
 """datamodules."""
 
-__all__: tuple[str, ...] = ()
+from .base import EpisodicNonGeoDataModule
+from .dubai import DubaiAerialDataModule
+
+__all__: tuple[str, ...] = (
+    'DubaiAerialDataModule',
+    'EpisodicNonGeoDataModule',
+)

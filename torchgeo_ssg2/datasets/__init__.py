@@ -1,8 +1,10 @@
 """datasets."""
 
+from .dubai import DubaiAerial
 from .episodes import EpisodeDataset, EpisodeEpochCallback, set_episode_epoch
 
 __all__: tuple[str, ...] = (
+    'DubaiAerial',
     'EpisodeDataset',
     'EpisodeEpochCallback',
     'set_episode_epoch',
