@@ -1,0 +1,249 @@
+"""Windows of one raster as normalised samples, with optional support sequences."""
+
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .output import RasterMeta, open_raster
+from .windows import WindowGrid
+
+__all__ = ('RasterWindowDataset', 'SupportMode')
+
+#: Where the support sequence of each window comes from.
+SupportMode = Literal['none', 'raster', 'bank']
+
+
+def _as_channel_vector(
+    value: float | Sequence[float] | Tensor | np.ndarray, count: int, name: str
+) -> np.ndarray:
+    """Broadcast a scalar or per-band statistic to a Cx1x1 float32 array.
+
+    Args:
+        value: Scalar or one value per band.
+        count: Number of bands C.
+        name: Name for error messages.
+
+    Returns:
+        The statistic as Cx1x1 float32.
+
+    Raises:
+        ValueError: If the number of values is neither 1 nor ``count``.
+    """
+    arr = np.asarray(
+        value.detach().cpu() if isinstance(value, Tensor) else value, dtype=np.float32
+    ).reshape(-1)
+    if arr.size == 1:
+        arr = np.repeat(arr, count)
+    if arr.size != count:
+        msg = f'{name} has {arr.size} values but the raster has {count} bands'
+        raise ValueError(msg)
+    return arr.reshape(count, 1, 1)
+
+
+class RasterWindowDataset(Dataset[dict[str, Tensor]]):
+    """The sliding windows of one raster, read on demand and normalised.
+
+    Item ``i`` is the ``i``-th window of :class:`WindowGrid` (row-major), read with
+    rasterio's windowed reads; where the window extends beyond the raster (rasters
+    smaller than a window) the read is padded by reflection. Images are normalised
+    as ``(x - mean) / std``, the way the training datamodule's ``K.Normalize`` did.
+
+    Supports (``support_image``, TxCxHxW) are added for SSG2:
+
+    * ``"raster"``: T other windows of the same raster chosen by
+      :class:`torchgeo_ssg2.samplers.RasterSupportSelector` (images only; a
+      raster smaller than a window is its own support, T times);
+    * ``"bank"``: T images of a labelled dataset from a
+      :class:`torchgeo_ssg2.samplers.SupportBank` (normalised the same way);
+    * ``"none"``: no supports (single-image models such as PTAViT).
+
+    Each item also carries ``row_off`` and ``col_off`` (the window's pixel offsets),
+    and torchgeo's ``bounds`` and ``transform`` (9 values each).
+
+    Args:
+        path: Input raster.
+        window: Window side in pixels.
+        overlap: Pixels shared by neighbouring windows.
+        mean: Per-band (or scalar) mean subtracted from the raw values.
+        std: Per-band (or scalar) standard deviation dividing them.
+        supports: Source of support sequences.
+        sequence_length: Supports T per window (``"raster"`` mode).
+        support_bank: The bank (``"bank"`` mode), an object with
+            ``supports(key) -> TxCxHxW``; the key is the window index.
+        support_seed: Seed of the raster support selector.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        window: int = 256,
+        overlap: int = 64,
+        mean: float | Sequence[float] | Tensor = 0.0,
+        std: float | Sequence[float] | Tensor = 1.0,
+        supports: SupportMode = 'none',
+        sequence_length: int | None = None,
+        support_bank: Any = None,
+        support_seed: int = 0,
+    ) -> None:
+        self.meta = RasterMeta.from_file(path)
+        self.grid = WindowGrid(self.meta.height, self.meta.width, window, overlap)
+        self.mean = _as_channel_vector(mean, self.meta.count, 'mean')
+        self.std = _as_channel_vector(std, self.meta.count, 'std')
+        if np.any(self.std == 0):
+            msg = 'std must not contain zeros'
+            raise ValueError(msg)
+        self.supports = supports
+        self.sequence_length = sequence_length
+        self.selector: Any = None
+        self.support_bank = support_bank
+        if supports == 'raster':
+            if sequence_length is None or sequence_length < 1:
+                msg = (
+                    f'raster supports need sequence_length >= 1, got {sequence_length}'
+                )
+                raise ValueError(msg)
+            if self.meta.height >= window and self.meta.width >= window:
+                from ..samplers import RasterSupportSelector
+
+                self.selector = RasterSupportSelector(
+                    self.meta.height,
+                    self.meta.width,
+                    window,
+                    sequence_length,
+                    seed=support_seed,
+                )
+        elif supports == 'bank':
+            if support_bank is None:
+                msg = 'supports="bank" needs a support_bank'
+                raise ValueError(msg)
+        elif supports != 'none':
+            msg = f"supports must be 'none', 'raster' or 'bank', got {supports!r}"
+            raise ValueError(msg)
+        self._src: Any = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        """Number of windows."""
+        return len(self.grid)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the open file handle (for DataLoader workers)."""
+        state = self.__dict__.copy()
+        state['_src'] = None
+        state['_pid'] = None
+        return state
+
+    def _reader(self) -> Any:
+        """The raster opened once per process."""
+        if self._src is None or self._pid != os.getpid():
+            self._src = open_raster(self.meta.path)
+            self._pid = os.getpid()
+        return self._src
+
+    def close(self) -> None:
+        """Close the raster handle of this process."""
+        if self._src is not None:
+            self._src.close()
+            self._src = None
+
+    def read_window(self, row_off: int, col_off: int) -> np.ndarray:
+        """Read and normalise one window.
+
+        Args:
+            row_off: Row offset.
+            col_off: Column offset.
+
+        Returns:
+            float32 Cxwindowxwindow, reflection-padded beyond the raster.
+        """
+        window = self.grid.window
+        h, w = self.grid.valid_shape(row_off, col_off)
+        data = self._reader().read(
+            window=Window(col_off, row_off, w, h), out_dtype='float32'
+        )
+        if (h, w) != (window, window):
+            data = np.pad(
+                data, ((0, 0), (0, window - h), (0, window - w)), mode='reflect'
+            )
+        data -= self.mean
+        data /= self.std
+        return data
+
+    def _bank_supports(self, index: int) -> np.ndarray:
+        """Supports from the bank, normalised like the image.
+
+        Args:
+            index: Index of the target window (the bank's key).
+
+        Returns:
+            float32 TxCxwindowxwindow.
+
+        Raises:
+            ValueError: If the bank's supports do not match the windows.
+        """
+        sup = self.support_bank.supports(index)
+        sup = np.asarray(
+            sup.detach().cpu() if isinstance(sup, Tensor) else sup, dtype=np.float32
+        )
+        expected = (self.meta.count, self.grid.window, self.grid.window)
+        if sup.ndim != 4 or sup.shape[1:] != expected:
+            msg = (
+                f'support bank gives supports of shape {sup.shape}; windows need '
+                f'Tx{expected[0]}x{expected[1]}x{expected[2]}'
+            )
+            raise ValueError(msg)
+        return (sup - self.mean) / self.std
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        """One window.
+
+        Args:
+            index: Window index in row-major order.
+
+        Returns:
+            ``image`` CxHxW, optional ``support_image`` TxCxHxW, ``row_off``,
+            ``col_off`` (0-d int64), ``bounds`` and ``transform`` (9 float64 each).
+        """
+        row_off, col_off = self.grid[index]
+        sample: dict[str, Tensor] = {
+            'image': torch.from_numpy(self.read_window(row_off, col_off))
+        }
+        if self.supports == 'raster':
+            if self.selector is not None:
+                offsets = self.selector.supports(row_off, col_off)
+            else:  # the raster is smaller than a window: it is its own support
+                offsets = [(0, 0)] * self.sequence_length
+            sample['support_image'] = torch.from_numpy(
+                np.stack([self.read_window(r, c) for r, c in offsets])
+            )
+        elif self.supports == 'bank':
+            sample['support_image'] = torch.from_numpy(self._bank_supports(index))
+        t = self.meta.transform @ rasterio.Affine.translation(col_off, row_off)
+        x0, y0 = t.c, t.f
+        x1 = x0 + t.a * self.grid.window
+        y1 = y0 + t.e * self.grid.window
+        sample['row_off'] = torch.tensor(row_off)
+        sample['col_off'] = torch.tensor(col_off)
+        sample['bounds'] = torch.tensor(
+            [
+                min(x0, x1),
+                max(x0, x1),
+                abs(t.a),
+                min(y0, y1),
+                max(y0, y1),
+                abs(t.e),
+                0.0,
+                0.0,
+                1.0,
+            ],
+            dtype=torch.float64,
+        )
+        sample['transform'] = torch.tensor(list(t)[:9], dtype=torch.float64)
+        return sample
