@@ -1,17 +1,30 @@
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
+import rasterio
 import torch
+from rasterio.transform import from_origin
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from torchgeo.datasets import RasterDataset
+from torchgeo.samplers import GriddedPatchSampler
 
 from torchgeo_ssg2.datasets import (
     EpisodeDataset,
     EpisodeEpochCallback,
+    GeoEpisodeDataset,
     set_episode_epoch,
 )
-from torchgeo_ssg2.samplers import EpisodeIndex, EpisodeSampler, SupportIndexSampler
+from torchgeo_ssg2.samplers import (
+    EpisodeIndex,
+    EpisodeSampler,
+    GeoEpisodeIndex,
+    SupportGeoSampler,
+    SupportIndexSampler,
+)
 
 
 class IdDataset(Dataset[dict[str, Any]]):
@@ -151,3 +164,153 @@ def test_lightning_epochs(use_sampler: bool) -> None:
     for epoch, target, supports in model.seen:
         assert supports == sampler.supports(target, epoch)
     assert {e for e, _, _ in model.seen} == {0, 1, 2}
+
+
+# -- geo episodes -----------------------------------------------------------------
+
+GEO_RES = 1.0
+GEO_LEFT, GEO_TOP = 300000.0, 5000000.0
+NODATA_COLS = 40  # left columns of the image that are nodata
+
+
+class FakeImages(RasterDataset):
+    filename_glob = 'img_*.tif'
+    is_image = True
+
+
+class FakeMasks(RasterDataset):
+    filename_glob = 'mask_*.tif'
+    is_image = False
+
+
+def fake_mask_array(height: int, width: int) -> np.ndarray:
+    rows, cols = np.mgrid[0:height, 0:width]
+    return ((rows // 8 + 3 * (cols // 8)) % 5).astype(np.uint8)
+
+
+@pytest.fixture
+def geo_pair(tmp_path: Path) -> tuple[RasterDataset, np.ndarray]:
+    """A 3-band image with nodata=0 on its left 40 columns, and a class mask."""
+    h, w = 96, 128
+    rng = np.random.default_rng(0)
+    image = rng.integers(1, 255, (3, h, w), dtype=np.uint8)
+    image[:, :, :NODATA_COLS] = 0
+    mask = fake_mask_array(h, w)
+    common = {
+        'driver': 'GTiff',
+        'height': h,
+        'width': w,
+        'crs': 'EPSG:32631',
+        'transform': from_origin(GEO_LEFT, GEO_TOP, GEO_RES, GEO_RES),
+        'tiled': True,
+        'blockxsize': 32,
+        'blockysize': 32,
+    }
+    with rasterio.open(
+        tmp_path / 'img_0.tif', 'w', count=3, dtype='uint8', nodata=0, **common
+    ) as dst:
+        dst.write(image)
+    with rasterio.open(
+        tmp_path / 'mask_0.tif', 'w', count=1, dtype='uint8', **common
+    ) as dst:
+        dst.write(mask[None])
+    return FakeImages(paths=tmp_path) & FakeMasks(paths=tmp_path), mask
+
+
+def window_offsets(window: tuple[slice, slice]) -> tuple[int, int]:
+    """(row, col) pixel offset of a window's top-left corner in the fakes."""
+    x, y = window
+    return round((GEO_TOP - y.stop) / GEO_RES), round((x.start - GEO_LEFT) / GEO_RES)
+
+
+class TestGeoEpisodeDataset:
+    def test_episode(self, geo_pair: tuple[RasterDataset, np.ndarray]) -> None:
+        dataset, mask = geo_pair
+        sampler = SupportGeoSampler(dataset, size=16, sequence_length=3, length=6)
+        episodes = GeoEpisodeDataset(dataset)
+        assert episodes.nodata == 0.0  # inferred from the image file
+        for index in sampler:
+            ep = episodes[index]
+            assert ep['image'].shape == (3, 16, 16)
+            assert ep['mask'].shape == (16, 16) and ep['mask'].dtype == torch.long
+            assert ep['support_image'].shape == (3, 3, 16, 16)
+            assert ep['support_mask'].shape == (3, 16, 16)
+            assert ep['bounds'].shape == (9,) and ep['transform'].shape == (9,)
+            assert ep['bounds'][0] == pytest.approx(index.target[0].start)
+            r, c = window_offsets(index.target)
+            assert np.array_equal(ep['mask'].numpy(), mask[r : r + 16, c : c + 16])
+
+    def test_nodata_supports_skipped(
+        self, geo_pair: tuple[RasterDataset, np.ndarray]
+    ) -> None:
+        dataset, mask = geo_pair
+        sampler = SupportGeoSampler(
+            dataset, size=16, sequence_length=3, num_spares=6, length=20, seed=1
+        )
+        episodes = GeoEpisodeDataset(dataset, max_nodata_fraction=0.25)
+        drawn_bad = 0
+        for index in sampler:
+            drawn_bad += sum(
+                window_offsets(w)[1] + 16 * 0.75 < NODATA_COLS for w in index.supports
+            )
+            ep = episodes[index]
+            for k in range(3):
+                frac = float((ep['support_image'][k] == 0).all(dim=0).float().mean())
+                assert frac <= 0.25
+                # Each support comes with the mask of one of the index's windows.
+                crops = [
+                    mask[r : r + 16, c : c + 16]
+                    for r, c in map(window_offsets, index.supports + index.spares)
+                ]
+                got = ep['support_mask'][k].numpy()
+                assert any(np.array_equal(got, crop) for crop in crops)
+        assert drawn_bad > 0  # the sampler did propose mostly-nodata windows
+        assert episodes.reads > 20 * 4  # ... and spares replaced them
+
+    def test_spares_exhausted(self, geo_pair: tuple[RasterDataset, np.ndarray]) -> None:
+        dataset, _ = geo_pair
+        w = (slice(GEO_LEFT, GEO_LEFT + 16), slice(GEO_TOP - 16, GEO_TOP))
+        w2 = (slice(GEO_LEFT, GEO_LEFT + 16), slice(GEO_TOP - 48, GEO_TOP - 32))
+        good = (slice(GEO_LEFT + 64, GEO_LEFT + 80), slice(GEO_TOP - 16, GEO_TOP))
+        target = (
+            slice(GEO_LEFT + 96, GEO_LEFT + 112),
+            slice(GEO_TOP - 80, GEO_TOP - 64),
+        )
+        episodes = GeoEpisodeDataset(dataset)
+        ep = episodes[GeoEpisodeIndex(target, (w, good), (w2,))]
+        # Both nodata windows are rejected; the good one is kept, then the
+        # least-nodata of the rejected (the first, all being equal) fills in.
+        assert (ep['support_image'][0] != 0).any()
+        assert (ep['support_image'][1] == 0).all()
+
+    def test_plain_window_index(
+        self, geo_pair: tuple[RasterDataset, np.ndarray]
+    ) -> None:
+        dataset, _ = geo_pair
+        grid = GriddedPatchSampler(dataset, size=32)
+        sampler = SupportGeoSampler(
+            dataset, size=32, sequence_length=2, targets=grid, fixed=True
+        )
+        episodes = GeoEpisodeDataset(dataset, sampler)
+        window = next(iter(grid))
+        assert episodes[window]['support_image'].shape == (2, 3, 32, 32)
+        with pytest.raises(TypeError, match='plain window'):
+            GeoEpisodeDataset(dataset)[window]
+
+    def test_dataloader_workers(
+        self, geo_pair: tuple[RasterDataset, np.ndarray]
+    ) -> None:
+        dataset, _ = geo_pair
+        sampler = SupportGeoSampler(dataset, size=16, sequence_length=2, length=8)
+        episodes = GeoEpisodeDataset(dataset)
+        loader = DataLoader(episodes, batch_size=4, sampler=sampler, num_workers=2)
+        batches = list(loader)
+        assert len(batches) == 2
+        serial = [episodes[i] for i in sampler]
+        assert batches[0]['support_image'].shape == (4, 2, 3, 16, 16)
+        assert batches[1]['support_mask'].shape == (4, 2, 16, 16)
+        assert torch.equal(batches[1]['support_mask'][3], serial[7]['support_mask'])
+
+    def test_errors(self, geo_pair: tuple[RasterDataset, np.ndarray]) -> None:
+        with pytest.raises(ValueError, match='max_nodata_fraction'):
+            GeoEpisodeDataset(geo_pair[0], max_nodata_fraction=2)

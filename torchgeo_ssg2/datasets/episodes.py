@@ -19,18 +19,32 @@ How the epoch reaches the DataLoader workers (training draws change every epoch)
    first.
 """
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import rasterio
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from torchgeo.datasets import (
+    GeoDataset,
+    IntersectionDataset,
+    RasterDataset,
+    UnionDataset,
+)
 
 from ..samplers.episode import EpisodeIndex
+from ..samplers.geo import GeoEpisodeIndex, SupportGeoSampler
 from ..samplers.support import SupportIndexSampler
 
-__all__ = ('EpisodeDataset', 'EpisodeEpochCallback', 'set_episode_epoch')
+__all__ = (
+    'EpisodeDataset',
+    'EpisodeEpochCallback',
+    'GeoEpisodeDataset',
+    'set_episode_epoch',
+)
 
 
 def _stack(samples: Sequence[Mapping[str, Any]], key: str) -> Tensor:
@@ -190,3 +204,152 @@ class EpisodeEpochCallback(Callback):
             pl_module: The module being trained.
         """
         set_episode_epoch(trainer.train_dataloader, trainer.current_epoch)
+
+
+def infer_nodata(dataset: GeoDataset) -> float | None:
+    """The nodata value of the image rasters of a GeoDataset, if any.
+
+    Looks through Intersection/Union datasets for the first image
+    :class:`~torchgeo.datasets.RasterDataset`; takes its ``nodata`` attribute, or
+    else the nodata value of its first file.
+
+    Args:
+        dataset: The dataset.
+
+    Returns:
+        The nodata value, or None.
+    """
+    if isinstance(dataset, IntersectionDataset | UnionDataset):
+        for ds in dataset.datasets:
+            value = infer_nodata(ds)
+            if value is not None:
+                return value
+        return None
+    if isinstance(dataset, RasterDataset) and dataset.is_image:
+        if dataset.nodata is not None:
+            return float(dataset.nodata)
+        if 'filepath' in dataset.index and len(dataset.index):
+            with rasterio.open(dataset.index.filepath.iloc[0]) as src:
+                return None if src.nodata is None else float(src.nodata)
+    return None
+
+
+class GeoEpisodeDataset(Dataset[dict[str, Any]]):
+    """Reads one :class:`~torchgeo_ssg2.samplers.GeoEpisodeIndex` into one episode.
+
+    Output: ``image`` C x H x W, ``mask`` H x W (if the dataset has masks),
+    ``support_image`` T x C x H x W, ``support_mask`` T x H x W, ``bounds`` (9) and
+    ``transform`` (9) of the target window (torchgeo 0.10 layout; the first 9
+    values when an IntersectionDataset concatenates them).
+
+    Nodata: a pixel is nodata when all its image bands equal *nodata* (or are NaN
+    when *nodata* is NaN), or when its mask equals *mask_nodata*. A support whose
+    nodata fraction exceeds *max_nodata_fraction* is replaced by the index's next
+    spare window; when the spares run out, the least-nodata windows read are used
+    (in draw order among equals). The target window is read as given.
+
+    Indices may also be plain target windows ``(slice, slice)`` (e.g. from a
+    :class:`~torchgeo.samplers.GriddedPatchSampler`) when *sampler* is given;
+    their supports are then drawn by ``sampler.episode``.
+
+    Args:
+        dataset: GeoDataset with ``image`` (and usually ``mask``) samples, e.g.
+            ``images & masks``.
+        sampler: Support sampler for plain-window indices.
+        max_nodata_fraction: Largest acceptable nodata fraction of a support.
+        nodata: Image nodata value (default: inferred from the image rasters).
+        mask_nodata: Mask value that marks nodata (e.g. an ignore index).
+    """
+
+    def __init__(
+        self,
+        dataset: GeoDataset,
+        sampler: SupportGeoSampler | None = None,
+        *,
+        max_nodata_fraction: float = 0.5,
+        nodata: float | None = None,
+        mask_nodata: int | None = None,
+    ) -> None:
+        if not 0 <= max_nodata_fraction <= 1:
+            raise ValueError(
+                f'max_nodata_fraction must be in [0, 1], got {max_nodata_fraction}'
+            )
+        self.dataset = dataset
+        self.sampler = sampler
+        self.max_nodata_fraction = max_nodata_fraction
+        self.nodata = infer_nodata(dataset) if nodata is None else nodata
+        self.mask_nodata = mask_nodata
+        self.reads = 0
+
+    def nodata_fraction(self, sample: Mapping[str, Any]) -> float:
+        """Fraction of nodata pixels of one sample.
+
+        Args:
+            sample: A sample with ``image`` C x H x W and optionally ``mask``.
+
+        Returns:
+            A number in [0, 1].
+        """
+        image: Tensor = sample['image']
+        bad = torch.zeros(image.shape[-2:], dtype=torch.bool, device=image.device)
+        if self.nodata is not None:
+            if math.isnan(self.nodata):
+                bad |= torch.isnan(image).all(dim=0)
+            else:
+                bad |= (image == self.nodata).all(dim=0)
+        if self.mask_nodata is not None and 'mask' in sample:
+            bad |= sample['mask'] == self.mask_nodata
+        return float(bad.float().mean())
+
+    def _read(self, window: tuple[slice, slice]) -> dict[str, Any]:
+        self.reads += 1
+        return self.dataset[window]
+
+    def __getitem__(
+        self, index: GeoEpisodeIndex | tuple[slice, slice]
+    ) -> dict[str, Any]:
+        """One episode.
+
+        Args:
+            index: A :class:`~torchgeo_ssg2.samplers.GeoEpisodeIndex`, or a target
+                window when *sampler* is set.
+
+        Returns:
+            The episode dict (see the class docstring).
+
+        Raises:
+            TypeError: If *index* is a plain window and no sampler was given.
+        """
+        if not isinstance(index, GeoEpisodeIndex):
+            if self.sampler is None:
+                raise TypeError(
+                    'GeoEpisodeDataset got a plain window index; pass a '
+                    'SupportGeoSampler as sampler= or index with GeoEpisodeIndex'
+                )
+            index = self.sampler.episode((index[0], index[1]))
+        target = self._read(index.target)
+        t = len(index.supports)
+        chosen: list[tuple[float, int, dict[str, Any]]] = []
+        rejected: list[tuple[float, int, dict[str, Any]]] = []
+        for k, window in enumerate(index.supports + index.spares):
+            if len(chosen) == t:
+                break
+            sample = self._read(window)
+            frac = self.nodata_fraction(sample)
+            good = frac <= self.max_nodata_fraction
+            (chosen if good else rejected).append((frac, k, sample))
+        if len(chosen) < t:
+            rejected.sort(key=lambda item: (item[0], item[1]))
+            chosen += rejected[: t - len(chosen)]
+        supports = [sample for _, _, sample in chosen]
+
+        out: dict[str, Any] = {'image': target['image']}
+        if 'mask' in target:
+            out['mask'] = target['mask']
+        out['support_image'] = _stack(supports, 'image')
+        if all('mask' in s for s in supports):
+            out['support_mask'] = _stack(supports, 'mask')
+        for key in ('bounds', 'transform'):
+            if key in target:
+                out[key] = target[key][:9]
+        return out

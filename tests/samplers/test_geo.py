@@ -1,0 +1,228 @@
+import math
+
+import numpy as np
+import pytest
+import shapely
+from geo_fakes import RES, X0, Y0
+from torchgeo.datasets import RasterDataset
+from torchgeo.samplers import GriddedPatchSampler, Units
+
+from torchgeo_ssg2.samplers import GeoEpisodeIndex, SupportGeoSampler
+
+SIZE = 16  # pixels
+W = SIZE * RES  # CRS units
+
+
+def box(window: tuple[slice, slice]) -> shapely.Polygon:
+    x, y = window
+    return shapely.box(x.start, y.start, x.stop, y.stop)
+
+
+def edge_gap(a: tuple[slice, slice], b: tuple[slice, slice]) -> float:
+    gx = max(a[0].start - b[0].stop, b[0].start - a[0].stop)
+    gy = max(a[1].start - b[1].stop, b[1].start - a[1].stop)
+    return max(gx, gy)
+
+
+def centre(window: tuple[slice, slice]) -> tuple[float, float]:
+    return (window[0].start + window[0].stop) / 2, (
+        window[1].start + window[1].stop
+    ) / 2
+
+
+def on_grid(value: float, origin: float) -> bool:
+    steps = (value - origin) / RES
+    return abs(steps - round(steps)) < 1e-6
+
+
+def check_common(
+    sampler: SupportGeoSampler,
+    episodes: list[GeoEpisodeIndex],
+    footprint: shapely.Geometry,
+    min_gap_crs: float,
+) -> None:
+    origin_x, origin_y = sampler.origin
+    for ep in episodes:
+        assert box(ep.target).covered_by(footprint)
+        assert len(ep.supports) == sampler.sequence_length
+        assert len(ep.spares) == sampler.num_spares
+        for w in ep.supports + ep.spares:
+            assert w[0].stop - w[0].start == pytest.approx(W)
+            assert w[1].stop - w[1].start == pytest.approx(W)
+            assert box(w).covered_by(footprint)
+            assert edge_gap(w, ep.target) >= min_gap_crs - 1e-6
+            assert not box(w).intersection(box(ep.target)).area > 0
+            assert on_grid(w[0].start, origin_x) and on_grid(w[1].start, origin_y)
+
+
+@pytest.mark.parametrize('strategy', ['random', 'near', 'stratified'])
+@pytest.mark.parametrize('min_gap', [0, 5])
+def test_no_overlap_property(
+    two_rasters: RasterDataset, strategy: str, min_gap: int
+) -> None:
+    sampler = SupportGeoSampler(
+        two_rasters,
+        size=SIZE,
+        sequence_length=4,
+        strategy=strategy,  # type: ignore[arg-type]
+        length=100,
+        min_gap=min_gap,
+        max_distance=60,
+        seed=3,
+    )
+    episodes = list(sampler)
+    assert len(episodes) == 100
+    footprint = two_rasters.index.geometry.union_all()
+    check_common(sampler, episodes, footprint, min_gap * RES)
+    if strategy == 'near':
+        for ep in episodes:
+            for w in ep.supports:
+                (cx, cy), (tx, ty) = centre(w), centre(ep.target)
+                assert math.hypot(cx - tx, cy - ty) <= 60 * RES + 1e-6
+
+
+def test_near_is_near_and_random_is_not(two_rasters: RasterDataset) -> None:
+    def mean_distance(strategy: str) -> float:
+        sampler = SupportGeoSampler(
+            two_rasters,
+            size=SIZE,
+            sequence_length=4,
+            strategy=strategy,  # type: ignore[arg-type]
+            length=50,
+            min_distance=20,
+            max_distance=40,
+            seed=0,
+        )
+        d = [
+            math.dist(centre(w), centre(ep.target))
+            for ep in sampler
+            for w in ep.supports
+        ]
+        if strategy == 'near':
+            assert min(d) >= 20 * RES - 1e-6
+        return float(np.mean(d))
+
+    assert mean_distance('near') < 40 * RES < mean_distance('random')
+
+
+def test_stratified_spreads(two_rasters: RasterDataset) -> None:
+    sampler = SupportGeoSampler(
+        two_rasters,
+        size=SIZE,
+        sequence_length=4,
+        strategy='stratified',
+        strata=(2, 2),
+        num_spares=0,
+        length=100,
+        seed=1,
+    )
+    x0, y0, x1, y1 = sampler.pool.bounds
+    for ep in sampler:
+        cells = set()
+        for w in ep.supports:
+            cx, cy = centre(w)
+            cells.add((int(2 * (cx - x0) / (x1 - x0)), int(2 * (cy - y0) / (y1 - y0))))
+        assert len(cells) == 4
+
+
+def test_roi(two_rasters: RasterDataset) -> None:
+    roi = shapely.box(X0 + 20 * RES, Y0 - 100 * RES, X0 + 150 * RES, Y0)
+    for strategy in ('random', 'near', 'stratified'):
+        sampler = SupportGeoSampler(
+            two_rasters,
+            size=SIZE,
+            sequence_length=3,
+            strategy=strategy,  # type: ignore[arg-type]
+            length=40,
+            roi=roi,
+            seed=2,
+        )
+        check_common(sampler, list(sampler), roi, 0.0)
+
+
+def test_support_roi(two_rasters: RasterDataset) -> None:
+    support_roi = shapely.box(X0 + 230 * RES, Y0 - 100 * RES, X0 + 330 * RES, Y0)
+    sampler = SupportGeoSampler(
+        two_rasters, size=SIZE, sequence_length=3, length=30, support_roi=support_roi
+    )
+    for ep in sampler:
+        assert all(box(w).covered_by(support_roi) for w in ep.supports)
+
+
+def test_determinism_epochs_and_ranks(two_rasters: RasterDataset) -> None:
+    def make(**kwargs: object) -> SupportGeoSampler:
+        return SupportGeoSampler(
+            two_rasters, size=SIZE, sequence_length=3, length=20, seed=5, **kwargs
+        )
+
+    a, b = make(), make()
+    assert list(a) == list(b)
+    first = list(a)
+    a.set_epoch(1)
+    second = list(a)
+    assert first != second
+    fixed = make(fixed=True)
+    before = list(fixed)
+    fixed.set_epoch(7)
+    assert list(fixed) == before
+
+    # Supports depend on the target and epoch only, not on the rank.
+    ranks = [make(num_replicas=2, rank=r) for r in range(2)]
+    for r in ranks:
+        r.set_epoch(1)
+    shares = [list(r) for r in ranks]
+    assert len(shares[0]) == len(shares[1]) == 10
+    assert sorted(shares[0] + shares[1], key=str) == sorted(second, key=str)
+    for ep in shares[1]:
+        assert a.episode(ep.target, epoch=1) == ep
+
+
+def test_targets_from_gridded_sampler(two_rasters: RasterDataset) -> None:
+    grid = GriddedPatchSampler(two_rasters, size=SIZE * 4)
+    sampler = SupportGeoSampler(
+        two_rasters, size=SIZE * 4, sequence_length=2, targets=grid, fixed=True
+    )
+    episodes = list(sampler)
+    assert len(episodes) == len(sampler) == len(grid)
+    assert [ep.target for ep in episodes] == [(x, y) for x, y in grid]
+
+
+def test_fallback_near_to_random(two_rasters: RasterDataset) -> None:
+    # The annulus lies outside the footprint for every target: falls back.
+    sampler = SupportGeoSampler(
+        two_rasters,
+        size=SIZE,
+        sequence_length=2,
+        strategy='near',
+        min_distance=2000,
+        max_distance=3000,
+        length=5,
+    )
+    footprint = two_rasters.index.geometry.union_all()
+    check_common(sampler, list(sampler), footprint, 0.0)
+
+
+def test_errors(two_rasters: RasterDataset) -> None:
+    with pytest.raises(ValueError, match='unknown support strategy'):
+        SupportGeoSampler(two_rasters, size=SIZE, sequence_length=2, strategy='x')  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match='sequence_length'):
+        SupportGeoSampler(two_rasters, size=SIZE, sequence_length=0)
+    with pytest.raises(ValueError, match='max_distance'):
+        SupportGeoSampler(
+            two_rasters,
+            size=SIZE,
+            sequence_length=2,
+            strategy='near',
+            min_distance=10,
+            max_distance=5,
+        )
+    with pytest.raises(ValueError, match='empty'):
+        SupportGeoSampler(
+            two_rasters, size=SIZE, sequence_length=2, roi=shapely.box(0, 0, 1, 1)
+        )
+    # A window too large for a non-overlapping support.
+    sampler = SupportGeoSampler(
+        two_rasters, size=100 * RES, sequence_length=1, units=Units.CRS, length=1
+    )
+    with pytest.raises(ValueError, match='holds no window'):
+        list(sampler)

@@ -1,0 +1,457 @@
+"""Geo-aware support-set sampler for torchgeo 0.10 GeoDatasets.
+
+:class:`SupportGeoSampler` is a :class:`~torchgeo.samplers.SpatialSampler`: per
+target window it yields a :class:`GeoEpisodeIndex` holding the target window, its
+T support windows and a few spare windows, all as ``(slice(xmin, xmax),
+slice(ymin, ymax))`` GeoSlices in CRS units, snapped to the dataset's pixel grid.
+:class:`~torchgeo_ssg2.datasets.GeoEpisodeDataset` reads one such index into one
+episode.
+
+Rules every support window obeys (checked on the snapped coordinates):
+
+* it lies inside the support pool: the union of the dataset's file footprints,
+  intersected with ``roi`` and with ``support_roi`` when given;
+* it does not overlap its target: the gap between their edges is at least
+  ``min_gap`` along x or along y (``min_gap=0`` allows touching edges).
+
+Strategies (``strategy=``):
+
+* ``'random'``: uniform over the pool (the paper's rule, without leaks).
+* ``'near'``: centre distance to the target in ``[min_distance, max_distance]``.
+* ``'stratified'``: the pool's bounding box is cut into a grid of strata (about
+  T cells, or ``strata=(rows, cols)``); the supports come from distinct strata in
+  random order, one draw per stratum, so they spread over the pool's area.
+  Strata without a valid window are skipped.
+
+Fallbacks (documented and deterministic): when ``'near'`` or ``'stratified'``
+find no valid window, that support is drawn as for ``'random'``; when even
+``'random'`` finds none, a clear error is raised (the pool cannot hold a window
+that avoids the target).
+
+Nodata: the footprint test above keeps windows on the rasters (and inside a
+valid-data ``roi`` polygon, if the caller passes one). A file's footprint is its
+bounding box, so nodata *inside* a raster is checked on read:
+:class:`~torchgeo_ssg2.datasets.GeoEpisodeDataset` replaces a support that is
+mostly nodata by the next spare window of the index.
+
+Reproducibility: target ``k`` of epoch ``e`` is drawn from
+``SeedSequence([seed, e, k])``, and the supports of a target from
+``SeedSequence([seed, e, col, row, 1])`` where ``(col, row)`` is the target's
+pixel position; with ``fixed=True`` the epoch is ignored. The sampler runs in
+the main process, so DataLoader workers only read. Under DDP with Lightning,
+leave ``num_replicas``/``rank`` at their defaults: Lightning wraps the sampler in
+its ``DistributedSamplerWrapper``, which splits the (rank-independent) episode
+list across ranks and forwards ``set_epoch``. Outside Lightning, pass
+``num_replicas`` and ``rank``: rank ``r`` then yields targets ``r, r + n, ...``.
+"""
+
+import math
+from collections.abc import Iterator
+from typing import Literal, NamedTuple
+
+import numpy as np
+import shapely
+from shapely import Polygon
+from torchgeo.datasets import GeoDataset
+from torchgeo.samplers import SpatialSampler, Units
+from torchgeo.samplers.utils import convolution_arithmetic
+
+__all__ = ('GeoEpisodeIndex', 'GeoStrategy', 'SupportGeoSampler', 'Window2D')
+
+#: Names of the geo support strategies.
+GeoStrategy = Literal['random', 'near', 'stratified']
+
+#: A 2D GeoSlice ``(slice(xmin, xmax), slice(ymin, ymax))`` in CRS units.
+Window2D = tuple[slice, slice]
+
+
+class GeoEpisodeIndex(NamedTuple):
+    """One episode's windows, all ``(slice(x0, x1), slice(y0, y1))``."""
+
+    #: The target window.
+    target: Window2D
+    #: The T support windows, in order.
+    supports: tuple[Window2D, ...]
+    #: Extra valid windows, used in order to replace supports that are mostly
+    #: nodata when read.
+    spares: tuple[Window2D, ...] = ()
+
+
+class SupportGeoSampler(SpatialSampler):
+    """Yields target windows together with their T support windows.
+
+    Args:
+        dataset: The (labelled) GeoDataset to sample from, e.g. an
+            IntersectionDataset of images and masks.
+        size: Window size (height, width) or a single number.
+        sequence_length: Number of supports T.
+        strategy: ``'random'``, ``'near'`` or ``'stratified'``.
+        length: Number of episodes per epoch (default: about the number of
+            non-overlapping windows in the pool). Ignored with *targets*.
+        roi: Region of interest for targets and supports.
+        support_roi: Further restricts the supports (e.g. the labelled training
+            area while the targets cover a validation area).
+        targets: Another spatial sampler that gives the target windows (e.g. a
+            :class:`~torchgeo.samplers.GriddedPatchSampler` for validation); by
+            default targets are drawn uniformly over the pool.
+        units: Units of *size*, *min_gap*, *min_distance* and *max_distance*.
+        min_gap: Minimum gap between target and support edges.
+        min_distance: ``'near'``: minimum centre distance.
+        max_distance: ``'near'``: maximum centre distance (default three times
+            the larger window side).
+        strata: ``'stratified'``: grid (rows, cols) of strata (default: about T
+            cells of the pool's aspect ratio).
+        num_spares: Spare windows per episode (replacements for nodata supports).
+        seed: Seed of all draws.
+        fixed: Ignore the epoch (validation, test, predict).
+        num_replicas: Number of ranks to split the targets over (see the module
+            docstring; leave at 1 under Lightning).
+        rank: This process's rank.
+
+    Raises:
+        ValueError: If an argument is invalid or the pool is empty.
+    """
+
+    strategy = 'random'
+
+    def __init__(
+        self,
+        dataset: GeoDataset,
+        *,
+        size: tuple[float, float] | float,
+        sequence_length: int,
+        strategy: GeoStrategy = 'random',
+        length: int | None = None,
+        roi: Polygon | None = None,
+        support_roi: Polygon | None = None,
+        targets: SpatialSampler | None = None,
+        units: Units = Units.PIXELS,
+        min_gap: float = 0.0,
+        min_distance: float = 0.0,
+        max_distance: float | None = None,
+        strata: tuple[int, int] | None = None,
+        num_spares: int | None = None,
+        seed: int = 0,
+        fixed: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        super().__init__(dataset, roi=roi)
+        if strategy not in ('random', 'near', 'stratified'):
+            raise ValueError(
+                f"unknown support strategy {strategy!r}: use 'random', 'near' or "
+                "'stratified'"
+            )
+        if sequence_length < 1:
+            raise ValueError(f'sequence_length must be >= 1, got {sequence_length}')
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f'rank {rank} not in [0, {num_replicas})')
+        if seed < 0:
+            raise ValueError(f'seed must be >= 0, got {seed}')
+        h, w = (size, size) if isinstance(size, int | float) else size
+        if h <= 0 or w <= 0:
+            raise ValueError(f'size must be positive, got {size}')
+        scale = 1.0
+        xres, yres = self.res
+        if units == Units.PIXELS:
+            h, w = h * yres, w * xres
+            scale = max(xres, yres)
+        self.size = (float(h), float(w))
+        self.support_strategy: GeoStrategy = strategy
+        self.sequence_length = int(sequence_length)
+        self.min_gap = float(min_gap) * scale
+        self.min_distance = float(min_distance) * scale
+        self.max_distance = (
+            3.0 * max(self.size) if max_distance is None else max_distance * scale
+        )
+        if self.min_gap < 0 or self.min_distance < 0:
+            raise ValueError('min_gap and min_distance must be >= 0')
+        if strategy == 'near' and self.max_distance <= self.min_distance:
+            raise ValueError(
+                f'max_distance ({self.max_distance}) must exceed min_distance '
+                f'({self.min_distance}) in CRS units'
+            )
+        self.num_spares = self.sequence_length if num_spares is None else num_spares
+        self.seed = int(seed)
+        self.fixed = fixed
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.epoch = 0
+        self.targets = targets
+
+        self.pool = self.geometry
+        if support_roi is not None:
+            self.pool = self.pool & support_roi
+        if self.geometry.is_empty or self.pool.is_empty:
+            raise ValueError('the sampling region (dataset footprint and roi) is empty')
+        shapely.prepare(self.geometry)
+        shapely.prepare(self.pool)
+        # Pixel grid origin.
+        self.origin = (self.bounds[0], self.bounds[1])
+
+        if strata is None:
+            px0, py0, px1, py1 = self.pool.bounds
+            aspect = (px1 - px0) / max(py1 - py0, 1e-12)
+            cols = max(1, round(math.sqrt(self.sequence_length * aspect)))
+            rows = max(1, math.ceil(self.sequence_length / cols))
+            strata = (rows, cols)
+        if strata[0] < 1 or strata[1] < 1:
+            raise ValueError(f'strata must be positive, got {strata}')
+        self.strata = (int(strata[0]), int(strata[1]))
+
+        if targets is None:
+            area = shapely.area(self.geometry)
+            self._num_targets = length or convolution_arithmetic(area, h * w)
+        else:
+            self._num_targets = len(targets)
+        n = self._num_targets
+        self._length = len(range(self.rank, n, self.num_replicas))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch of the draws (ignored when ``fixed``).
+
+        Args:
+            epoch: The epoch (>= 0).
+        """
+        if epoch < 0:
+            raise ValueError(f'epoch must be >= 0, got {epoch}')
+        self.epoch = int(epoch)
+
+    def _epoch(self, epoch: int | None) -> int:
+        return 0 if self.fixed else int(self.epoch if epoch is None else epoch)
+
+    # -- geometry helpers ---------------------------------------------------------
+
+    def _snap(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Snap lower-left corners to the pixel grid."""
+        xres, yres = self.res
+        ox, oy = self.origin
+        return (
+            ox + np.round((x - ox) / xres) * xres,
+            oy + np.round((y - oy) / yres) * yres,
+        )
+
+    def _boxes(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        h, w = self.size
+        return shapely.box(x, y, x + w, y + h)
+
+    def _gap(self, x: np.ndarray, y: np.ndarray, target: Window2D) -> np.ndarray:
+        """Gap between the edges of windows at (x, y) and the target window."""
+        h, w = self.size
+        tx, ty = target
+        gx = np.maximum(x - tx.stop, tx.start - (x + w))
+        gy = np.maximum(y - ty.stop, ty.start - (y + h))
+        return np.maximum(gx, gy)
+
+    def _valid(self, x: np.ndarray, y: np.ndarray, target: Window2D) -> np.ndarray:
+        """Whether windows at (x, y) are inside the pool and clear of the target."""
+        # A tiny tolerance absorbs floating point error of the snapping.
+        ok = self._gap(x, y, target) >= self.min_gap - 1e-9 * max(self.size)
+        if ok.any():
+            ok[ok] = shapely.covered_by(self._boxes(x[ok], y[ok]), self.pool)
+        return ok
+
+    def _window(self, x: float, y: float) -> Window2D:
+        h, w = self.size
+        return slice(float(x), float(x + w)), slice(float(y), float(y + h))
+
+    # -- targets ------------------------------------------------------------------
+
+    def _draw_target(self, k: int, epoch: int) -> Window2D:
+        """Draw target number *k* uniformly among windows inside the region."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, k]))
+        h, w = self.size
+        x0, y0, x1, y1 = self.geometry.bounds
+        for _ in range(100):
+            x = rng.uniform(x0, max(x0, x1 - w), 64)
+            y = rng.uniform(y0, max(y0, y1 - h), 64)
+            x, y = self._snap(x, y)
+            inside = shapely.covered_by(self._boxes(x, y), self.geometry)
+            if inside.any():
+                i = int(np.argmax(inside))
+                return self._window(x[i], y[i])
+        raise ValueError(
+            f'no window of size {self.size} (CRS units) fits inside the sampling region'
+        )
+
+    def target_windows(self, epoch: int | None = None) -> list[Window2D]:
+        """All target windows of an epoch (every rank's, in order).
+
+        Args:
+            epoch: The epoch (defaults to the current one).
+
+        Returns:
+            The target windows.
+        """
+        e = self._epoch(epoch)
+        if self.targets is not None:
+            return [(t[0], t[1]) for t in self.targets]  # type: ignore[index]
+        return [self._draw_target(k, e) for k in range(self._num_targets)]
+
+    # -- supports -----------------------------------------------------------------
+
+    def _candidates(
+        self, rng: np.random.Generator, target: Window2D, count: int, region: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Unfiltered candidate lower-left corners of one strategy."""
+        h, w = self.size
+        if region == 'near':
+            tx, ty = target
+            cx, cy = (tx.start + tx.stop) / 2, (ty.start + ty.stop) / 2
+            r0, r1 = self.min_distance, self.max_distance
+            r = np.sqrt(rng.uniform(r0 * r0, r1 * r1, count))
+            theta = rng.uniform(0, 2 * math.pi, count)
+            x = cx + r * np.cos(theta) - w / 2
+            y = cy + r * np.sin(theta) - h / 2
+        else:
+            x0, y0, x1, y1 = self.pool.bounds
+            x = rng.uniform(x0, max(x0, x1 - w), count)
+            y = rng.uniform(y0, max(y0, y1 - h), count)
+        return self._snap(x, y)
+
+    def _near_ok(self, x: np.ndarray, y: np.ndarray, target: Window2D) -> np.ndarray:
+        h, w = self.size
+        tx, ty = target
+        d = np.hypot(
+            x + w / 2 - (tx.start + tx.stop) / 2, y + h / 2 - (ty.start + ty.stop) / 2
+        )
+        return (d >= self.min_distance) & (d <= self.max_distance)
+
+    def _draw_one(
+        self,
+        rng: np.random.Generator,
+        target: Window2D,
+        region: str,
+        stratum: tuple[float, float, float, float] | None = None,
+        rounds: int = 20,
+    ) -> tuple[float, float] | None:
+        """One valid support corner of a strategy, or None if none was found."""
+        h, w = self.size
+        for _ in range(rounds):
+            if stratum is not None:
+                sx0, sy0, sx1, sy1 = stratum
+                x = rng.uniform(sx0, sx1, 32) - w / 2
+                y = rng.uniform(sy0, sy1, 32) - h / 2
+                x, y = self._snap(x, y)
+            else:
+                x, y = self._candidates(rng, target, 32, region)
+            ok = self._valid(x, y, target)
+            if stratum is not None:
+                # Snapping may move a centre out of its stratum: keep it inside.
+                cx, cy = x + w / 2, y + h / 2
+                ok &= (cx >= sx0) & (cx < sx1) & (cy >= sy0) & (cy < sy1)
+            if region == 'near':
+                ok &= self._near_ok(x, y, target)
+            if ok.any():
+                i = int(np.argmax(ok))
+                return float(x[i]), float(y[i])
+        return None
+
+    def _draw_random(self, rng: np.random.Generator, target: Window2D) -> Window2D:
+        found = self._draw_one(rng, target, 'random', rounds=100)
+        if found is None:
+            raise ValueError(
+                f'the support pool holds no window of size {self.size} that keeps '
+                f'a gap of {self.min_gap} from the target {target}'
+            )
+        return self._window(*found)
+
+    def _strata_boxes(self) -> list[tuple[float, float, float, float]]:
+        x0, y0, x1, y1 = self.pool.bounds
+        rows, cols = self.strata
+        dx, dy = (x1 - x0) / cols, (y1 - y0) / rows
+        return [
+            (x0 + j * dx, y0 + i * dy, x0 + (j + 1) * dx, y0 + (i + 1) * dy)
+            for i in range(rows)
+            for j in range(cols)
+        ]
+
+    def supports(
+        self, target: Window2D, epoch: int | None = None, count: int | None = None
+    ) -> list[Window2D]:
+        """Support (and spare) windows of one target.
+
+        Args:
+            target: The target window ``(slice(x0, x1), slice(y0, y1))``.
+            epoch: The epoch (defaults to the current one; ignored when ``fixed``).
+            count: Number of windows (default T + ``num_spares``).
+
+        Returns:
+            *count* windows obeying the module's rules; the first T are the
+            supports.
+        """
+        tx, ty = target[0], target[1]
+        count = self.sequence_length + self.num_spares if count is None else count
+        xres, yres = self.res
+        col = round((tx.start - self.origin[0]) / xres)
+        row = round((ty.start - self.origin[1]) / yres)
+        e = self._epoch(epoch)
+        rng = np.random.default_rng(
+            np.random.SeedSequence([self.seed, e, col % 2**63, row % 2**63, 1])
+        )
+        target = (tx, ty)
+        out: list[Window2D] = []
+        if self.support_strategy == 'stratified':
+            boxes = self._strata_boxes()
+            feasible: list[tuple[float, float, float, float]] = []
+            for s in rng.permutation(len(boxes)):
+                if len(out) == count:
+                    break
+                found = self._draw_one(rng, target, 'stratum', boxes[s], rounds=4)
+                if found is not None:
+                    out.append(self._window(*found))
+                    feasible.append(boxes[s])
+            # More windows than strata: cycle over the feasible strata.
+            i = 0
+            while len(out) < count and feasible:
+                found = self._draw_one(
+                    rng, target, 'stratum', feasible[i % len(feasible)]
+                )
+                if found is not None:
+                    out.append(self._window(*found))
+                i += 1
+                if i > 4 * count:
+                    break
+        elif self.support_strategy == 'near':
+            for _ in range(count):
+                found = self._draw_one(rng, target, 'near')
+                if found is not None:
+                    out.append(self._window(*found))
+        while len(out) < count:  # 'random', and the fallback of the others
+            out.append(self._draw_random(rng, target))
+        return out
+
+    def episode(self, target: Window2D, epoch: int | None = None) -> GeoEpisodeIndex:
+        """The episode index of one target.
+
+        Args:
+            target: The target window.
+            epoch: The epoch (defaults to the current one).
+
+        Returns:
+            The target, its T supports and its spares.
+        """
+        windows = self.supports(target, epoch)
+        t = self.sequence_length
+        return GeoEpisodeIndex(
+            (target[0], target[1]), tuple(windows[:t]), tuple(windows[t:])
+        )
+
+    def __iter__(self) -> Iterator[GeoEpisodeIndex]:  # type: ignore[override]
+        """Iterate over this rank's episodes of the current epoch.
+
+        Yields:
+            One :class:`GeoEpisodeIndex` per target.
+        """
+        epoch = self._epoch(None)
+        if self.targets is not None:
+            targets = self.target_windows(epoch)
+            for k in range(self.rank, len(targets), self.num_replicas):
+                yield self.episode(targets[k], epoch)
+        else:
+            for k in range(self.rank, self._num_targets, self.num_replicas):
+                yield self.episode(self._draw_target(k, epoch), epoch)
+
+    def __len__(self) -> int:
+        """Number of episodes this rank yields per epoch."""
+        return self._length
