@@ -1,0 +1,113 @@
+import pytest
+import torch
+
+from torchgeo_ssg2.models.attention import (
+    RelPatchAttention2D,
+    RelPatchAttention3D,
+    channel_groups,
+    patchify,
+    spatial_grid,
+    tanimoto_similarity,
+)
+
+
+def naive_tanimoto(q: torch.Tensor, k: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    # materialised broadcast, the plain definition
+    qi = q.unsqueeze(-2)  # ... Nq 1 D
+    kj = k.unsqueeze(-3)  # ... 1 Nk D
+    dot = (qi * kj).sum(-1)
+    return (dot + eps) / ((qi * qi).sum(-1) + (kj * kj).sum(-1) - dot + eps)
+
+
+def test_tanimoto_matches_definition() -> None:
+    q = torch.randn(2, 5, 7, dtype=torch.float64)
+    k = torch.randn(2, 6, 7, dtype=torch.float64)
+    torch.testing.assert_close(tanimoto_similarity(q, k), naive_tanimoto(q, k))
+    sim = tanimoto_similarity(q, q, eps=0.0)
+    torch.testing.assert_close(
+        sim.diagonal(dim1=-2, dim2=-1), torch.ones(2, 5, dtype=torch.float64)
+    )
+    assert sim.min() >= -1 / 3 - 1e-9 and sim.max() <= 1 + 1e-9
+
+
+def test_patchify_layout() -> None:
+    x = torch.arange(4 * 4 * 6, dtype=torch.float32).reshape(1, 4, 4, 6)
+    tokens = patchify(x, cgroups=2, grid=2)
+    assert tokens.shape == (1, 2 * 2 * 2, 2 * 2 * 3)
+    # token (channel group 1, grid row 0, grid column 1)
+    expected = x[0, 2:4, 0:2, 3:6].reshape(-1)
+    torch.testing.assert_close(tokens[0, 1 * 4 + 0 * 2 + 1], expected)
+
+
+@pytest.mark.parametrize('spatial_size', [64, 128, 256, 384, 512, 1024])
+def test_spatial_grid_always_divides(spatial_size: int) -> None:
+    for stride in (1, 2, 4, 8, 16, 32):
+        grid = spatial_grid(stride, spatial_size)
+        for size in range(32, 1025, 32):
+            assert (size // stride) % grid == 0
+
+
+def test_spatial_grid_official_schedule() -> None:
+    # 256 px, 96 filters: 16 at full resolution, then 4, 2, 1, 1 for the stages
+    assert spatial_grid(1) == 16
+    assert [spatial_grid(4 * 2**i) for i in range(4)] == [4, 2, 1, 1]
+    assert spatial_grid(1, base=8) == 8
+    assert spatial_grid(1, spatial_size=512) == 32
+    assert [channel_groups(16 * 2**i, 96 * 2**i) for i in range(4)] == [16, 32, 64, 128]
+    assert channel_groups(16 * 32 / 96, 32) == 4
+    assert channel_groups(8, 12) == 4
+
+
+def test_attention_2d_shapes_and_broadcast() -> None:
+    torch.manual_seed(0)
+    att = RelPatchAttention2D(8, heads=2, cgroups=2, grid=4)
+    assert att.compact.in_features == 2 * 4 * 4
+    x1 = torch.randn(2, 3, 8, 16, 24)
+    x2 = torch.randn(2, 1, 8, 16, 24)
+    out = att(x1, x2)
+    assert out.shape == (2, 3, 8, 16, 24)
+    assert out.abs().max() <= 0.0963
+    expanded = att(
+        x1.reshape(6, 8, 16, 24), x2.expand(2, 3, 8, 16, 24).reshape(6, 8, 16, 24)
+    )
+    torch.testing.assert_close(out.reshape(6, 8, 16, 24), expanded)
+    assert att(x1[:, 0]).shape == (2, 8, 16, 24)
+
+
+def test_attention_2d_bad_grid() -> None:
+    att = RelPatchAttention2D(8, heads=2, cgroups=2, grid=4)
+    with pytest.raises(ValueError, match='grid'):
+        att(torch.randn(1, 8, 6, 8))
+    with pytest.raises(ValueError, match='divisible'):
+        RelPatchAttention2D(8, heads=3, cgroups=2, grid=4)
+
+
+def test_attention_3d_any_length() -> None:
+    torch.manual_seed(0)
+    att = RelPatchAttention3D(8, heads=2, grid=2)
+    for t in (1, 3):
+        x = torch.randn(2, 8, t, 8, 12, requires_grad=True)
+        out = att(x)
+        assert out.shape == x.shape
+        out.sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_attention_3d_mean_compaction() -> None:
+    # with identical sequence elements every key weight is its mean similarity,
+    # so the output does not depend on T for T = 1 vs the same frame repeated
+    torch.manual_seed(0)
+    att = RelPatchAttention3D(8, heads=2, grid=2).eval()
+    frame = torch.randn(1, 8, 1, 8, 8)
+    # Conv3d pads in T, so compare the interior frame of a repeated sequence of a
+    # 1x1x1-equivalent input: zero the temporal taps except the centre
+    with torch.no_grad():
+        for conv in (att.query[0], att.key_value[0]):
+            conv.weight[:, :, 0].zero_()
+            conv.weight[:, :, 2].zero_()
+    single = att(frame)
+    repeated = att(frame.expand(1, 8, 3, 8, 8).contiguous())
+    for t in range(3):
+        torch.testing.assert_close(
+            repeated[:, :, t], single[:, :, 0], atol=1e-6, rtol=1e-5
+        )

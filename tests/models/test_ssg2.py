@@ -1,0 +1,210 @@
+import pytest
+import torch
+from torch import nn
+
+from torchgeo_ssg2.models import SSG2
+
+C, NUM_CLASSES, K = 3, 2, 3
+
+
+def _inputs(
+    b: int, t: int, h: int, w: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, C, h, w, generator=g), torch.randn(b, t, C, h, w, generator=g)
+
+
+@pytest.fixture(scope='module')
+def model() -> SSG2:
+    torch.manual_seed(0)
+    return SSG2(C, NUM_CLASSES, preset='test')
+
+
+def _no_dropout(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def test_attributes(model: SSG2) -> None:
+    assert model.num_classes == NUM_CLASSES
+    assert model.num_outputs == K
+    assert model.in_channels == C
+
+
+@pytest.mark.parametrize(
+    ('b', 't', 'h', 'w'), [(2, 1, 32, 32), (1, 3, 64, 96), (2, 2, 96, 64)]
+)
+def test_forward_shapes(model: SSG2, b: int, t: int, h: int, w: int) -> None:
+    image, support = _inputs(b, t, h, w)
+    with torch.no_grad():
+        out = model(image, support)
+    f = model.config.filters
+    assert set(out) == {
+        'target',
+        'intersection',
+        'union',
+        'difference',
+        'fuzzy_target',
+        'fuzzy_null',
+        'sequence',
+    }
+    assert out['target'].shape == (b, 3 * K, h, w)
+    for key in ('intersection', 'union', 'difference'):
+        assert out[key].shape == (b, t, 3 * K, h, w)
+    for key in ('fuzzy_target', 'fuzzy_null'):
+        assert out[key].shape == (b, t, K, h, w)
+    assert out['sequence'].shape == (b, t, f, h, w)
+    for key, value in out.items():
+        assert torch.isfinite(value).all()
+        if key != 'sequence':
+            assert (value >= 0).all() and (value <= 1).all()
+
+
+def test_gradients_reach_every_parameter() -> None:
+    torch.manual_seed(0)
+    model = SSG2(C, NUM_CLASSES, preset='test')
+    image, support = _inputs(2, 2, 32, 32)
+    out = model(image, support)
+    sum(v.sum() for v in out.values()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    zero = [n for n, p in model.named_parameters() if not p.grad.abs().sum() > 0]
+    assert not zero
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_determinism_under_seed() -> None:
+    image, support = _inputs(2, 2, 32, 32)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        model = SSG2(C, NUM_CLASSES, preset='test')
+        torch.manual_seed(7)  # dropout draws
+        outs.append(model(image, support))
+    for key in outs[0]:
+        torch.testing.assert_close(outs[0][key], outs[1][key], rtol=0, atol=0)
+
+
+def test_forward_inference_matches_forward(model: SSG2) -> None:
+    model.eval()
+    image, support = _inputs(1, 2, 64, 96)
+    with torch.no_grad():
+        full = model(image, support)
+        fast = model.forward_inference(image, support)
+    assert set(fast) == {'target', 'intersection', 'union'}
+    for key in fast:
+        torch.testing.assert_close(fast[key], full[key])
+    model.train()
+
+
+def _assert_outputs_close(
+    a: dict, b: dict, atol: float = 1e-5, rtol: float = 1e-4
+) -> None:
+    assert set(a) == set(b)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize('mode', ['eval', 'train'])
+def test_batched_equals_per_support_loop(mode: str) -> None:
+    # float64 so that only real differences show; train mode checks per-support
+    # BatchNorm statistics (dropout off to compare) and the gradients
+    torch.manual_seed(0)
+    model = SSG2(C, NUM_CLASSES, preset='test', dropout=0.0).double()
+    model.train(mode == 'train')
+    image, support = (x.double() for x in _inputs(2, 3, 32, 64))
+    batched = model(image, support)
+    reference = model._forward_reference(image, support)
+    _assert_outputs_close(batched, reference, atol=1e-10, rtol=1e-8)
+    if mode == 'train':
+        params = list(model.parameters())
+
+        def loss(out: dict) -> torch.Tensor:
+            return sum(
+                (v * torch.linspace(0, 1, v.numel(), dtype=v.dtype).view_as(v)).sum()
+                for v in out.values()
+            )
+
+        grads = torch.autograd.grad(loss(batched), params)
+        grads_ref = torch.autograd.grad(loss(reference), params)
+        for g, g_ref in zip(grads, grads_ref, strict=True):
+            torch.testing.assert_close(g, g_ref, atol=1e-8, rtol=1e-7)
+
+
+def test_support_chunks_equal_one_pass() -> None:
+    torch.manual_seed(0)
+    model = SSG2(C, NUM_CLASSES, preset='test', dropout=0.0).double()
+    chunked = SSG2(C, NUM_CLASSES, preset='test', dropout=0.0, support_chunk_size=2)
+    chunked.double().load_state_dict(model.state_dict())
+    image, support = (x.double() for x in _inputs(2, 3, 32, 32))
+    _assert_outputs_close(model(image, support), chunked(image, support), 1e-10, 1e-8)
+
+
+def test_target_side_computed_once(model: SSG2) -> None:
+    # conv1/stem/first stage see the target once and each support once
+    seen = []
+    hook = model.encoder.encoder.stem.register_forward_hook(
+        lambda _m, args, _out: seen.append(args[0].shape[0])
+    )
+    image, support = _inputs(2, 3, 32, 32)
+    with torch.no_grad():
+        model(image, support)
+        assert sorted(seen) == [2, 6]
+        seen.clear()
+        model._forward_reference(image, support)
+        assert seen == [2] * 6
+    hook.remove()
+
+
+def test_large_and_odd_sizes(model: SSG2) -> None:
+    # 512 px works (the original's grid formula breaks above 256)
+    model.eval()
+    image, support = _inputs(1, 1, 512, 160)
+    with torch.no_grad():
+        out = model.forward_inference(image, support)
+    assert out['target'].shape == (1, 3 * K, 512, 160)
+    model.train()
+
+
+def test_spatial_size_512_builds_and_runs() -> None:
+    model = SSG2(C, NUM_CLASSES, preset='test', spatial_size=512).eval()
+    image, support = _inputs(1, 2, 32, 64)
+    with torch.no_grad():
+        assert model(image, support)['target'].shape == (1, 3 * K, 32, 64)
+
+
+@pytest.mark.parametrize(
+    ('image_shape', 'support_shape', 'match'),
+    [
+        ((1, C, 48, 32), (1, 1, C, 48, 32), 'multiples of 32'),
+        ((1, C, 32, 32), (1, 1, C + 1, 32, 32), 'does not match'),
+        ((1, C + 1, 32, 32), (1, 1, C + 1, 32, 32), 'channels'),
+        ((C, 32, 32), (1, 1, C, 32, 32), '4D'),
+        ((1, C, 32, 32), (1, C, 32, 32), '5D'),
+        ((1, C, 32, 32), (1, 0, C, 32, 32), 'T >= 1'),
+        ((1, C, 32, 32), (2, 1, C, 32, 32), 'does not match'),
+    ],
+)
+def test_bad_inputs(
+    model: SSG2, image_shape: tuple, support_shape: tuple, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        model(torch.zeros(image_shape), torch.zeros(support_shape))
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match='unknown preset'):
+        SSG2(C, NUM_CLASSES, preset='huge')
+    with pytest.raises(ValueError, match='unknown model option'):
+        SSG2(C, NUM_CLASSES, preset='test', filterz=8)
+    with pytest.raises(ValueError, match='num_classes'):
+        SSG2(C, 0, preset='test')
+
+
+def test_parameter_parity() -> None:
+    # hand counts of the official ISPRS configuration: 75.3 M (SSG2, K = 7)
+    with torch.device('meta'):
+        model = SSG2(5, 6, preset='paper')
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n - 75.3e6) / 75.3e6 < 0.02
