@@ -7,11 +7,17 @@ from .episodes import (
     GeoEpisodeDataset,
     set_episode_epoch,
 )
+from .isic import ISIC2018
+from .potsdam import Potsdam, PotsdamProtocol, PreparedPotsdam
 
 __all__: tuple[str, ...] = (
+    'ISIC2018',
     'DubaiAerial',
     'EpisodeDataset',
     'EpisodeEpochCallback',
     'GeoEpisodeDataset',
+    'Potsdam',
+    'PotsdamProtocol',
+    'PreparedPotsdam',
     'set_episode_epoch',
 )
