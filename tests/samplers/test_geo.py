@@ -46,6 +46,8 @@ def check_common(
         assert box(ep.target).covered_by(footprint)
         assert len(ep.supports) == sampler.sequence_length
         assert len(ep.spares) == sampler.num_spares
+        starts = {(w[0].start, w[1].start) for w in ep.supports + ep.spares}
+        assert len(starts) == len(ep.supports) + len(ep.spares)
         for w in ep.supports + ep.spares:
             assert w[0].stop - w[0].start == pytest.approx(W)
             assert w[1].stop - w[1].start == pytest.approx(W)

@@ -335,7 +335,8 @@ class GeoEpisodeDataset(Dataset[dict[str, Any]]):
             if len(chosen) == t:
                 break
             sample = self._read(window)
-            frac = self.nodata_fraction(sample)
+            check = self.nodata is not None or self.mask_nodata is not None
+            frac = self.nodata_fraction(sample) if check else 0.0
             good = frac <= self.max_nodata_fraction
             (chosen if good else rejected).append((frac, k, sample))
         if len(chosen) < t:

@@ -293,7 +293,7 @@ class SupportGeoSampler(SpatialSampler):
     def _candidates(
         self, rng: np.random.Generator, target: Window2D, count: int, region: str
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Unfiltered candidate lower-left corners of one strategy."""
+        """Unfiltered, snapped candidate lower-left corners of one strategy."""
         h, w = self.size
         if region == 'near':
             tx, ty = target
@@ -317,54 +317,82 @@ class SupportGeoSampler(SpatialSampler):
         )
         return (d >= self.min_distance) & (d <= self.max_distance)
 
-    def _draw_one(
+    def _draw_many(
         self,
         rng: np.random.Generator,
         target: Window2D,
         region: str,
-        stratum: tuple[float, float, float, float] | None = None,
-        rounds: int = 20,
-    ) -> tuple[float, float] | None:
-        """One valid support corner of a strategy, or None if none was found."""
-        h, w = self.size
+        count: int,
+        out: list[Window2D],
+        rounds: int,
+    ) -> None:
+        """Append up to *count* distinct valid windows of a strategy to *out*.
+
+        Candidates are drawn in vectorised rounds; valid ones are taken in draw
+        order, skipping windows already in *out*.
+        """
+        seen = {(w[0].start, w[1].start) for w in out}
+        goal = len(out) + count
+        batch = max(32, 4 * count)
         for _ in range(rounds):
-            if stratum is not None:
-                sx0, sy0, sx1, sy1 = stratum
-                x = rng.uniform(sx0, sx1, 32) - w / 2
-                y = rng.uniform(sy0, sy1, 32) - h / 2
-                x, y = self._snap(x, y)
-            else:
-                x, y = self._candidates(rng, target, 32, region)
+            x, y = self._candidates(rng, target, batch, region)
             ok = self._valid(x, y, target)
-            if stratum is not None:
-                # Snapping may move a centre out of its stratum: keep it inside.
-                cx, cy = x + w / 2, y + h / 2
-                ok &= (cx >= sx0) & (cx < sx1) & (cy >= sy0) & (cy < sy1)
             if region == 'near':
                 ok &= self._near_ok(x, y, target)
-            if ok.any():
-                i = int(np.argmax(ok))
-                return float(x[i]), float(y[i])
-        return None
+            for xi, yi in zip(x[ok].tolist(), y[ok].tolist(), strict=True):
+                if (xi, yi) not in seen:
+                    seen.add((xi, yi))
+                    out.append(self._window(xi, yi))
+                    if len(out) == goal:
+                        return
 
-    def _draw_random(self, rng: np.random.Generator, target: Window2D) -> Window2D:
-        found = self._draw_one(rng, target, 'random', rounds=100)
-        if found is None:
-            raise ValueError(
-                f'the support pool holds no window of size {self.size} that keeps '
-                f'a gap of {self.min_gap} from the target {target}'
-            )
-        return self._window(*found)
-
-    def _strata_boxes(self) -> list[tuple[float, float, float, float]]:
+    def _strata_boxes(self) -> np.ndarray:
+        """Strata of the pool's bounding box, shape (rows * cols, 4)."""
         x0, y0, x1, y1 = self.pool.bounds
         rows, cols = self.strata
         dx, dy = (x1 - x0) / cols, (y1 - y0) / rows
-        return [
-            (x0 + j * dx, y0 + i * dy, x0 + (j + 1) * dx, y0 + (i + 1) * dy)
-            for i in range(rows)
-            for j in range(cols)
-        ]
+        i, j = np.divmod(np.arange(rows * cols), cols)
+        return np.stack(
+            [x0 + j * dx, y0 + i * dy, x0 + (j + 1) * dx, y0 + (i + 1) * dy], axis=1
+        )
+
+    def _draw_stratified(
+        self, rng: np.random.Generator, target: Window2D, count: int
+    ) -> list[Window2D]:
+        """One window per stratum, strata in random order; cycles if needed."""
+        h, w = self.size
+        boxes = self._strata_boxes()[rng.permutation(len(self.strata_cells))]
+        out: list[Window2D] = []
+        seen: set[tuple[float, float]] = set()
+        alive = np.ones(len(boxes), dtype=bool)
+        per = 32
+        while len(out) < count and alive.any():
+            live = boxes[alive]
+            n = len(live)
+            cx = rng.uniform(live[:, 0, None], live[:, 2, None], (n, per))
+            cy = rng.uniform(live[:, 1, None], live[:, 3, None], (n, per))
+            x, y = self._snap(cx - w / 2, cy - h / 2)
+            ok = self._valid(x.ravel(), y.ravel(), target).reshape(n, per)
+            # Snapping may move a centre out of its stratum: keep it inside.
+            mx, my = x + w / 2, y + h / 2
+            ok &= (mx >= live[:, 0, None]) & (mx < live[:, 2, None])
+            ok &= (my >= live[:, 1, None]) & (my < live[:, 3, None])
+            found = ok.any(axis=1)
+            first = ok.argmax(axis=1)
+            for k in range(n):
+                if found[k] and len(out) < count:
+                    key = (float(x[k, first[k]]), float(y[k, first[k]]))
+                    if key not in seen:
+                        seen.add(key)
+                        out.append(self._window(*key))
+            # Strata with no valid window in a whole round are dropped.
+            alive[np.flatnonzero(alive)[~found]] = False
+        return out
+
+    @property
+    def strata_cells(self) -> range:
+        """Indices of the strata (rows * cols)."""
+        return range(self.strata[0] * self.strata[1])
 
     def supports(
         self, target: Window2D, epoch: int | None = None, count: int | None = None
@@ -377,8 +405,11 @@ class SupportGeoSampler(SpatialSampler):
             count: Number of windows (default T + ``num_spares``).
 
         Returns:
-            *count* windows obeying the module's rules; the first T are the
-            supports.
+            *count* windows obeying the module's rules, distinct unless the pool
+            holds fewer; the first T are the supports.
+
+        Raises:
+            ValueError: If the pool holds no window that keeps the gap.
         """
         tx, ty = target[0], target[1]
         count = self.sequence_length + self.num_spares if count is None else count
@@ -392,33 +423,19 @@ class SupportGeoSampler(SpatialSampler):
         target = (tx, ty)
         out: list[Window2D] = []
         if self.support_strategy == 'stratified':
-            boxes = self._strata_boxes()
-            feasible: list[tuple[float, float, float, float]] = []
-            for s in rng.permutation(len(boxes)):
-                if len(out) == count:
-                    break
-                found = self._draw_one(rng, target, 'stratum', boxes[s], rounds=4)
-                if found is not None:
-                    out.append(self._window(*found))
-                    feasible.append(boxes[s])
-            # More windows than strata: cycle over the feasible strata.
-            i = 0
-            while len(out) < count and feasible:
-                found = self._draw_one(
-                    rng, target, 'stratum', feasible[i % len(feasible)]
-                )
-                if found is not None:
-                    out.append(self._window(*found))
-                i += 1
-                if i > 4 * count:
-                    break
+            out = self._draw_stratified(rng, target, count)
         elif self.support_strategy == 'near':
-            for _ in range(count):
-                found = self._draw_one(rng, target, 'near')
-                if found is not None:
-                    out.append(self._window(*found))
-        while len(out) < count:  # 'random', and the fallback of the others
-            out.append(self._draw_random(rng, target))
+            self._draw_many(rng, target, 'near', count, out, rounds=20)
+        if len(out) < count:  # 'random', and the fallback of the others
+            self._draw_many(rng, target, 'random', count - len(out), out, rounds=50)
+        if not out:
+            raise ValueError(
+                f'the support pool holds no window of size {self.size} that keeps '
+                f'a gap of {self.min_gap} from the target {target}'
+            )
+        # A pool with fewer distinct windows than needed: repeat them.
+        n = len(out)
+        out += [out[i % n] for i in range(count - n)]
         return out
 
     def episode(self, target: Window2D, epoch: int | None = None) -> GeoEpisodeIndex:

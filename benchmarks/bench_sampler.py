@@ -1,0 +1,187 @@
+"""Benchmark: SSG2 episodes per second against single-window reads.
+
+Generates a tiled 8192 x 8192 GeoTIFF pair (3-band uint8 image, 1-band uint8 mask,
+projected CRS) into a temporary directory, then measures with 0 and 2 DataLoader
+workers:
+
+* episodes/s: ``SupportGeoSampler`` (T supports per target) + ``GeoEpisodeDataset``;
+* windows/s: single-window reads through torchgeo's ``RandomPatchSampler`` on the
+  same ``images & masks`` dataset, in the same run;
+* index/s: the support sampler alone (no reads), to show the index logic is cheap.
+
+After one warm-up pass each, timed passes of the two loaders alternate, so that
+load changes on a shared machine affect both alike.
+
+An episode reads T + 1 windows, so ``episode_cost_over_single_window`` (seconds
+per episode / seconds per single window) should be at most T + 1.
+
+Usage: ``python benchmarks/bench_sampler.py [--size 8192] [--window 256] [-T 4]``.
+Prints one JSON object.
+"""
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+from torch.utils.data import DataLoader
+from torchgeo.datasets import RasterDataset
+from torchgeo.samplers import RandomPatchSampler
+
+from torchgeo_ssg2.datasets import GeoEpisodeDataset
+from torchgeo_ssg2.samplers import SupportGeoSampler
+
+
+class BenchImages(RasterDataset):
+    filename_glob = 'image.tif'
+    is_image = True
+
+
+class BenchMasks(RasterDataset):
+    filename_glob = 'mask.tif'
+    is_image = False
+
+
+def generate(root: Path, size: int, block: int = 512) -> None:
+    """Write image.tif (3 x size x size) and mask.tif (size x size), tiled 256."""
+    common = {
+        'driver': 'GTiff',
+        'height': size,
+        'width': size,
+        'crs': 'EPSG:32640',
+        'transform': from_origin(300000.0, 2800000.0, 0.5, 0.5),
+        'tiled': True,
+        'blockxsize': 256,
+        'blockysize': 256,
+        'dtype': 'uint8',
+    }
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 64, (3, block, block), dtype=np.uint8)
+    with (
+        rasterio.open(root / 'image.tif', 'w', count=3, **common) as img,
+        rasterio.open(root / 'mask.tif', 'w', count=1, **common) as msk,
+    ):
+        for r in range(0, size, block):
+            for c in range(0, size, block):
+                h, w = min(block, size - r), min(block, size - c)
+                rows, cols = np.mgrid[r : r + h, c : c + w]
+                classes = ((rows // 97 + cols // 131) % 6).astype(np.uint8)
+                image = noise[:, :h, :w] + (classes * 30)[None]
+                img.write(image, window=Window(c, r, w, h))
+                msk.write(classes[None], window=Window(c, r, w, h))
+
+
+def timed_pass(loader: DataLoader) -> tuple[int, float]:
+    """Items and seconds of one pass over *loader*."""
+    start = time.perf_counter()
+    items = sum(len(batch['image']) for batch in loader)
+    return items, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--size', type=int, default=8192, help='raster side (px)')
+    parser.add_argument('--window', type=int, default=256, help='window side (px)')
+    parser.add_argument('-T', '--sequence-length', type=int, default=4)
+    parser.add_argument('--strategy', default='random')
+    parser.add_argument('--episodes', type=int, default=32, help='per pass')
+    parser.add_argument(
+        '--windows', type=int, default=None, help='per pass (default episodes*(T+1))'
+    )
+    parser.add_argument('--rounds', type=int, default=3, help='timed passes')
+    parser.add_argument('--batch-size', type=int, default=4)
+    parser.add_argument('--workers', type=int, nargs='+', default=[0, 2])
+    parser.add_argument('--out', type=Path, default=None, help='also write JSON here')
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    t = args.sequence_length
+    if args.windows is None:
+        args.windows = args.episodes * (t + 1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        generate(root, args.size)
+        generate_s = time.perf_counter() - start
+        dataset = BenchImages(paths=root) & BenchMasks(paths=root)
+
+        sampler = SupportGeoSampler(
+            dataset,
+            size=args.window,
+            sequence_length=t,
+            strategy=args.strategy,
+            length=args.episodes,
+            seed=0,
+        )
+        start = time.perf_counter()
+        n_index = sum(1 for _ in sampler)
+        index_rate = n_index / (time.perf_counter() - start)
+
+        episodes = GeoEpisodeDataset(dataset)
+        single = RandomPatchSampler(
+            dataset, size=args.window, length=args.windows, generator=0
+        )
+        results = {}
+        for workers in args.workers:
+            common = {
+                'batch_size': args.batch_size,
+                'num_workers': workers,
+                'persistent_workers': workers > 0,
+            }
+            ep_loader = DataLoader(episodes, sampler=sampler, **common)
+            win_loader = DataLoader(dataset, sampler=single, **common)
+            # Warm-up pass of each (worker start, file handles, page cache).
+            timed_pass(ep_loader)
+            timed_pass(win_loader)
+            # Alternate the two so that load changes on a shared machine hit both.
+            n_ep = s_ep = n_win = s_win = 0.0
+            for r in range(args.rounds):
+                sampler.set_epoch(r + 1)
+                n, sec = timed_pass(ep_loader)
+                n_ep, s_ep = n_ep + n, s_ep + sec
+                n, sec = timed_pass(win_loader)
+                n_win, s_win = n_win + n, s_win + sec
+            ep_rate, win_rate = n_ep / s_ep, n_win / s_win
+            results[f'workers_{workers}'] = {
+                'episodes_per_s': round(ep_rate, 2),
+                'single_windows_per_s': round(win_rate, 2),
+                'episode_cost_over_single_window': round(win_rate / ep_rate, 3),
+            }
+            del ep_loader, win_loader
+
+    base = results[f'workers_{args.workers[0]}']
+    report = {
+        'benchmark': 'bench_sampler',
+        'raster': f'{args.size}x{args.size}, 3-band uint8 image + uint8 mask, tiled 256',
+        'window': args.window,
+        'sequence_length': t,
+        'strategy': args.strategy,
+        'episodes_per_pass': args.episodes,
+        'single_windows_per_pass': args.windows,
+        'timed_passes': args.rounds,
+        'batch_size': args.batch_size,
+        'index_only_episodes_per_s': round(index_rate, 1),
+        'episode_cost_over_single_window': base['episode_cost_over_single_window'],
+        'aim_at_most': t + 1,
+        'results': results,
+        'generate_s': round(generate_s, 1),
+        'cpu_count': os.cpu_count(),
+        'python': platform.python_version(),
+        'torch': torch.__version__,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + '\n')
+
+
+if __name__ == '__main__':
+    main()
