@@ -1,0 +1,283 @@
+"""ISPRS Potsdam episodic data module over the prepared GeoTIFFs (geo path)."""
+
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import kornia.augmentation as K
+import torch
+from matplotlib.figure import Figure
+from torchgeo.datamodules import GeoDataModule
+from torchgeo.datasets.utils import Sample
+from torchgeo.samplers import GriddedPatchSampler
+
+from ..datasets.episodes import GeoEpisodeDataset
+from ..datasets.potsdam import (
+    ALL_BANDS,
+    IGNORE_INDEX,
+    PreparedPotsdam,
+    _display_bands,
+    _resolve_bands,
+    get_protocol,
+    plot_segmentation,
+    prepared_paths,
+    split_tiles,
+)
+from ..datasets.prepare import prepare_potsdam
+from ..samplers.geo import GeoStrategy, SupportGeoSampler
+from .base import augment_episode, plot_episode
+
+__all__ = ('PotsdamDataModule',)
+
+#: Per-band mean and std of the raw values (R, G, B, IR: 0-255; DSM: metres), as
+#: used by the official SSG2 code (``normal.py``).
+_MEAN = dict(zip(ALL_BANDS, (85.846, 91.777, 84.993, 97.276, 38.462), strict=True))
+_STD = dict(zip(ALL_BANDS, (35.466, 34.850, 36.257, 35.686, 6.216), strict=True))
+
+
+class PotsdamDataModule(GeoDataModule):
+    """SSG2 episodes of ISPRS Potsdam windows, read from the prepared GeoTIFFs.
+
+    :meth:`prepare_data` runs :func:`~torchgeo_ssg2.datasets.prepare.prepare_potsdam`
+    once (``root`` -> ``prepared_root``) when prepared tiles are missing; every split
+    is then a :class:`~torchgeo_ssg2.datasets.PreparedPotsdam` read window by
+    window, so whole 6000x6000 tiles are never collated.
+
+    Episodes come from :class:`~torchgeo_ssg2.samplers.SupportGeoSampler` and
+    :class:`~torchgeo_ssg2.datasets.GeoEpisodeDataset`: training targets are random
+    windows over the training tiles (new every epoch: Lightning calls the sampler's
+    ``set_epoch``); validation and test targets are the non-overlapping
+    ``GriddedPatchSampler`` windows of their tiles, with fixed supports. Supports
+    always come from the target's split.
+
+    Batches: ``image`` BxCxHxW, ``mask`` BxHxW (protocol classes, ignore index
+    255), ``support_image`` BxTxCxHxW, ``support_mask`` BxTxHxW, ``bounds`` Bx9,
+    ``transform`` Bx9. Images and supports are normalised with the SSG2 band
+    statistics; in training they are also flipped and rotated by multiples of 90°,
+    every support independently of the target.
+
+    The evaluation protocol (``"geoseg"`` or ``"full"``) is kept in
+    :attr:`protocol` and saved in the hyperparameters (``protocol``), so that logged
+    metrics say which protocol produced them.
+    """
+
+    def __init__(
+        self,
+        root: str = 'data/potsdam',
+        prepared_root: str | None = None,
+        batch_size: int = 8,
+        patch_size: int = 256,
+        sequence_length: int = 4,
+        eval_sequence_length: int | None = None,
+        length: int | None = None,
+        support_strategy: GeoStrategy = 'random',
+        bands: str | Sequence[str] = 'RGBIR+DSM',
+        protocol: Literal['geoseg', 'full'] = 'geoseg',
+        val_tiles: Sequence[str] = ('2_10',),
+        drop_7_10: bool | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        augment: bool = True,
+        prepare: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """Initialize a new PotsdamDataModule instance.
+
+        Args:
+            root: folder holding the official distribution (folders or zips).
+            prepared_root: folder of the prepared GeoTIFFs (default
+                ``<root>/prepared``).
+            batch_size: size of each mini-batch.
+            patch_size: window size in pixels (a multiple of 32 for SSG2).
+            sequence_length: number of supports T per target in training.
+            eval_sequence_length: T for validation, test and prediction (default:
+                *sequence_length*).
+            length: training episodes per epoch (default: about the number of
+                non-overlapping windows of the training tiles).
+            support_strategy: ``"random"``, ``"near"`` or ``"stratified"`` (see
+                :class:`~torchgeo_ssg2.samplers.SupportGeoSampler`).
+            bands: ``"RGB"``, ``"IRRG"``, ``"RGBIR"``, ``"RGBIR+DSM"`` or a sequence
+                of band names.
+            protocol: ``"geoseg"`` (5 classes, clutter ignored, eroded evaluation
+                labels, 7_10 dropped) or ``"full"`` (6 classes, full labels).
+            val_tiles: official training tiles held out for validation.
+            drop_7_10: drop tile 7_10 from training (default: the protocol's).
+            num_workers: number of workers for parallel data loading.
+            seed: seed of the windows and support draws.
+            augment: random flips and 90° rotations in training.
+            prepare: run the prepare step in :meth:`prepare_data` when prepared
+                tiles are missing.
+            **kwargs: passed to :class:`~torchgeo_ssg2.datasets.PreparedPotsdam`
+                (``labels``, ``crs``, ``res``, ``cache``, ...).
+        """
+        self.bands = _resolve_bands(bands)
+        self.mean = torch.tensor([_MEAN[b] for b in self.bands])
+        self.std = torch.tensor([_STD[b] for b in self.bands])
+        self.protocol = get_protocol(protocol)
+        self.root = root
+        self.prepared_root = prepared_root or os.path.join(root, 'prepared')
+        self.val_tiles = tuple(val_tiles)
+        self.drop_7_10 = drop_7_10
+        super().__init__(
+            PreparedPotsdam,
+            batch_size=batch_size,
+            patch_size=patch_size,
+            length=length,
+            num_workers=num_workers,
+            root=self.prepared_root,
+            bands=self.bands,
+            protocol=self.protocol.name,
+            val_tiles=self.val_tiles,
+            drop_7_10=drop_7_10,
+            **kwargs,
+        )
+        self.save_hyperparameters({'protocol': self.protocol.name})
+        self.sequence_length = sequence_length
+        self.eval_sequence_length = eval_sequence_length or sequence_length
+        self.support_strategy: GeoStrategy = support_strategy
+        self.seed = seed
+        self.prepare = prepare
+        if augment:
+            self.train_aug = K.AugmentationSequential(
+                K.Normalize(mean=self.mean, std=self.std),
+                K.RandomHorizontalFlip(),
+                K.RandomVerticalFlip(),
+                K.RandomRotation90(times=(0, 3)),
+                data_keys=None,
+                keepdim=True,
+            )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes under the protocol."""
+        return self.protocol.num_classes
+
+    @property
+    def ignore_index(self) -> int:
+        """Mask value excluded from losses and metrics."""
+        return IGNORE_INDEX
+
+    def tiles(self) -> tuple[str, ...]:
+        """Every tile the train, validation and test splits use.
+
+        Returns:
+            Tile ids.
+        """
+        drop = self.protocol.drop_7_10 if self.drop_7_10 is None else self.drop_7_10
+        return tuple(
+            t
+            for split in ('train', 'val', 'test')
+            for t in split_tiles(split, self.val_tiles, drop)
+        )
+
+    def prepare_data(self) -> None:
+        """Prepare the GeoTIFFs once, if some are missing (rank 0 only)."""
+        tiles = self.tiles()
+        done = all(
+            os.path.isfile(path)
+            for tile in tiles
+            for path in prepared_paths(self.prepared_root, tile).values()
+        )
+        if self.prepare and not done:
+            prepare_potsdam(self.root, self.prepared_root, tiles=tiles)
+
+    def _episodes(self, split: str) -> tuple[GeoEpisodeDataset, SupportGeoSampler]:
+        """Build the episode dataset and sampler of one split.
+
+        Args:
+            split: ``"train"``, ``"val"`` or ``"test"``.
+
+        Returns:
+            The dataset and its sampler.
+        """
+        dataset = PreparedPotsdam(split=split, **self.kwargs)  # type: ignore[arg-type]
+        training = split == 'train'
+        targets = None
+        if not training:
+            targets = GriddedPatchSampler(
+                dataset, size=self.patch_size, stride=self.patch_size
+            )
+        sampler = SupportGeoSampler(
+            dataset,
+            size=self.patch_size,
+            sequence_length=(
+                self.sequence_length if training else self.eval_sequence_length
+            ),
+            strategy=self.support_strategy,
+            length=self.length if training else None,
+            targets=targets,
+            seed=self.seed,
+            fixed=not training,
+        )
+        return GeoEpisodeDataset(dataset), sampler
+
+    def setup(self, stage: str) -> None:
+        """Set up the episode datasets and samplers.
+
+        Args:
+            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
+        """
+        if stage in ('fit',):
+            self.train_dataset, self.train_sampler = self._episodes('train')
+        if stage in ('fit', 'validate'):
+            self.val_dataset, self.val_sampler = self._episodes('val')
+        if stage in ('test',):
+            self.test_dataset, self.test_sampler = self._episodes('test')
+        if stage in ('predict',):
+            self.predict_dataset, self.predict_sampler = self._episodes('test')
+
+    def on_after_batch_transfer(self, batch: Sample, dataloader_idx: int) -> Sample:
+        """Normalise (and in training augment) the target and the supports.
+
+        Args:
+            batch: an episode batch (see the class docstring).
+            dataloader_idx: index of the dataloader the batch comes from.
+
+        Returns:
+            The batch, same keys and shapes.
+        """
+        if not self.trainer:
+            return batch
+        if self.trainer.training:
+            split = 'train'
+        elif self.trainer.validating or self.trainer.sanity_checking:
+            split = 'val'
+        elif self.trainer.testing:
+            split = 'test'
+        else:
+            split = 'predict'
+        aug = self._valid_attribute(f'{split}_aug', 'aug')
+        return augment_episode(batch, aug)
+
+    def plot(self, sample: Sample, **kwargs: Any) -> Figure:
+        """Plot an episode (target row and one row per support), or a plain sample.
+
+        Args:
+            sample: ``image`` (C, H, W), ``mask`` (H, W), optional ``prediction``;
+                optional ``support_image`` (T, C, H, W) and ``support_mask`` (T, H, W)
+                and the other keys of
+                :func:`~torchgeo_ssg2.datamodules.base.plot_episode`.
+            **kwargs: passed to the plotting function.
+
+        Returns:
+            The figure.
+        """
+        if 'support_image' in sample:
+            idx = _display_bands(self.bands)
+            shown = dict(sample)
+            shown['image'] = sample['image'][idx]
+            shown['support_image'] = sample['support_image'][:, idx]
+            return plot_episode(
+                shown,
+                colormap=self.protocol.colormap,
+                classes=self.protocol.classes,
+                **kwargs,
+            )
+        idx = _display_bands(self.bands)
+        return plot_segmentation(
+            sample['image'][idx],
+            sample['mask'],
+            self.protocol.colormap,
+            sample.get('prediction'),
+            **kwargs,
+        )
