@@ -148,16 +148,28 @@ class StripBlender:
             if end > row:
                 break  # windows starting at ``row`` or below still touch it
             n = end - self._start
-            wsum = self._wsum[:n].clamp_min(torch.finfo(torch.float32).tiny)
-            blended = (self._acc[:, :n] / wsum).numpy()
+            # Normalise in place: these rows of the accumulator are done with.
+            wsum = self._wsum[:n].clamp_min_(torch.finfo(torch.float32).tiny)
+            blended = self._acc[:, :n].div_(wsum).numpy()
             probs = blended[: self.num_classes]
             unc = blended[self.num_classes] if self.with_uncertainty else None
             self.sink.write_block(self._start, probs, unc)
-            # Shift the strip up by n rows and clear the freed tail.
-            rows = self._wsum.shape[0]
-            if n < rows:
-                self._acc[:, : rows - n] = self._acc[:, n:].clone()
-                self._wsum[: rows - n] = self._wsum[n:].clone()
-            self._acc[:, rows - n :] = 0
-            self._wsum[rows - n :] = 0
+            self._shift(n)
             self._start = end
+
+    def _shift(self, n: int) -> None:
+        """Move the strip up by ``n`` rows and clear the freed rows at its end.
+
+        Copies run chunk by chunk from the top, so no chunk overlaps its source
+        and no temporary copy of the strip is made.
+
+        Args:
+            n: Rows just written.
+        """
+        rows = self._wsum.shape[0]
+        for dst in range(0, rows - n, n):
+            m = min(n, rows - n - dst)
+            self._acc[:, dst : dst + m].copy_(self._acc[:, dst + n : dst + n + m])
+            self._wsum[dst : dst + m].copy_(self._wsum[dst + n : dst + n + m])
+        self._acc[:, rows - n :].zero_()
+        self._wsum[rows - n :].zero_()

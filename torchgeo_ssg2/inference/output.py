@@ -284,7 +284,9 @@ class GeoTIFFSink:
         if self.num_classes == 1:
             classes = (probabilities[0] >= 0.5).astype(self.class_dtype)
         else:
-            classes = probabilities.argmax(axis=0).astype(self.class_dtype)
+            classes = np.empty((n, self.meta.width), dtype=self.class_dtype)
+            for r in range(0, n, 32):  # bounded int64 temporaries
+                classes[r : r + 32] = probabilities[:, r : r + 32].argmax(axis=0)
         invalid = None
         if self._mask_src is not None:
             invalid = self._mask_src.dataset_mask(window=window) == 0
