@@ -97,7 +97,15 @@ def build_window_dataset(
             UserWarning,
             stacklevel=2,
         )
-    mean_, std_, _ = resolve_normalization(model, checkpoint, mean, std)
+    mean_, std_, source = resolve_normalization(model, checkpoint, mean, std)
+    if source.startswith("torchgeo's default"):
+        warnings.warn(
+            'the normalisation used in training is not recorded in the task or its '
+            f'checkpoint: using {source}; pass mean and std if the training '
+            'datamodule used others',
+            UserWarning,
+            stacklevel=2,
+        )
     mode: SupportMode = supports if needs_supports(model) else 'none'
     if mode == 'raster' and sequence_length is None:
         hparams = getattr(model, 'hparams', None) or {}

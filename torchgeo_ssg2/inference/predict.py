@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
@@ -17,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .datamodule import build_window_dataset
 from .dataset import SupportMode
-from .model import load_task, predict_batch, task_classes
+from .model import load_task, predict_batch
 from .output import RasterMeta, check_output_free, gdal_cache_limit, output_paths
 from .writer import PredictionAssembler
 
@@ -136,8 +135,11 @@ def predict_raster(
     left at the output paths on error.
 
     Args:
-        checkpoint_or_task: An SSG2Task/PTAViTTask checkpoint file, a task object,
-            or a plain module mapping BxCxHxW images to BxKxHxW probabilities.
+        checkpoint_or_task: An SSG2Task/PTAViTTask checkpoint file (checkpoints
+            of other models are refused), or a model object: a task (any
+            LightningModule whose ``predict_step`` returns torchgeo's dict, such
+            as SSG2Task and PTAViTTask) or a plain module mapping BxCxHxW images
+            to BxKxHxW probabilities.
         input: Input raster (any GDAL format; without CRS the prediction is made
             in pixel space with a warning).
         output: Class-index GeoTIFF to write.
@@ -173,12 +175,6 @@ def predict_raster(
     checkpoint: dict[str, Any] | None = None
     if isinstance(checkpoint_or_task, nn.Module):
         model = checkpoint_or_task
-        if isinstance(model, LightningModule):
-            classes = task_classes()
-            if classes and not isinstance(model, classes):
-                names = ' or '.join(c.__name__ for c in classes)
-                msg = f'expected an {names}, got a {type(model).__name__}'
-                raise ValueError(msg)
     else:
         model, checkpoint = load_task(checkpoint_or_task)
     run_device = torch.device(device) if device is not None else _model_device(model)
