@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import shapely
 from geo_fakes import RES, X0, Y0
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from torchgeo.datasets import RasterDataset
 from torchgeo.samplers import GriddedPatchSampler, Units
 
@@ -187,6 +188,10 @@ def test_targets_from_gridded_sampler(two_rasters: RasterDataset) -> None:
     episodes = list(sampler)
     assert len(episodes) == len(sampler) == len(grid)
     assert [ep.target for ep in episodes] == [(x, y) for x, y in grid]
+    assert sampler.strategy == 'sequential'  # torchgeo's notion, from the grid
+    assert SupportGeoSampler(two_rasters, size=SIZE, sequence_length=1).strategy == (
+        'random'
+    )
 
 
 def test_fallback_near_to_random(two_rasters: RasterDataset) -> None:
@@ -228,3 +233,22 @@ def test_errors(two_rasters: RasterDataset) -> None:
     )
     with pytest.raises(ValueError, match='holds no window'):
         list(sampler)
+
+
+def test_lightning_distributed_wrapper(two_rasters: RasterDataset) -> None:
+    """Under Lightning DDP the sampler is wrapped; shares must be disjoint."""
+    sampler = SupportGeoSampler(two_rasters, size=SIZE, sequence_length=2, length=12)
+    shares = []
+    for rank in range(2):
+        wrapped = DistributedSamplerWrapper(
+            sampler, num_replicas=2, rank=rank, shuffle=True, seed=0
+        )
+        wrapped.set_epoch(3)  # forwarded to our sampler
+        shares.append(list(wrapped))
+    assert sampler.epoch == 3
+    assert len(shares[0]) == len(shares[1]) == 6
+    reference = list(sampler)
+    key = str
+    assert sorted(shares[0] + shares[1], key=key) == sorted(reference, key=key)
+    targets = [[ep.target for ep in share] for share in shares]
+    assert not set(map(str, targets[0])) & set(map(str, targets[1]))

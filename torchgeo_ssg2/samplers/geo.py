@@ -80,6 +80,11 @@ class GeoEpisodeIndex(NamedTuple):
 class SupportGeoSampler(SpatialSampler):
     """Yields target windows together with their T support windows.
 
+    ``strategy`` (the argument) names the support rule and is stored as
+    ``support_strategy``; the ``strategy`` attribute keeps torchgeo's meaning
+    (``'random'`` or ``'sequential'`` targets). Distances and gaps given in pixel
+    units are scaled by the larger of the x and y resolutions.
+
     Args:
         dataset: The (labelled) GeoDataset to sample from, e.g. an
             IntersectionDataset of images and masks.
@@ -178,6 +183,9 @@ class SupportGeoSampler(SpatialSampler):
         self.rank = int(rank)
         self.epoch = 0
         self.targets = targets
+        # torchgeo's notion of strategy (for SpatioTemporalSampler): that of the
+        # targets; the support rule is ``support_strategy``.
+        self.strategy = targets.strategy if targets is not None else 'random'  # type: ignore[misc]
 
         self.pool = self.geometry
         if support_roi is not None:
