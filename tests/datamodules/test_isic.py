@@ -5,6 +5,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 from torchgeo.datasets.utils import unbind_samples
+from torchgeo.main import main
 
 from torchgeo_ssg2.datamodules.isic import ISIC2018DataModule
 
@@ -80,3 +81,12 @@ class TestISIC2018DataModule:
         dm = make(root=os.path.join(ROOT, 'isic2017_256'))
         with pytest.raises(FileNotFoundError, match='split_fractions'):
             dm.setup('fit')
+
+
+def test_experiment_config(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(['fit', '--config', 'experiments/ssg2_isic.yaml', '--print_config'])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert 'torchgeo_ssg2.datamodules.ISIC2018DataModule' in out
+    assert 'num_classes: 2' in out

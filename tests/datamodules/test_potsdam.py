@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 from torchgeo.datasets.utils import unbind_samples
+from torchgeo.main import main
 
 from torchgeo_ssg2.datamodules.potsdam import PotsdamDataModule
 from torchgeo_ssg2.datasets.potsdam import prepared_paths
@@ -139,3 +140,38 @@ class TestPotsdamDataModule:
         assert not (tmp_path / 'none').exists()
         with pytest.raises(FileNotFoundError):
             dm.setup('fit')
+
+
+def print_config(config: str, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(['fit', '--config', config, '--print_config'])
+    assert info.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    'config', ['experiments/ssg2_potsdam.yaml', 'experiments/ptavit_potsdam.yaml']
+)
+def test_experiment_configs(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = print_config(config, capsys)
+    assert 'torchgeo_ssg2.datamodules.PotsdamDataModule' in out
+    assert 'preset: paper' in out
+    assert 'protocol: geoseg' in out
+
+
+def test_fast_dev_run(prepared: str, tmp_path: Path) -> None:
+    main(
+        [
+            'fit',
+            '--config',
+            os.path.join('tests', 'conf', 'ssg2_potsdam.yaml'),
+            '--trainer.accelerator',
+            'cpu',
+            '--trainer.fast_dev_run',
+            '1',
+            '--trainer.default_root_dir',
+            str(tmp_path),
+            '--data.init_args.prepared_root',
+            prepared,
+        ]
+    )
