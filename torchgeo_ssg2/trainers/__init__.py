@@ -1,3 +1,13 @@
-"""trainers."""
+"""Lightning tasks (torchgeo ``SemanticSegmentation`` subclasses) for SSG2 and PTAViT."""
 
-__all__: tuple[str, ...] = ()
+from .base import MultitaskSegmentationTask, normalise_probabilities
+from .ptavit import PTAViTTask
+from .ssg2 import SSG2Task, sequence_uncertainty
+
+__all__: tuple[str, ...] = (
+    'MultitaskSegmentationTask',
+    'PTAViTTask',
+    'SSG2Task',
+    'normalise_probabilities',
+    'sequence_uncertainty',
+)

@@ -1,0 +1,238 @@
+"""Shared parts of the SSG2 and PTAViT tasks: optimisers, metrics, plotting."""
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import torch
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
+from torch import Tensor
+from torch.optim import AdamW, Optimizer, RAdam
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
+from torchgeo.datamodules import BaseDataModule
+from torchgeo.datasets import RGBBandsMissingError
+from torchgeo.tasks import SemanticSegmentation
+
+__all__ = ('MultitaskSegmentationTask', 'normalise_probabilities')
+
+
+def normalise_probabilities(segmentation: Tensor, eps: float = 1e-6) -> Tensor:
+    """Turn independent per-class probabilities into a per-pixel distribution.
+
+    SSG2 and PTAViT predict every class with its own (SigmoidCrisp) probability, so
+    the segmentation channels need not sum to one. Dividing by their sum keeps the
+    argmax and gives torchgeo-style probabilities that blend well across windows.
+
+    Args:
+        segmentation: B x C x H x W probabilities in [0, 1].
+        eps: Floor of the per-pixel sum (all-zero pixels become uniform).
+
+    Returns:
+        B x C x H x W probabilities that sum to one over C.
+    """
+    segmentation = segmentation.float().clamp(0, 1) + eps
+    return segmentation / segmentation.sum(dim=1, keepdim=True)
+
+
+class MultitaskSegmentationTask(SemanticSegmentation):
+    """Base of :class:`SSG2Task` and :class:`PTAViTTask` (not used directly).
+
+    Subclasses define ``__init__`` (explicit hyper-parameters, then
+    ``super(SemanticSegmentation, self).__init__()`` so that exactly their own
+    arguments become ``self.hparams``), ``configure_models`` and
+    ``configure_losses``. This class provides:
+
+    * metrics: torchgeo's (:meth:`ClassificationMixin.configure_metrics`) over the
+      ``num_classes`` real classes only, i.e. ``OverallAccuracy``,
+      ``AverageJaccardIndex`` (mean IoU), ``AverageF1Score`` (mean F1), the
+      ``Classwise*`` per-class values and the precision/recall variants, with
+      ``ignore_index`` honoured;
+    * optimisers: RAdam (the paper's) or AdamW, optional weight decay, and a
+      constant, plateau or cosine learning-rate schedule with linear warm-up;
+    * validation figures through the datamodule's ``plot()``.
+    """
+
+    #: Largest number of validation batches plotted per epoch.
+    max_plots = 10
+
+    def _check_hparams(self) -> None:
+        """Reject settings the Tanimoto-based multitask losses cannot honour.
+
+        Raises:
+            ValueError: For an unsupported combination.
+        """
+        hp = self.hparams
+        if hp['task'] != 'multiclass':
+            raise ValueError(
+                f"{type(self).__name__} supports task='multiclass' only, got "
+                f'{hp["task"]!r} (a binary problem is multiclass with 2 classes)'
+            )
+        if not hp['num_classes'] or hp['num_classes'] < 1:
+            raise ValueError(
+                f'{type(self).__name__} needs num_classes >= 1 (the real classes, '
+                f'without NULL), got {hp["num_classes"]}'
+            )
+        if hp['num_labels'] is not None:
+            raise ValueError('num_labels applies to multilabel tasks only; use None')
+        if hp['class_weights'] is not None or hp['pos_weight'] is not None:
+            raise ValueError(
+                'class_weights and pos_weight are not supported by the Tanimoto '
+                'multitask losses; use None'
+            )
+        labels = hp['labels']
+        if labels is not None and len(labels) != hp['num_classes']:
+            raise ValueError(
+                f'labels has {len(labels)} names but num_classes={hp["num_classes"]}'
+            )
+        ignore_index = hp['ignore_index']
+        if ignore_index is not None and 0 <= ignore_index < hp['num_classes']:
+            raise ValueError(
+                f'ignore_index={ignore_index} is a real class index; use a value '
+                f'outside [0, {hp["num_classes"]}) such as 255'
+            )
+        if hp['optimizer'] not in ('radam', 'adamw'):
+            raise ValueError(
+                f"optimizer must be 'radam' or 'adamw', got {hp['optimizer']!r}"
+            )
+        if hp['lr_schedule'] not in ('constant', 'plateau', 'cosine'):
+            raise ValueError(
+                "lr_schedule must be 'constant', 'plateau' or 'cosine', got "
+                f'{hp["lr_schedule"]!r}'
+            )
+
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        """Initialize the optimizer and learning-rate schedule from hparams.
+
+        ``optimizer``: ``'radam'`` (RAdam; the paper uses lr 1e-3, eps 1e-6, no
+        weight decay) or ``'adamw'``. ``lr_schedule``: ``'constant'`` (the paper),
+        ``'plateau'`` (ReduceLROnPlateau on :attr:`monitor` with ``patience``) or
+        ``'cosine'`` (per step down to ``min_lr`` over the trainer's estimated
+        steps). ``warmup_steps`` > 0 adds a linear warm-up (constant and cosine).
+
+        Returns:
+            Optimizer and, unless constant without warm-up, its scheduler.
+        """
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer: Optimizer
+        if hp['optimizer'] == 'radam':
+            optimizer = RAdam(
+                params, lr=hp['lr'], eps=hp['eps'], weight_decay=hp['weight_decay']
+            )
+        else:
+            optimizer = AdamW(
+                params, lr=hp['lr'], eps=hp['eps'], weight_decay=hp['weight_decay']
+            )
+        schedule = hp['lr_schedule']
+        warmup = int(hp['warmup_steps'])
+        if schedule == 'plateau':
+            plateau = ReduceLROnPlateau(optimizer, patience=hp['patience'])
+            return {
+                'optimizer': optimizer,
+                'lr_scheduler': {'scheduler': plateau, 'monitor': self.monitor},
+            }
+        if schedule == 'constant' and warmup == 0:
+            return optimizer
+        total = 1
+        if schedule == 'cosine':
+            total = max(int(self.trainer.estimated_stepping_batches) - warmup, 1)
+        min_ratio = hp['min_lr'] / hp['lr'] if hp['lr'] > 0 else 0.0
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if schedule == 'constant':
+                return 1.0
+            progress = min((step - warmup) / total, 1.0)
+            return min_ratio + (1 - min_ratio) * 0.5 * (
+                1 + math.cos(math.pi * progress)
+            )
+
+        scheduler = LambdaLR(optimizer, factor)
+        return {
+            'optimizer': optimizer,
+            'lr_scheduler': {'scheduler': scheduler, 'interval': 'step'},
+        }
+
+    def segmentation(self, maps: Tensor) -> Tensor:
+        """The segmentation channels of the real classes (NULL excluded).
+
+        Args:
+            maps: B x 3K' x H x W multitask probabilities (K' = K or K + 1).
+
+        Returns:
+            B x num_classes x H x W.
+        """
+        return maps[:, : self.hparams['num_classes']]
+
+    def _should_plot(self, batch_idx: int) -> bool:
+        """Whether this validation batch gets a figure (torchgeo's conditions).
+
+        Args:
+            batch_idx: Index of the validation batch.
+
+        Returns:
+            True if a figure should be logged.
+        """
+        return bool(
+            batch_idx < self.max_plots
+            and getattr(self, '_trainer', None) is not None
+            and isinstance(getattr(self.trainer, 'datamodule', None), BaseDataModule)
+            and self.logger
+            and hasattr(self.logger, 'experiment')
+            and hasattr(self.logger.experiment, 'add_figure')
+        )
+
+    def _denormalise(self, image: Tensor) -> Tensor:
+        """Undo the datamodule's normalisation of ``... x C x H x W`` images.
+
+        Args:
+            image: Normalised images.
+
+        Returns:
+            Images in the dataset's original units.
+        """
+        datamodule = self.trainer.datamodule
+        mean = torch.as_tensor(datamodule.mean, dtype=torch.float32)
+        std = torch.as_tensor(datamodule.std, dtype=torch.float32)
+        c = image.shape[-3]
+        mean = mean.expand(c) if mean.numel() == 1 else mean
+        std = std.expand(c) if std.numel() == 1 else std
+        image = image.detach().float().cpu()
+        return image * std.view(c, 1, 1) + mean.view(c, 1, 1)
+
+    def _log_figure(self, sample: dict[str, Tensor], batch_idx: int) -> None:
+        """Plot one sample with the datamodule and log it as ``image/{batch_idx}``.
+
+        Args:
+            sample: One unbatched sample, on the CPU, images denormalised.
+            batch_idx: Index of the validation batch.
+        """
+        fig = None
+        try:
+            fig = self.trainer.datamodule.plot(sample)
+        except RGBBandsMissingError:
+            pass
+        if fig:
+            self.logger.experiment.add_figure(  # type: ignore[union-attr]
+                f'image/{batch_idx}', fig, global_step=self.global_step
+            )
+            plt.close(fig)
+
+    @staticmethod
+    def _first(batch: dict[str, Any], keys: Sequence[str]) -> dict[str, Tensor]:
+        """The first sample of a batch, restricted to *keys*, on the CPU.
+
+        Args:
+            batch: A batch of tensors.
+            keys: The keys to keep (absent ones are skipped).
+
+        Returns:
+            The unbatched sample.
+        """
+        return {
+            k: batch[k][0].detach().cpu()
+            for k in keys
+            if isinstance(batch.get(k), Tensor)
+        }

@@ -1,0 +1,354 @@
+"""Trainer for SSG2 semantic segmentation with support sequences."""
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from torch import Tensor
+from torchgeo.tasks import SemanticSegmentation
+
+from ..losses import SSG2Loss
+from ..models import SSG2
+from ..targets import set_operation_targets
+from .base import MultitaskSegmentationTask, normalise_probabilities
+
+__all__ = ('SSG2Task', 'sequence_uncertainty')
+
+
+def sequence_uncertainty(
+    intersection: Tensor, union: Tensor, num_classes: int
+) -> Tensor:
+    """Per-pixel uncertainty from the disagreement across the support sequence.
+
+    SSG2's set-theoretic priors bracket the target: for every class k the union of
+    the per-step intersections and the intersection of the per-step unions satisfy
+    ``max_t I_t,k <= T_k <= min_t U_t,k``. Where the supports pin the target down
+    the bracket is closed (width 0); where the sequence leaves it open the model's
+    target rests on the learned sequence model alone. The uncertainty is the widest
+    bracket over the real classes::
+
+        u = max_k clamp(min_t U_t,k - max_t I_t,k, 0, 1)
+
+    Args:
+        intersection: B x T x C x H x W predicted intersections (segmentation
+            channels, C >= num_classes).
+        union: B x T x C x H x W predicted unions.
+        num_classes: Number of real classes (NULL and the boundary/distance
+            channels beyond it are ignored).
+
+    Returns:
+        B x H x W uncertainty in [0, 1].
+    """
+    lower = intersection[:, :, :num_classes].float().amax(dim=1)
+    upper = union[:, :, :num_classes].float().amin(dim=1)
+    return (upper - lower).clamp(0, 1).amax(dim=1)
+
+
+class SSG2Task(MultitaskSegmentationTask):
+    """SSG2: semantic segmentation of a target conditioned on T support images.
+
+    Batches are episodes (see
+    :class:`~torchgeo_ssg2.datamodules.EpisodicNonGeoDataModule`): ``image``
+    BxCxHxW, ``mask`` BxHxW, ``support_image`` BxTxCxHxW and (for training,
+    validation and test) ``support_mask`` BxTxHxW. The set-operation targets
+    (intersection, union, difference with the NULL class, boundaries, distances)
+    are built from the masks on the batch's device, and the SSG2 loss (Tanimoto
+    with complement over all heads, weighted ``1/(5T+2)``) is logged in total
+    (``train_loss``) and per term (``train_loss_intersection``, ...,
+    ``train_loss_symmetry``).
+
+    The prediction is the argmax over the first ``num_classes`` segmentation
+    channels of the model's ``target`` output (NULL excluded); metrics are
+    torchgeo's over the real classes. T comes from the batch, so validation, test
+    and prediction may use another T than training.
+    """
+
+    def __init__(
+        self,
+        model: Literal['ssg2'] = 'ssg2',
+        preset: str = 'tiny',
+        model_kwargs: dict[str, Any] | None = None,
+        in_channels: int = 3,
+        task: Literal['multiclass'] = 'multiclass',
+        num_classes: int | None = None,
+        num_labels: int | None = None,
+        labels: list[str] | None = None,
+        sequence_length: int | None = None,
+        loss: Literal['tanimoto'] = 'tanimoto',
+        loss_depth: int = 0,
+        loss_mode: Literal['exact', 'avg'] = 'exact',
+        class_weights: Sequence[float] | None = None,
+        pos_weight: Tensor | None = None,
+        ignore_index: int | None = None,
+        optimizer: Literal['radam', 'adamw'] = 'radam',
+        lr: float = 1e-3,
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        lr_schedule: Literal['constant', 'plateau', 'cosine'] = 'constant',
+        warmup_steps: int = 0,
+        min_lr: float = 0.0,
+        patience: int = 10,
+    ) -> None:
+        """Initialize a new SSG2Task instance.
+
+        Args:
+            model: Model name (only 'ssg2').
+            preset: Model preset: 'paper', 'small', 'tiny' or 'test' (see
+                :func:`torchgeo_ssg2.models.list_presets`).
+            model_kwargs: Overrides of the preset's
+                :class:`~torchgeo_ssg2.models.ModelConfig` fields (e.g.
+                ``{'support_chunk_size': 2}``).
+            in_channels: Number of input channels.
+            task: Only 'multiclass' (binary problems are 2-class multiclass).
+            num_classes: Number of real classes (the model adds NULL itself).
+            num_labels: Must be None (multilabel is not supported).
+            labels: Class names, for the per-class metric names.
+            sequence_length: Number of supports T in training; a training batch
+                with another T is an error. None takes T from the first training
+                batch. It is stored in the checkpoint as the default T for
+                inference; evaluation and prediction take T from their batches.
+            loss: Loss name (only 'tanimoto': fractal Tanimoto with complement).
+            loss_depth: Fractal depth of the Tanimoto similarity (0 in the paper).
+            loss_mode: 'exact' or 'avg' fractal Tanimoto.
+            class_weights: Must be None (not supported by the Tanimoto loss).
+            pos_weight: Must be None (binary cross-entropy only).
+            ignore_index: Mask value excluded from losses and metrics (must not be
+                a real class index).
+            optimizer: 'radam' (the paper's) or 'adamw'.
+            lr: Learning rate (1e-3 in the paper).
+            eps: Optimizer epsilon (1e-6 in the paper, safe for mixed precision).
+            weight_decay: Weight decay (0 in the paper).
+            lr_schedule: 'constant' (the paper), 'plateau' or 'cosine'.
+            warmup_steps: Linear warm-up steps (constant and cosine schedules).
+            min_lr: Final learning rate of the cosine schedule.
+            patience: Patience of the plateau schedule.
+
+        Raises:
+            ValueError: For unsupported or inconsistent arguments.
+        """
+        self.weights = None
+        # Skip SemanticSegmentation.__init__ so that exactly these arguments (and
+        # none of the parent's smp-specific defaults) become self.hparams.
+        super(SemanticSegmentation, self).__init__()
+
+    def configure_models(self) -> None:
+        """Initialize the SSG2 model."""
+        self._check_hparams()
+        hp = self.hparams
+        if hp['model'] != 'ssg2':
+            raise ValueError(
+                f"SSG2Task supports model='ssg2' only, got {hp['model']!r}"
+            )
+        if hp['sequence_length'] is not None and hp['sequence_length'] < 1:
+            raise ValueError(
+                f'sequence_length must be >= 1 or None, got {hp["sequence_length"]}'
+            )
+        self.model = SSG2(
+            hp['in_channels'],
+            hp['num_classes'],
+            preset=hp['preset'],
+            **(hp['model_kwargs'] or {}),
+        )
+
+    def configure_losses(self) -> None:
+        """Initialize the SSG2 loss."""
+        if self.hparams['loss'] != 'tanimoto':
+            raise ValueError(
+                f"SSG2Task supports loss='tanimoto' only, got {self.hparams['loss']!r}"
+            )
+        self.criterion = SSG2Loss(self.hparams['loss_depth'], self.hparams['loss_mode'])
+
+    def forward(self, image: Tensor, support_image: Tensor) -> dict[str, Tensor]:
+        """Run the model with all outputs.
+
+        Args:
+            image: B x C x H x W targets.
+            support_image: B x T x C x H x W supports.
+
+        Returns:
+            The model's output dict (see :class:`~torchgeo_ssg2.models.SSG2`).
+        """
+        return self.model(image, support_image)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _supports(batch: dict[str, Any]) -> Tensor:
+        """The supports of a batch, with a clear error when they are missing.
+
+        Args:
+            batch: An episode batch.
+
+        Returns:
+            B x T x C x H x W supports.
+
+        Raises:
+            ValueError: If the batch has no 5-D ``support_image``.
+        """
+        support = batch.get('support_image')
+        if not isinstance(support, Tensor) or support.ndim != 5:
+            raise ValueError(
+                'SSG2Task needs episode batches with support_image BxTxCxHxW '
+                '(use an EpisodicNonGeoDataModule); got keys '
+                f'{sorted(batch)}'
+                + (
+                    f' with support_image {tuple(support.shape)}'
+                    if support is not None
+                    else ''
+                )
+            )
+        return support
+
+    def _step(
+        self, batch: dict[str, Any], stage: str
+    ) -> tuple[dict[str, Tensor], Tensor | None]:
+        """Forward pass, loss (if support masks are present) and metric update.
+
+        Args:
+            batch: An episode batch.
+            stage: 'train', 'val' or 'test'.
+
+        Returns:
+            The model outputs and the total loss (None without support masks).
+        """
+        hp = self.hparams
+        image, mask = batch['image'], batch['mask']
+        support = self._supports(batch)
+        batch_size = support.shape[0]
+        loss = None
+        if 'support_mask' in batch:
+            outputs = self(image, support)
+            targets = set_operation_targets(
+                mask, batch['support_mask'], hp['num_classes'], hp['ignore_index']
+            )
+            losses = self.criterion(outputs, targets)
+            loss = losses['loss']
+            sync = stage != 'train'
+            self.log(f'{stage}_loss', loss, batch_size=batch_size, sync_dist=sync)
+            for key, value in losses.items():
+                if key != 'loss':
+                    self.log(
+                        f'{stage}_loss_{key}',
+                        value,
+                        batch_size=batch_size,
+                        sync_dist=sync,
+                    )
+        else:
+            outputs = self.model.forward_inference(image, support)
+        metrics = getattr(self, f'{stage}_metrics')
+        metrics(self.segmentation(outputs['target']).float(), mask)
+        return outputs, loss
+
+    def training_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor:
+        """Compute the training loss on an episode batch.
+
+        Args:
+            batch: ``image``, ``mask``, ``support_image``, ``support_mask``.
+            batch_idx: Integer displaying index of this batch.
+            dataloader_idx: Index of the current dataloader.
+
+        Returns:
+            The total SSG2 loss.
+
+        Raises:
+            ValueError: If the batch lacks support masks or its T differs from
+                ``sequence_length``.
+        """
+        support = self._supports(batch)
+        if 'support_mask' not in batch:
+            raise ValueError('SSG2Task training needs support_mask in the batch')
+        t = support.shape[1]
+        expected = self.hparams['sequence_length']
+        if expected is None:
+            self.hparams['sequence_length'] = t
+        elif t != expected:
+            raise ValueError(
+                f'training batch has T={t} supports but the task was configured with '
+                f'sequence_length={expected}; set both to the same value'
+            )
+        _, loss = self._step(batch, 'train')
+        assert loss is not None
+        return loss
+
+    def validation_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Compute the validation loss and metrics, and log a figure.
+
+        Args:
+            batch: An episode batch (fixed supports).
+            batch_idx: Integer displaying index of this batch.
+            dataloader_idx: Index of the current dataloader.
+        """
+        outputs, _ = self._step(batch, 'val')
+        if self._should_plot(batch_idx):
+            self._log_figure(self._figure_sample(batch, outputs), batch_idx)
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Compute the test loss and metrics.
+
+        Args:
+            batch: An episode batch (fixed supports).
+            batch_idx: Integer displaying index of this batch.
+            dataloader_idx: Index of the current dataloader.
+        """
+        self._step(batch, 'test')
+
+    def predict_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Tensor | None]:
+        """Predict class probabilities and the sequence uncertainty.
+
+        Args:
+            batch: ``image`` BxCxHxW and ``support_image`` BxTxCxHxW (any T);
+                optional ``bounds`` and ``transform``.
+            batch_idx: Integer displaying index of this batch.
+            dataloader_idx: Index of the current dataloader.
+
+        Returns:
+            ``probabilities`` B x num_classes x H x W (the real classes'
+            segmentation channels normalised to sum to one; NULL excluded),
+            ``bounds`` and ``transform`` (passed through, or None), and
+            ``uncertainty`` B x H x W in [0, 1] (:func:`sequence_uncertainty`).
+        """
+        outputs = self.model.forward_inference(batch['image'], self._supports(batch))
+        return {
+            'probabilities': normalise_probabilities(
+                self.segmentation(outputs['target'])
+            ),
+            'bounds': batch.get('bounds'),
+            'transform': batch.get('transform'),
+            'uncertainty': sequence_uncertainty(
+                outputs['intersection'],
+                outputs['union'],
+                self.hparams['num_classes'],
+            ),
+        }
+
+    def _figure_sample(
+        self, batch: dict[str, Any], outputs: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """The first episode of a batch, ready for the datamodule's plot.
+
+        Args:
+            batch: The (normalised) episode batch.
+            outputs: The model outputs for the batch.
+
+        Returns:
+            ``image``, ``mask``, ``prediction``, ``uncertainty``,
+            ``support_image``, ``support_mask`` and the per-step ``intersection``
+            (argmax over the real classes and NULL; NULL = num_classes) and
+            ``union`` (argmax over the real classes) class maps, all unbatched.
+        """
+        nc = self.hparams['num_classes']
+        sample = self._first(batch, ('mask', 'support_mask'))
+        sample['image'] = self._denormalise(batch['image'][0])
+        sample['support_image'] = self._denormalise(batch['support_image'][0])
+        sample['prediction'] = self.segmentation(outputs['target'])[0].argmax(0).cpu()
+        inter = outputs['intersection'][0].detach()
+        union = outputs['union'][0].detach()
+        sample['intersection'] = inter[:, : nc + 1].argmax(1).cpu()
+        sample['union'] = union[:, :nc].argmax(1).cpu()
+        sample['uncertainty'] = sequence_uncertainty(inter[None], union[None], nc)[
+            0
+        ].cpu()
+        return sample
