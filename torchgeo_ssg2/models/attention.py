@@ -19,6 +19,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx
 
 from .layers import Conv2dNormed, Conv3dNormed, d2sigmoid
 
@@ -28,6 +29,7 @@ __all__ = (
     'channel_groups',
     'patchify',
     'spatial_grid',
+    'tanimoto_compaction',
     'tanimoto_similarity',
 )
 
@@ -137,6 +139,80 @@ def tanimoto_similarity(q: Tensor, k: Tensor, eps: float = EPS) -> Tensor:
     return (qk + eps) / (qq + kk - qk + eps)
 
 
+class _TanimotoCompaction(torch.autograd.Function):
+    """``w_j = sum_i a_i S_ij`` keeping one Nq x Nk tensor (the dot products) for backward.
+
+    Plain autograd keeps three Nq x Nk tensors alive between forward and backward
+    (numerator, denominator and similarity); the gradient here is computed
+    analytically from the saved dot products, with the same matrix products.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, q: Tensor, k: Tensor, a: Tensor, eps: float
+    ) -> Tensor:
+        qk = torch.matmul(q, k.transpose(-1, -2))
+        qq = q.square().sum(-1).unsqueeze(-1)
+        kk = k.square().sum(-1).unsqueeze(-2)
+        sim = (qk + eps).div_(qq + kk - qk + eps)
+        ctx.save_for_backward(q, k, a, qk)
+        ctx.eps = eps  # type: ignore[attr-defined]
+        return torch.matmul(a, sim)
+
+    @staticmethod
+    def backward(
+        ctx: FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        q, k, a, qk = ctx.saved_tensors  # type: ignore[attr-defined]
+        eps = ctx.eps  # type: ignore[attr-defined]
+        qq = q.square().sum(-1).unsqueeze(-1)
+        kk = k.square().sum(-1).unsqueeze(-2)
+        inv_den = (qq + kk - qk + eps).reciprocal_()
+        sim = (qk + eps).mul_(inv_den)
+        grad_a = None
+        if ctx.needs_input_grad[2]:  # type: ignore[attr-defined]
+            grad_a = torch.matmul(sim, grad.unsqueeze(-1)).squeeze(-1)
+            grad_a = grad_a.sum_to_size(a.shape)
+        # dL/dS_ij = a_i g_j; dS/dqk = (1 + S) / den; dS/dqq = dS/dkk = -S / den
+        outer = inv_den.mul_(a.unsqueeze(-1) * grad.unsqueeze(-2))
+        g_norm = sim.mul_(outer)  # outer * S
+        g_qk = outer.add_(g_norm)  # outer * (1 + S)
+        grad_q = grad_k = None
+        if ctx.needs_input_grad[0]:  # type: ignore[attr-defined]
+            grad_q = torch.matmul(g_qk, k) - 2 * q * g_norm.sum(-1, keepdim=True)
+            grad_q = grad_q.sum_to_size(q.shape)
+        if ctx.needs_input_grad[1]:  # type: ignore[attr-defined]
+            grad_k = torch.matmul(g_qk.transpose(-1, -2), q)
+            grad_k = grad_k - 2 * k * g_norm.sum(-2).unsqueeze(-1)
+            grad_k = grad_k.sum_to_size(k.shape)
+        return grad_q, grad_k, grad_a, None
+
+
+def tanimoto_compaction(
+    q: Tensor,
+    k: Tensor,
+    weight: Tensor,
+    eps: float = EPS,
+    memory_efficient: bool = True,
+) -> Tensor:
+    """Compact the Tanimoto similarities over the query axis: ``sum_i w_i S_ij``.
+
+    Args:
+        q: ...xNqxD query tokens.
+        k: ...xNkxD key tokens (leading axes broadcast against q's).
+        weight: Nq weights (the linear compaction's weights, or 1/Nq for a mean).
+        eps: numerical guard.
+        memory_efficient: keep one Nq x Nk tensor for backward instead of
+            three (custom autograd); the result and its gradients are the same.
+
+    Returns:
+        ...xNk key-token weights.
+    """
+    if memory_efficient and torch.is_grad_enabled():
+        return _TanimotoCompaction.apply(q, k, weight, eps)
+    return torch.matmul(weight, tanimoto_similarity(q, k, eps))
+
+
 def _flat_apply(module: nn.Module, x: Tensor, dims: int) -> Tensor:
     """Apply ``module`` over the last ``dims + 1`` axes, folding the leading ones."""
     lead = x.shape[: x.dim() - dims - 1]
@@ -185,6 +261,8 @@ class RelPatchAttention2D(nn.Module):
             channels, 2 * channels, 3, groups=2 * heads, norm_groups=channels // 4
         )
         self.compact = nn.Linear(cgroups * grid * grid, 1)
+        #: lean custom autograd for the similarities (see :func:`tanimoto_compaction`)
+        self.memory_efficient = True
 
     def forward(self, x1: Tensor, x2: Tensor | None = None) -> Tensor:
         """Attend from the query map ``x1`` to the key/value map ``x2``.
@@ -205,12 +283,14 @@ class RelPatchAttention2D(nn.Module):
         q = d2sigmoid(_flat_apply(self.query, x1, 2))
         k, v = _flat_apply(self.key_value, x2, 2).chunk(2, dim=-3)
         k = d2sigmoid(k)
-        sim = tanimoto_similarity(
+        weight = tanimoto_compaction(
             patchify(q, self.cgroups, self.grid),
             patchify(k, self.cgroups, self.grid),
+            self.compact.weight[0],
             self.eps,
+            self.memory_efficient,
         )
-        weight = torch.matmul(self.compact.weight[0], sim) + self.compact.bias
+        weight = weight + self.compact.bias
         return d2sigmoid(_scale_patches(v, weight, self.cgroups, self.grid))
 
 
@@ -239,6 +319,8 @@ class RelPatchAttention3D(nn.Module):
             )
         self.grid = grid
         self.eps = eps
+        #: lean custom autograd for the similarities (see :func:`tanimoto_compaction`)
+        self.memory_efficient = True
         self.query = Conv3dNormed(
             channels, channels, 3, groups=heads, norm_groups=channels // 4
         )
@@ -265,7 +347,10 @@ class RelPatchAttention3D(nn.Module):
         # BxCxTxHxW -> BxTxCxHxW -> BxTx(g·g)xD -> Bx(T·g·g)xD
         qt = patchify(q.transpose(1, 2), 1, g).reshape(b, t * g * g, -1)
         kt = patchify(k.transpose(1, 2), 1, g).reshape(b, t * g * g, -1)
-        weight = tanimoto_similarity(qt, kt, self.eps).mean(dim=-2)
+        mean = torch.full(
+            (t * g * g,), 1 / (t * g * g), dtype=qt.dtype, device=qt.device
+        )
+        weight = tanimoto_compaction(qt, kt, mean, self.eps, self.memory_efficient)
         weight = weight.reshape(b, 1, t, g, 1, g, 1)
         out = v.reshape(b, c, t, g, h // g, g, w // g) * weight
         return d2sigmoid(out.reshape(b, c, t, h, w))
