@@ -37,3 +37,16 @@ def test_parameter_parity() -> None:
         model = PTAViT(5, 6, preset='paper')
     n = sum(p.numel() for p in model.parameters())
     assert abs(n - 72.4e6) / 72.4e6 < 0.02
+
+
+def test_checkpointing_same_gradients() -> None:
+    torch.manual_seed(0)
+    plain = PTAViT(3, 2, preset='test', dropout=0.0).double()
+    ckpt = PTAViT(3, 2, preset='test', dropout=0.0, checkpointing=True).double()
+    ckpt.load_state_dict(plain.state_dict())
+    image = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    grads = []
+    for model in (plain, ckpt):
+        grads.append(torch.autograd.grad(model(image).mean(), list(model.parameters())))
+    for g, g_ckpt in zip(*grads, strict=True):
+        torch.testing.assert_close(g, g_ckpt)

@@ -208,3 +208,33 @@ def test_parameter_parity() -> None:
         model = SSG2(5, 6, preset='paper')
     n = sum(p.numel() for p in model.parameters())
     assert abs(n - 75.3e6) / 75.3e6 < 0.02
+
+
+@pytest.mark.parametrize(
+    ('dropout', 'chunk'),
+    [(0.1, None), (0.0, 1)],  # chunks draw dropout masks in another order
+)
+def test_checkpointing_same_outputs_and_gradients(
+    dropout: float, chunk: int | None
+) -> None:
+    torch.manual_seed(0)
+    plain = SSG2(C, NUM_CLASSES, preset='test', dropout=dropout).double()
+    ckpt = SSG2(
+        C,
+        NUM_CLASSES,
+        preset='test',
+        dropout=dropout,
+        checkpointing=True,
+        support_chunk_size=chunk,
+    )
+    ckpt.double().load_state_dict(plain.state_dict())
+    image, support = (x.double() for x in _inputs(2, 2, 32, 32))
+    results = []
+    for model in (plain, ckpt):
+        torch.manual_seed(5)  # same dropout masks (checkpoint replays the RNG)
+        out = model(image, support)
+        loss = sum(v.mean() for v in out.values())
+        results.append((out, torch.autograd.grad(loss, list(model.parameters()))))
+    _assert_outputs_close(results[0][0], results[1][0], 1e-10, 1e-8)
+    for g, g_ckpt in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(g, g_ckpt, atol=1e-10, rtol=1e-8)

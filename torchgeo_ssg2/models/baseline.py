@@ -1,6 +1,8 @@
 """PTAViT: the UNet-like single-image baseline of the SSG2 paper."""
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ._validation import check_image
 from .decoder import PTAViTDecoder
@@ -68,4 +70,11 @@ class PTAViT(nn.Module):
             ``[2K:3K]`` distance.
         """
         check_image(image, self.in_channels)
-        return self.head(self.decoder(self.encoder(image)))
+        if self.config.checkpointing and torch.is_grad_enabled():
+            features = checkpoint(self._features, image, use_reentrant=False)
+        else:
+            features = self._features(image)
+        return self.head(features)
+
+    def _features(self, image: Tensor) -> Tensor:
+        return self.decoder(self.encoder(image))

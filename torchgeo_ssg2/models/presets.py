@@ -33,6 +33,12 @@ class ModelConfig:
         segm_act: ``'sigmoid'`` (SigmoidCrisp) or ``'softmax'`` segmentation output.
         support_chunk_size: supports processed together in one batched pass
             (SSG2 only); ``None`` processes all T at once.
+        checkpointing: activation checkpointing (recomputation in backward) of
+            the per-support base passes (one checkpoint per chunk of supports),
+            the 3D sequence model and, for PTAViT, the encoder and decoder
+            stages. Same outputs and gradients, less memory, about one more
+            forward pass of time. BatchNorm running statistics are updated again
+            during the recomputation (as with any checkpointed BatchNorm).
     """
 
     filters: int = 96
@@ -47,6 +53,7 @@ class ModelConfig:
     se_ratio: float = 0.25
     segm_act: str = 'sigmoid'
     support_chunk_size: int | None = None
+    checkpointing: bool = False
 
     @property
     def stage_heads(self) -> tuple[int, ...]:

@@ -12,6 +12,7 @@ bounds, and a last multitask head predicts the target.
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ._validation import check_image, check_support
 from .attention import spatial_grid
@@ -53,30 +54,40 @@ class SSG2Head(nn.Module):
         self.compressor = nn.Conv2d(channels + 2 * 3 * k, channels, 1, bias=False)
         self.target = ConditionedMultitaskHead(channels, k, act, g)
 
-    def support_outputs(self, z: Tensor, difference: bool = True) -> dict[str, Tensor]:
+    def support_outputs(
+        self, z: Tensor, difference: bool = True, checkpointing: bool = False
+    ) -> dict[str, Tensor]:
         """Per-support set-operation predictions.
 
         Args:
             z: BxTxFxHxW features.
             difference: also run the difference head.
+            checkpointing: recompute each head in backward.
 
         Returns:
             ``"intersection"``, ``"union"`` (and ``"difference"``), each BxTx3KxHxW.
         """
-        b = z.shape[0]
-        flat = z.reshape(-1, *z.shape[2:])
+        b, t = z.shape[:2]
+        flat = z.reshape(b * t, *z.shape[2:])
         heads = {'intersection': self.intersection, 'union': self.union}
         if difference:
             heads['difference'] = self.difference
-        return {
-            name: head(flat)
-            .reshape(b, -1, *flat.shape[-2:])
-            .unflatten(1, (-1, 3 * self.num_outputs))
-            for name, head in heads.items()
-        }
+        out = {}
+        for name, head in heads.items():
+            y = (
+                checkpoint(head, flat, use_reentrant=False)
+                if checkpointing
+                else head(flat)
+            )
+            out[name] = y.reshape(b, t, *y.shape[1:])
+        return out
 
     def target_outputs(
-        self, z: Tensor, intersection: Tensor, union: Tensor
+        self,
+        z: Tensor,
+        intersection: Tensor,
+        union: Tensor,
+        checkpointing: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Sequence model and target prediction.
 
@@ -84,11 +95,17 @@ class SSG2Head(nn.Module):
             z: BxTxFxHxW features.
             intersection: BxTx3KxHxW intersection predictions.
             union: BxTx3KxHxW union predictions.
+            checkpointing: recompute the sequence model in backward.
 
         Returns:
             the target prediction Bx3KxHxW and the sequence features BxTxFxHxW.
         """
-        sequence = self.sequence(z.transpose(1, 2)).transpose(1, 2)
+        zt = z.transpose(1, 2)
+        if checkpointing and len(self.sequence):
+            sequence = checkpoint(self.sequence, zt, use_reentrant=False)
+        else:
+            sequence = self.sequence(zt)
+        sequence = sequence.transpose(1, 2)
         priors = (sequence.mean(1), intersection.amax(1), union.amin(1))
         target = self.target(self.compressor(torch.cat(priors, dim=1)))
         return target, sequence
@@ -148,12 +165,26 @@ class SSG2(nn.Module):
         zs = []
         for start in range(0, t, chunk):
             support = support_image[:, start : start + chunk]
-            features = self.encoder(image, support, target)
-            tc = support.shape[1]
-            flat = [f.reshape(-1, *f.shape[2:]) for f in features]
-            z = self.decoder(flat, tc)
-            zs.append(z.reshape(image.shape[0], tc, *z.shape[1:]))
+            if self._checkpointing():
+                z = checkpoint(
+                    self._base_pass, image, support, *target, use_reentrant=False
+                )
+            else:
+                z = self._base_pass(image, support, *target)
+            zs.append(z)
         return zs[0] if len(zs) == 1 else torch.cat(zs, dim=1)
+
+    def _checkpointing(self) -> bool:
+        return self.config.checkpointing and torch.is_grad_enabled()
+
+    def _base_pass(
+        self, image: Tensor, support: Tensor, target_x0: Tensor, target_s0: Tensor
+    ) -> Tensor:
+        """Encoder and decoder for a chunk of supports: BxTxFxHxW features."""
+        features = self.encoder(image, support, (target_x0, target_s0))
+        tc = support.shape[1]
+        z = self.decoder([f.reshape(-1, *f.shape[2:]) for f in features], tc)
+        return z.reshape(image.shape[0], tc, *z.shape[1:])
 
     def _check(self, image: Tensor, support_image: Tensor) -> None:
         check_image(image, self.in_channels)
@@ -163,7 +194,7 @@ class SSG2(nn.Module):
         self, z: Tensor, support: dict[str, Tensor], full: bool
     ) -> dict[str, Tensor]:
         target, sequence = self.head.target_outputs(
-            z, support['intersection'], support['union']
+            z, support['intersection'], support['union'], self._checkpointing()
         )
         out = {'target': target, **support}
         if full:
@@ -191,7 +222,9 @@ class SSG2(nn.Module):
         """
         self._check(image, support_image)
         z = self._features(image, support_image)
-        return self._outputs(z, self.head.support_outputs(z, difference=True), True)
+        return self._outputs(
+            z, self.head.support_outputs(z, True, self._checkpointing()), True
+        )
 
     def forward_inference(
         self, image: Tensor, support_image: Tensor
@@ -207,7 +240,9 @@ class SSG2(nn.Module):
         """
         self._check(image, support_image)
         z = self._features(image, support_image)
-        return self._outputs(z, self.head.support_outputs(z, difference=False), False)
+        return self._outputs(
+            z, self.head.support_outputs(z, False, self._checkpointing()), False
+        )
 
     def _forward_reference(
         self, image: Tensor, support_image: Tensor
