@@ -238,3 +238,15 @@ def test_checkpointing_same_outputs_and_gradients(
     _assert_outputs_close(results[0][0], results[1][0], 1e-10, 1e-8)
     for g, g_ckpt in zip(results[0][1], results[1][1], strict=True):
         torch.testing.assert_close(g, g_ckpt, atol=1e-10, rtol=1e-8)
+
+
+def test_bfloat16_autocast(model: SSG2) -> None:
+    image, support = _inputs(2, 2, 32, 32)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = model(image, support)
+        loss = sum(v.float().mean() for v in out.values())
+    loss.backward()
+    assert all(torch.isfinite(v).all() for v in out.values())
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    model.zero_grad(set_to_none=True)

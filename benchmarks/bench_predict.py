@@ -1,0 +1,341 @@
+"""Benchmark large-raster prediction: flat memory and pipeline overhead.
+
+Generates square 3-band uint8 GeoTIFFs (default 2048² and 8192², tiled, LZW) and
+predicts each with :func:`torchgeo_ssg2.inference.predict_raster` under the same
+settings, each size in its own subprocess, reporting the peak RSS (``ru_maxrss``)
+of each. ``rss_ratio_8192_over_2048`` is the largest over the smallest size.
+
+Throughput: in one more subprocess, the whole pipeline (read, normalise, model,
+blend, write) on the smallest raster is timed against the model's forward pass
+alone over the same windows, read beforehand into memory and batched the same way
+(interleaved repeats, best of each), giving ``pipeline_over_forward_throughput``.
+That subprocess runs with glibc's ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``
+raised, so that both timed conditions see the same allocator behaviour.
+
+Models (``--model``):
+
+* ``cnn`` (default): a small fully convolutional network (3x3 conv 3->32, ReLU,
+  3x3 conv 32->32, ReLU, 1x1 conv ->6, softmax), cheap enough that the 8192² raster
+  (1849 windows of 256²) runs in a few minutes on two CPU cores, yet with a
+  per-window cost of the order of a real small segmenter, so the ratio measures
+  the pipeline's overhead honestly;
+* ``pixel``: a 1x1 convolution (the ratio is then dominated by I/O);
+* ``ptavit-test`` / ``ssg2-test``: the package's models at the ``test`` preset
+  (SSG2 with T supports read from the raster itself); slow on CPU.
+
+Usage: ``python benchmarks/bench_predict.py [--sizes 2048 8192] [--json out.json]``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+from torch import Tensor, nn
+
+
+class BenchCNN(nn.Module):
+    """Small fully convolutional segmenter (6 classes)."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 6) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, num_classes, 1),
+        )
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.net(image).softmax(dim=1)
+
+
+class PackageModel(nn.Module):
+    """SSG2 / PTAViT at a preset, returning torchgeo's predict dict."""
+
+    def __init__(self, kind: str, in_channels: int = 3, num_classes: int = 6) -> None:
+        super().__init__()
+        from torchgeo_ssg2.models import SSG2, PTAViT
+
+        self.in_channels = in_channels
+        self.needs_supports = kind.startswith('ssg2')
+        self.sequence_length = 2
+        cls = SSG2 if self.needs_supports else PTAViT
+        self.model = cls(in_channels, num_classes, preset=kind.split('-', 1)[1])
+        self.num_classes = num_classes
+
+    def forward(self, image: Tensor, support_image: Tensor | None = None) -> Tensor:
+        if self.needs_supports:
+            out = self.model.forward_inference(image, support_image)['target']
+            k = self.num_classes + 1
+            return out[:, : self.num_classes] / out[:, :k].sum(
+                1, keepdim=True
+            ).clamp_min(1e-6)
+        return self.model(image)[:, : self.num_classes].softmax(dim=1)
+
+
+def build_model(kind: str) -> nn.Module:
+    torch.manual_seed(0)
+    if kind == 'cnn':
+        model: nn.Module = BenchCNN()
+    elif kind == 'pixel':
+        model = nn.Sequential(nn.Conv2d(3, 6, 1), nn.Softmax(dim=1))
+        model.in_channels = 3  # type: ignore[assignment]
+    else:
+        model = PackageModel(kind)
+    return model.eval()
+
+
+def make_raster(path: Path, size: int) -> None:
+    """Write a size² 3-band uint8 raster strip by strip (flat memory)."""
+    profile = {
+        'driver': 'GTiff',
+        'width': size,
+        'height': size,
+        'count': 3,
+        'dtype': 'uint8',
+        'crs': 'EPSG:32640',
+        'transform': from_origin(500000.0, 2780000.0, 0.5, 0.5),
+        'tiled': True,
+        'blockxsize': 256,
+        'blockysize': 256,
+        'compress': 'lzw',
+    }
+    rng = np.random.default_rng(size)
+    cols = np.arange(size)
+    with rasterio.open(path, 'w', **profile) as dst:
+        for r in range(0, size, 256):
+            rows = np.arange(r, min(r + 256, size))[:, None]
+            base = 127 + 80 * np.sin(rows / 97.0) * np.cos(cols / 131.0)
+            noise = rng.integers(-20, 20, size=(3, len(rows), size))
+            data = np.clip(base[None] + noise, 0, 255).astype(np.uint8)
+            dst.write(data, window=Window(0, r, size, len(rows)))
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_predict(args: argparse.Namespace) -> dict[str, Any]:
+    import torchgeo_ssg2.inference  # noqa: F401  (imports count in the baseline)
+    from torchgeo_ssg2.inference import predict_raster
+
+    model = build_model(args.model)
+    baseline = peak_rss_mb()
+    out = Path(args.workdir) / f'pred_{args.size}.tif'
+    start = time.perf_counter()
+    predict_raster(
+        model,
+        Path(args.workdir) / f'in_{args.size}.tif',
+        out,
+        window=args.window,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        overwrite=True,
+        mean=[127.0] * 3,
+        std=[60.0] * 3,
+        progress=False,
+    )
+    seconds = time.perf_counter() - start
+    from torchgeo_ssg2.inference import WindowGrid
+
+    windows = len(WindowGrid(args.size, args.size, args.window, args.overlap))
+    with rasterio.open(out) as dst:
+        assert (dst.width, dst.height) == (args.size, args.size)
+    return {
+        'size': args.size,
+        'windows': windows,
+        'seconds': seconds,
+        'windows_per_s': windows / seconds,
+        'baseline_rss_mb': baseline,
+        'peak_rss_mb': peak_rss_mb(),
+        'peak_above_baseline_mb': peak_rss_mb() - baseline,
+    }
+
+
+def child_throughput(args: argparse.Namespace) -> dict[str, Any]:
+    from torch.utils.data import DataLoader
+
+    from torchgeo_ssg2.inference import RasterWindowDataset, predict_raster
+    from torchgeo_ssg2.inference.model import predict_batch
+
+    model = build_model(args.model)
+    path = Path(args.workdir) / f'in_{args.size}.tif'
+    supports = 'raster' if getattr(model, 'needs_supports', False) else 'none'
+    dataset = RasterWindowDataset(
+        path,
+        window=args.window,
+        overlap=args.overlap,
+        mean=[127.0] * 3,
+        std=[60.0] * 3,
+        supports=supports,
+        sequence_length=getattr(model, 'sequence_length', None),
+    )
+    # The same batches as the pipeline, read into memory beforehand.
+    batches = list(DataLoader(dataset, batch_size=args.batch_size, shuffle=False))
+    dataset.close()
+    windows = len(dataset)
+
+    def forward_only() -> tuple[float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
+        with torch.inference_mode():
+            for i, batch in enumerate(batches):
+                predict_batch(model, batch, i)
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    def pipeline() -> tuple[float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
+        predict_raster(
+            model,
+            path,
+            Path(args.workdir) / 'throughput.tif',
+            window=args.window,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            overwrite=True,
+            mean=[127.0] * 3,
+            std=[60.0] * 3,
+            progress=False,
+        )
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    forward_only()  # warm-up
+    f_runs, p_runs = [], []
+    for _ in range(args.repeats):
+        f_runs.append(forward_only())
+        p_runs.append(pipeline())
+    forward_rate = windows / min(t for t, _ in f_runs)
+    pipeline_rate = windows / min(t for t, _ in p_runs)
+    return {
+        'size': args.size,
+        'windows': windows,
+        'forward_seconds': [t for t, _ in f_runs],
+        'pipeline_seconds': [t for t, _ in p_runs],
+        'forward_cpu_seconds': [c for _, c in f_runs],
+        'pipeline_cpu_seconds': [c for _, c in p_runs],
+        'forward_windows_per_s': forward_rate,
+        'pipeline_windows_per_s': pipeline_rate,
+        'pipeline_over_forward_throughput': pipeline_rate / forward_rate,
+        # the same from CPU time (all threads): the pipeline's extra work, less
+        # sensitive to other processes on a shared machine than wall time
+        'pipeline_over_forward_cpu_efficiency': min(c for _, c in f_runs)
+        / min(c for _, c in p_runs),
+    }
+
+
+def run_child(mode: str, args: argparse.Namespace, size: int) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        __file__,
+        '--child',
+        mode,
+        '--size',
+        str(size),
+        '--workdir',
+        str(args.workdir),
+        '--model',
+        args.model,
+        '--window',
+        str(args.window),
+        '--overlap',
+        str(args.overlap),
+        '--batch-size',
+        str(args.batch_size),
+        '--threads',
+        str(args.threads),
+        '--repeats',
+        str(args.repeats),
+    ]
+    env = dict(os.environ)
+    if mode == 'throughput':
+        # Keep glibc from returning every large freed block to the OS: otherwise
+        # each forward pass page-faults its activations afresh, and how often that
+        # happens differs between the two timed conditions (pure noise here).
+        env.setdefault('MALLOC_MMAP_THRESHOLD_', str(1 << 30))
+        env.setdefault('MALLOC_TRIM_THRESHOLD_', str(1 << 30))
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f'child {mode} {size} failed')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--sizes', type=int, nargs='+', default=[2048, 8192])
+    parser.add_argument('--model', default='cnn')
+    parser.add_argument('--window', type=int, default=256)
+    parser.add_argument('--overlap', type=int, default=64)
+    parser.add_argument('--batch-size', type=int, default=4)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=2)
+    parser.add_argument('--workdir', default=None)
+    parser.add_argument('--json', default=None, help='also write the JSON here')
+    parser.add_argument('--child', choices=('predict', 'throughput'), default=None)
+    parser.add_argument('--size', type=int, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    if args.child == 'predict':
+        print(json.dumps(child_predict(args)))
+        return
+    if args.child == 'throughput':
+        print(json.dumps(child_throughput(args)))
+        return
+
+    with tempfile.TemporaryDirectory(prefix='bench_predict_') as tmp:
+        args.workdir = Path(args.workdir or tmp)
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        for size in args.sizes:
+            make_raster(args.workdir / f'in_{size}.tif', size)
+        runs = [run_child('predict', args, size) for size in args.sizes]
+        small, large = min(args.sizes), max(args.sizes)
+        throughput = run_child('throughput', args, small)
+    rss = {r['size']: r['peak_rss_mb'] for r in runs}
+    extra = {r['size']: r['peak_above_baseline_mb'] for r in runs}
+    result = {
+        'benchmark': 'bench_predict',
+        'model': args.model,
+        'window': args.window,
+        'overlap': args.overlap,
+        'batch_size': args.batch_size,
+        'torch_threads': args.threads,
+        'cpu_count': os.cpu_count(),
+        'machine': platform.platform(),
+        'runs': runs,
+        f'rss_ratio_{large}_over_{small}': rss[large] / rss[small],
+        # the same without the process's baseline (imports, model): strip buffers,
+        # GDAL cache and batches only
+        f'rss_above_baseline_ratio_{large}_over_{small}': extra[large]
+        / max(extra[small], 1e-6),
+        'throughput': throughput,
+        'pipeline_over_forward_throughput': throughput[
+            'pipeline_over_forward_throughput'
+        ],
+        'pipeline_over_forward_cpu_efficiency': throughput[
+            'pipeline_over_forward_cpu_efficiency'
+        ],
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + '\n')
+
+
+if __name__ == '__main__':
+    main()
