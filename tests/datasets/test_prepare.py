@@ -391,3 +391,12 @@ class TestPreparedPotsdam:
         fig = ds.plot(sample, suptitle='prepared')
         assert len(fig.axes) == 3
         plt.close(fig)
+
+
+def test_torchgeo_ssg2_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from torchgeo_ssg2.cli import main
+
+    argv = ['prepare', 'potsdam', ROOT, str(tmp_path), '--tiles', '7_13', '--quiet']
+    assert main(argv) == 0
+    assert 'prepared 1 tile(s)' in capsys.readouterr().out
+    assert os.path.isfile(prepared_paths(tmp_path, '7_13')['eroded'])
