@@ -168,3 +168,36 @@ def read(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a raster and its profile."""
     with rasterio.open(path) as src:
         return src.read(), dict(src.profile)
+
+
+def save_checkpoint(task: LightningModule, path: Path, cli: bool = True) -> Path:
+    """Save a freshly built task as a Lightning checkpoint.
+
+    Args:
+        task: The task.
+        path: Checkpoint file.
+        cli: Store the class path the way ``torchgeo fit`` (LightningCLI) does,
+            which ``torchgeo predict --ckpt_path`` needs.
+
+    Returns:
+        The path.
+    """
+    import lightning
+
+    hparams = dict(task.hparams)
+    if cli:
+        cls = type(task)
+        hparams = {
+            '_class_path': f'{cls.__module__}.{cls.__qualname__}',
+            **hparams,
+            '_instantiator': 'lightning.pytorch.cli.instantiate_module',
+        }
+    torch.save(
+        {
+            'state_dict': task.state_dict(),
+            'hyper_parameters': hparams,
+            'pytorch-lightning_version': lightning.__version__,
+        },
+        path,
+    )
+    return path

@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +13,8 @@ from inference_fakes import (
     make_raster,
     read,
 )
-from lightning.pytorch import Trainer
 
 from torchgeo_ssg2.inference import (
-    RasterPredictDataModule,
-    RasterPredictionWriter,
     predict_raster,
 )
 
@@ -269,52 +265,3 @@ def test_uncertainty_needs_a_model_that_gives_it(raster: Path, tmp_path: Path) -
         )
     assert not any(p.name.startswith('.out') for p in tmp_path.iterdir())
     assert not (tmp_path / 'out.tif').exists()
-
-
-def test_both_front_doors_write_the_same_file(raster: Path, tmp_path: Path) -> None:
-    task = PixelTask()
-    kwargs = {'window': 32, 'overlap': 8, 'batch_size': 3}
-    a = predict_raster(
-        task,
-        raster,
-        tmp_path / 'a.tif',
-        probabilities=True,
-        uncertainty=True,
-        progress=False,
-        **kwargs,
-    )
-    writer = RasterPredictionWriter(
-        str(tmp_path / 'b.tif'), probabilities=True, uncertainty=True
-    )
-    dm = RasterPredictDataModule(str(raster), **kwargs)
-    trainer = Trainer(
-        accelerator='cpu',
-        devices=1,
-        logger=False,
-        callbacks=[writer],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    assert trainer.predict(task, datamodule=dm) is None  # nothing kept in memory
-    b = writer.written
-    assert set(a) == set(b)
-    for key in a:
-        assert a[key].read_bytes() == b[key].read_bytes(), key
-    assert listing(tmp_path) == {
-        'in.tif',
-        'a.tif',
-        'a_probabilities.tif',
-        'a_uncertainty.tif',
-        'b.tif',
-        'b_probabilities.tif',
-        'b_uncertainty.tif',
-    }
-    # the Lightning door refuses to clobber too
-    with pytest.raises(FileExistsError):
-        Trainer(
-            accelerator='cpu',
-            logger=False,
-            callbacks=[RasterPredictionWriter(str(tmp_path / 'b.tif'))],
-            enable_progress_bar=False,
-        ).predict(task, datamodule=RasterPredictDataModule(str(raster), **kwargs))
-    assert os.path.getsize(tmp_path / 'b.tif') == b['classes'].stat().st_size

@@ -9,6 +9,20 @@ from torch import Tensor
 __all__ = ('BlockSink', 'StripBlender')
 
 
+def _as_array(value: Tensor | np.ndarray) -> np.ndarray:
+    """A float32 numpy view (or copy) of a tensor or array on the CPU.
+
+    Args:
+        value: Tensor (any device) or array.
+
+    Returns:
+        float32 array.
+    """
+    if isinstance(value, Tensor):
+        value = value.detach().to('cpu', torch.float32).numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
 class BlockSink(Protocol):
     """Receives finished rows of the blended prediction."""
 
@@ -68,12 +82,15 @@ class StripBlender:
         self.sink = sink
         self.block_rows = block_rows
         self.with_uncertainty = uncertainty
-        self.weight = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))
+        self.weight = np.ascontiguousarray(weight, dtype=np.float32)
         rows = min(height, window + block_rows)
         channels = num_classes + int(uncertainty)
+        # numpy, not torch: these small element-wise operations stay on the calling
+        # thread instead of waking torch's intra-op thread pool for every window.
         #: Weighted sums, channels x rows x width; row i holds output row start + i.
-        self._acc = torch.zeros(channels, rows, width, dtype=torch.float32)
-        self._wsum = torch.zeros(rows, width, dtype=torch.float32)
+        self._acc = np.zeros((channels, rows, width), dtype=np.float32)
+        self._wsum = np.zeros((rows, width), dtype=np.float32)
+        self._tmp = np.empty((channels, window, window), dtype=np.float32)
         self._start = 0
         self._last_row_off = 0
 
@@ -108,29 +125,31 @@ class StripBlender:
                 f'row {self._last_row_off}'
             )
             raise ValueError(msg)
-        probs = torch.as_tensor(probabilities).detach().to('cpu', torch.float32)
+        probs = _as_array(probabilities)
         if probs.shape != (self.num_classes, self.window, self.window):
             msg = (
                 f'expected probabilities of shape '
-                f'{(self.num_classes, self.window, self.window)}, got {tuple(probs.shape)}'
+                f'{(self.num_classes, self.window, self.window)}, got {probs.shape}'
             )
             raise ValueError(msg)
+        unc = None
         if self.with_uncertainty:
             if uncertainty is None:
                 msg = 'this blender needs an uncertainty map with every window'
                 raise ValueError(msg)
-            unc = torch.as_tensor(uncertainty).detach().to('cpu', torch.float32)
-            probs = torch.cat([probs, unc.reshape(1, self.window, self.window)])
+            unc = _as_array(uncertainty).reshape(self.window, self.window)
         self._last_row_off = row_off
         self._flush_until(row_off)
         h = min(self.window, self.height - row_off)
         w = min(self.window, self.width - col_off)
         r = row_off - self._start
         weight = self.weight[:h, :w]
-        self._acc[:, r : r + h, col_off : col_off + w].addcmul_(
-            probs[:, :h, :w], weight
-        )
-        self._wsum[r : r + h, col_off : col_off + w].add_(weight)
+        tmp = self._tmp[:, :h, :w]
+        np.multiply(probs[:, :h, :w], weight, out=tmp[: self.num_classes])
+        if unc is not None:
+            np.multiply(unc[:h, :w], weight, out=tmp[self.num_classes])
+        self._acc[:, r : r + h, col_off : col_off + w] += tmp
+        self._wsum[r : r + h, col_off : col_off + w] += weight
 
     def finish(self) -> None:
         """Flush every remaining row to the sink."""
@@ -149,8 +168,9 @@ class StripBlender:
                 break  # windows starting at ``row`` or below still touch it
             n = end - self._start
             # Normalise in place: these rows of the accumulator are done with.
-            wsum = self._wsum[:n].clamp_min_(torch.finfo(torch.float32).tiny)
-            blended = self._acc[:, :n].div_(wsum).numpy()
+            wsum = np.maximum(self._wsum[:n], np.finfo(np.float32).tiny)
+            blended = self._acc[:, :n]
+            blended /= wsum
             probs = blended[: self.num_classes]
             unc = blended[self.num_classes] if self.with_uncertainty else None
             self.sink.write_block(self._start, probs, unc)
@@ -169,7 +189,7 @@ class StripBlender:
         rows = self._wsum.shape[0]
         for dst in range(0, rows - n, n):
             m = min(n, rows - n - dst)
-            self._acc[:, dst : dst + m].copy_(self._acc[:, dst + n : dst + n + m])
-            self._wsum[dst : dst + m].copy_(self._wsum[dst + n : dst + n + m])
-        self._acc[:, rows - n :].zero_()
-        self._wsum[rows - n :].zero_()
+            self._acc[:, dst : dst + m] = self._acc[:, dst + n : dst + n + m]
+            self._wsum[dst : dst + m] = self._wsum[dst + n : dst + n + m]
+        self._acc[:, rows - n :] = 0
+        self._wsum[rows - n :] = 0

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchgeo.datamodules import NonGeoDataModule
 
-from .dataset import RasterWindowDataset, SupportMode
+from .dataset import RasterWindowDataset, SupportMode, collate_windows
 from .model import (
     model_in_channels,
     needs_supports,
@@ -172,6 +172,7 @@ class RasterPredictDataModule(NonGeoDataModule):
         support_seed: int = 0,
     ) -> None:
         super().__init__(RasterWindowDataset, batch_size, num_workers)
+        self.collate_fn = collate_windows
         self.input = input
         self.window = window
         self.overlap = overlap
@@ -230,6 +231,15 @@ class RasterPredictDataModule(NonGeoDataModule):
             support_seed=self.support_seed,
         )
         return super().predict_dataloader()
+
+    def teardown(self, stage: str) -> None:
+        """Close the raster handle after prediction.
+
+        Args:
+            stage: The finished stage.
+        """
+        if isinstance(self.predict_dataset, RasterWindowDataset):
+            self.predict_dataset.close()
 
     def on_after_batch_transfer(
         self, batch: dict[str, Tensor], dataloader_idx: int

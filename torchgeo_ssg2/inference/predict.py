@@ -11,12 +11,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from torch.utils.data._utils.collate import default_collate
 from tqdm.auto import tqdm
 
 from .datamodule import build_window_dataset
-from .dataset import SupportMode
-from .model import load_task, predict_batch
+from .dataset import SupportMode, collate_windows
+from .model import load_task, needs_supports, predict_batch, task_classes
 from .output import RasterMeta, check_output_free, gdal_cache_limit, output_paths
 from .writer import PredictionAssembler
 
@@ -177,6 +176,9 @@ def predict_raster(
         model = checkpoint_or_task
     else:
         model, checkpoint = load_task(checkpoint_or_task)
+    if uncertainty and not needs_supports(model) and isinstance(model, task_classes()):
+        msg = f'{type(model).__name__} gives no uncertainty (only SSG2Task does)'
+        raise ValueError(msg)
     run_device = torch.device(device) if device is not None else _model_device(model)
     was_training = model.training
     model_device = _model_device(model)
@@ -194,7 +196,7 @@ def predict_raster(
         support_seed=support_seed,
     )
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, collate_fn=default_collate
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_windows
     )
     model.to(run_device)
     model.eval()

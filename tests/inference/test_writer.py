@@ -1,0 +1,240 @@
+"""Both front doors (predict_raster / torchgeo-ssg2 predict and torchgeo predict)."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from inference_fakes import PixelTask, make_raster, read, save_checkpoint
+from lightning.pytorch import Trainer
+from torchgeo.main import main as torchgeo_main
+
+from torchgeo_ssg2.cli import main as ssg2_main
+from torchgeo_ssg2.inference import (
+    RasterPredictDataModule,
+    RasterPredictionWriter,
+    predict_raster,
+)
+from torchgeo_ssg2.trainers import PTAViTTask, SSG2Task
+
+ROOT = Path(__file__).parents[2]
+
+
+def listing(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def same_files(a: dict[str, Path], b: dict[str, Path]) -> None:
+    assert set(a) == set(b)
+    for key in a:
+        assert a[key].read_bytes() == b[key].read_bytes(), key
+
+
+def lightning_predict(task: Any, raster: Path, out: Path, **kwargs: Any) -> dict:
+    writer = RasterPredictionWriter(
+        str(out),
+        probabilities=kwargs.pop('probabilities', False),
+        uncertainty=kwargs.pop('uncertainty', False),
+    )
+    trainer = Trainer(
+        accelerator='cpu',
+        devices=1,
+        logger=False,
+        callbacks=[writer],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    dm = RasterPredictDataModule(str(raster), **kwargs)
+    assert trainer.predict(task, datamodule=dm) is None  # nothing kept in memory
+    return writer.written
+
+
+def test_trainer_predict_equals_predict_raster(raster: Path, tmp_path: Path) -> None:
+    task = PixelTask()
+    kwargs = {'window': 32, 'overlap': 8, 'batch_size': 3}
+    a = predict_raster(
+        task,
+        raster,
+        tmp_path / 'a.tif',
+        probabilities=True,
+        uncertainty=True,
+        progress=False,
+        **kwargs,
+    )
+    b = lightning_predict(
+        task, raster, tmp_path / 'b.tif', probabilities=True, uncertainty=True, **kwargs
+    )
+    same_files(a, b)
+    assert listing(tmp_path) == {
+        'in.tif',
+        'a.tif',
+        'a_probabilities.tif',
+        'a_uncertainty.tif',
+        'b.tif',
+        'b_probabilities.tif',
+        'b_uncertainty.tif',
+    }
+
+
+def test_writer_refuses_existing_output(raster: Path, tmp_path: Path) -> None:
+    (tmp_path / 'b.tif').write_bytes(b'precious')
+    with pytest.raises(FileExistsError):
+        lightning_predict(PixelTask(), raster, tmp_path / 'b.tif', window=32)
+    assert (tmp_path / 'b.tif').read_bytes() == b'precious'
+
+
+def test_writer_cleans_up_on_error(raster: Path, tmp_path: Path) -> None:
+    before = listing(tmp_path)
+    with pytest.raises(RuntimeError, match='model failed'):
+        lightning_predict(
+            PixelTask(fail_after=1),
+            raster,
+            tmp_path / 'b.tif',
+            window=32,
+            overlap=8,
+            batch_size=1,
+        )
+    assert listing(tmp_path) == before
+
+
+def test_datamodule_checks_bands_before_predicting(
+    raster: Path, tmp_path: Path
+) -> None:
+    task = PixelTask(in_channels=5)
+    with pytest.raises(ValueError, match='in_channels=5'):
+        lightning_predict(task, raster, tmp_path / 'b.tif', window=32)
+    assert task.calls == 0
+    assert not (tmp_path / 'b.tif').exists()
+
+
+@pytest.fixture(scope='module')
+def ssg2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    task = SSG2Task(preset='test', in_channels=3, num_classes=3, sequence_length=1)
+    folder = tmp_path_factory.mktemp('ckpt')
+    return save_checkpoint(task, folder / 'ssg2.ckpt')
+
+
+def test_three_doors_same_file(ssg2_checkpoint: Path, tmp_path: Path) -> None:
+    """torchgeo predict, torchgeo-ssg2 predict and predict_raster agree byte for byte."""
+    src = make_raster(tmp_path / 'in.tif', 32, 48, crs=None, transform=None)
+    mean, std = [100.0, 110.0, 120.0], [50.0, 60.0, 70.0]
+    # 1. the Python function
+    with pytest.warns(UserWarning, match='no CRS'):
+        a = predict_raster(
+            ssg2_checkpoint,
+            src,
+            tmp_path / 'a.tif',
+            window=32,
+            overlap=16,
+            batch_size=2,
+            mean=mean,
+            std=std,
+            uncertainty=True,
+            progress=False,
+        )
+    # 2. the console command
+    argv = [
+        'predict',
+        '--checkpoint',
+        str(ssg2_checkpoint),
+        '--input',
+        str(src),
+        '--output',
+        str(tmp_path / 'b.tif'),
+        '--window',
+        '32',
+        '--overlap',
+        '16',
+        '--batch-size',
+        '2',
+        '--uncertainty',
+        '--no-progress',
+        '--mean',
+        *map(str, mean),
+        '--std',
+        *map(str, std),
+    ]
+    assert ssg2_main(argv) == 0
+    b = {'classes': tmp_path / 'b.tif', 'uncertainty': tmp_path / 'b_uncertainty.tif'}
+    same_files(a, b)
+    # 3. torchgeo predict with the experiment config
+    config = yaml.safe_load((ROOT / 'experiments' / 'predict_ssg2.yaml').read_text())
+    config['data']['init_args'] |= {
+        'input': str(src),
+        'window': 32,
+        'overlap': 16,
+        'batch_size': 2,
+        'mean': mean,
+        'std': std,
+    }
+    config['trainer'] |= {'accelerator': 'cpu', 'enable_progress_bar': False}
+    config['trainer']['callbacks'][0]['init_args'] |= {
+        'output': str(tmp_path / 'c.tif'),
+        'uncertainty': True,
+    }
+    conf = tmp_path / 'predict.yaml'
+    conf.write_text(yaml.safe_dump(config))
+    torchgeo_main(
+        ['predict', '--config', str(conf), '--ckpt_path', str(ssg2_checkpoint)]
+    )
+    c = {'classes': tmp_path / 'c.tif', 'uncertainty': tmp_path / 'c_uncertainty.tif'}
+    same_files(a, c)
+    classes, profile = read(a['classes'])
+    assert classes.shape == (1, 32, 48) and classes.max() < 3
+    assert profile['crs'] is None
+
+
+def test_ssg2_task_object_and_checkpoint_agree(
+    ssg2_checkpoint: Path, tmp_path: Path
+) -> None:
+    src = make_raster(tmp_path / 'in.tif', 32, 32)
+    task = SSG2Task.load_from_checkpoint(ssg2_checkpoint)
+    kwargs = {'window': 32, 'overlap': 0, 'mean': 0, 'std': 255, 'progress': False}
+    a = predict_raster(task, src, tmp_path / 'a.tif', **kwargs)
+    b = predict_raster(ssg2_checkpoint, src, tmp_path / 'b.tif', **kwargs)
+    same_files(a, b)
+
+
+def test_ssg2_band_count_checked_against_checkpoint(
+    ssg2_checkpoint: Path, tmp_path: Path
+) -> None:
+    src = make_raster(tmp_path / 'in.tif', 32, 32, count=4)
+    with pytest.raises(ValueError, match=r'4 bands.*in_channels=3'):
+        predict_raster(ssg2_checkpoint, src, tmp_path / 'out.tif')
+    assert listing(tmp_path) == {'in.tif'}
+
+
+def test_ptavit_checkpoint(tmp_path: Path) -> None:
+    ckpt = save_checkpoint(
+        PTAViTTask(preset='test', in_channels=3, num_classes=2),
+        tmp_path / 'p.ckpt',
+        cli=False,  # a checkpoint without class path: the task classes are tried
+    )
+    src = make_raster(tmp_path / 'in.tif', 20, 40)
+    out = predict_raster(
+        ckpt,
+        src,
+        tmp_path / 'out.tif',
+        window=32,
+        overlap=8,
+        mean=0,
+        std=255,
+        progress=False,
+    )
+    classes, _ = read(out['classes'])
+    assert classes.shape == (1, 20, 40) and classes.max() < 2
+    with pytest.raises(ValueError, match='no uncertainty'):
+        predict_raster(
+            ckpt,
+            src,
+            tmp_path / 'u.tif',
+            window=32,
+            overlap=8,
+            uncertainty=True,
+            mean=0,
+            std=255,
+            progress=False,
+        )
+    assert not (tmp_path / 'u.tif').exists()
