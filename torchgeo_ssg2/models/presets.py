@@ -2,8 +2,12 @@
 
 ``"paper"`` is the official ISPRS configuration (96 filters, depths 2,2,5,2, 24
 heads in the first stage, one 3D block); ``"small"`` is the 32-filter setting of
-the cost benchmark; ``"tiny"`` trains in minutes on two CPU cores; ``"test"`` is the
-smallest sensible network, for unit tests.
+the cost benchmark; ``"tiny"`` (16 filters, 1.13 M parameters for SSG2) is the CPU
+demo setting; ``"test"`` (8 filters) is the smallest sensible network, for unit
+tests. Measured SSG2 training steps (forward and backward) at 128², B = 2, T = 2 on
+one thread of a shared 2-core machine at load average 6: tiny 4.9 s, test 2.5 s (a
+12-filter tiny, ``filters=12, heads=3``: 3.4 s); expect a fraction of that on an
+idle core.
 """
 
 import dataclasses
