@@ -136,6 +136,35 @@ def test_georeferencing_and_nodata_preserved(tmp_path: Path) -> None:
     assert np.isnan(unc[0][border]).all() and np.isfinite(unc[0][~border]).all()
 
 
+def test_nan_nodata_does_not_spread(tmp_path: Path) -> None:
+    src = make_raster(
+        tmp_path / 'in.tif',
+        40,
+        50,
+        nodata=float('nan'),
+        nodata_border=3,
+        dtype='float32',
+    )
+    out = predict_raster(
+        EdgeModel(),
+        src,
+        tmp_path / 'out.tif',
+        window=32,
+        overlap=8,
+        probabilities=True,
+        mean=127,
+        std=100,
+        progress=False,
+    )
+    probs, _ = read(out['probabilities'])
+    classes, _ = read(out['classes'])
+    border = np.ones((40, 50), dtype=bool)
+    border[3:-3, 3:-3] = False
+    assert np.isnan(probs[:, border]).all()
+    assert np.isfinite(probs[:, ~border]).all()
+    assert (classes[0][border] == 255).all() and (classes[0][~border] < 2).all()
+
+
 @pytest.mark.parametrize(('height', 'width'), [(20, 13), (33, 65)])
 def test_small_and_odd_rasters(tmp_path: Path, height: int, width: int) -> None:
     src = make_raster(tmp_path / 'in.tif', height, width)

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from inference_fakes import PixelTask, make_raster, read, save_checkpoint
+from inference_fakes import TRANSFORM, PixelTask, make_raster, read, save_checkpoint
 from lightning.pytorch import Trainer
 from torchgeo.main import main as torchgeo_main
 
@@ -16,6 +16,7 @@ from torchgeo_ssg2.inference import (
     RasterPredictionWriter,
     predict_raster,
 )
+from torchgeo_ssg2.samplers import SupportBank
 from torchgeo_ssg2.trainers import PTAViTTask, SSG2Task
 
 ROOT = Path(__file__).parents[2]
@@ -238,3 +239,84 @@ def test_ptavit_checkpoint(tmp_path: Path) -> None:
             progress=False,
         )
     assert not (tmp_path / 'u.tif').exists()
+
+
+class ImageList(torch.utils.data.Dataset):
+    def __init__(self, n: int, size: int) -> None:
+        gen = torch.Generator().manual_seed(n)
+        self.images = [torch.rand(3, size, size, generator=gen) * 255 for _ in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {'image': self.images[index]}
+
+
+def test_supports_from_a_bank(ssg2_checkpoint: Path, tmp_path: Path) -> None:
+    src = make_raster(tmp_path / 'in.tif', 32, 32)
+    kwargs: dict[str, Any] = {'window': 32, 'overlap': 0, 'mean': 0, 'std': 255}
+    task = SSG2Task.load_from_checkpoint(ssg2_checkpoint)
+    bank = SupportBank(ImageList(3, 32), sequence_length=1)
+    a = predict_raster(
+        task,
+        src,
+        tmp_path / 'a.tif',
+        supports='bank',
+        support_bank=bank,
+        probabilities=True,
+        progress=False,
+        **kwargs,
+    )
+    b = lightning_predict(
+        task,
+        src,
+        tmp_path / 'b.tif',
+        supports='bank',
+        support_bank=bank,
+        probabilities=True,
+        **kwargs,
+    )
+    same_files(a, b)
+    # supports matter: the raster's own window as support gives another result
+    c = predict_raster(
+        task, src, tmp_path / 'c.tif', probabilities=True, progress=False, **kwargs
+    )
+    pa, _ = read(a['probabilities'])
+    pc, _ = read(c['probabilities'])
+    assert not (pa == pc).all()
+    # chips of another size than the windows are refused before predicting
+    wrong = SupportBank(ImageList(3, 16), sequence_length=1)
+    with pytest.raises(ValueError, match='support bank gives supports of shape'):
+        predict_raster(
+            task,
+            src,
+            tmp_path / 'd.tif',
+            supports='bank',
+            support_bank=wrong,
+            progress=False,
+            **kwargs,
+        )
+    with pytest.raises(ValueError, match='needs a support_bank'):
+        predict_raster(
+            task, src, tmp_path / 'd.tif', supports='bank', progress=False, **kwargs
+        )
+    assert not (tmp_path / 'd.tif').exists()
+
+
+def test_ssg2_raster_smaller_than_window(ssg2_checkpoint: Path, tmp_path: Path) -> None:
+    src = make_raster(tmp_path / 'in.tif', 20, 27)
+    out = predict_raster(
+        ssg2_checkpoint,
+        src,
+        tmp_path / 'out.tif',
+        window=32,
+        overlap=8,
+        mean=0,
+        std=255,
+        uncertainty=True,
+        progress=False,
+    )
+    classes, profile = read(out['classes'])
+    assert classes.shape == (1, 20, 27) and classes.max() < 3
+    assert profile['transform'] == TRANSFORM

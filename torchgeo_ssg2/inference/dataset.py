@@ -146,6 +146,8 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             raise ValueError(msg)
         self._src: Any = None
         self._pid: int | None = None
+        with open_raster(self.meta.path) as src:
+            self._floating = any(np.dtype(d).kind == 'f' for d in src.dtypes)
 
     def __len__(self) -> int:
         """Number of windows."""
@@ -192,6 +194,10 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             )
         data -= self.mean
         data /= self.std
+        if self._floating:
+            # NaN/inf nodata would spread through the model's receptive field and
+            # the blending: feed the band mean instead (the pixels stay nodata).
+            np.nan_to_num(data, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return data
 
     def _bank_supports(self, index: int) -> np.ndarray:
