@@ -320,3 +320,12 @@ def test_ssg2_raster_smaller_than_window(ssg2_checkpoint: Path, tmp_path: Path) 
     classes, profile = read(out['classes'])
     assert classes.shape == (1, 20, 27) and classes.max() < 3
     assert profile['transform'] == TRANSFORM
+
+
+def test_ssg2_window_must_be_multiple_of_32(
+    ssg2_checkpoint: Path, tmp_path: Path
+) -> None:
+    src = make_raster(tmp_path / 'in.tif', 40, 40)
+    with pytest.raises(ValueError, match='multiple of 32'):
+        predict_raster(ssg2_checkpoint, src, tmp_path / 'out.tif', window=40, overlap=8)
+    assert listing(tmp_path) == {'in.tif'}

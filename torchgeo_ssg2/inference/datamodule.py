@@ -10,12 +10,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchgeo.datamodules import NonGeoDataModule
 
+from ..samplers import SupportBank
 from .dataset import RasterWindowDataset, SupportMode, collate_windows
 from .model import (
     model_in_channels,
     needs_supports,
     read_checkpoint,
     resolve_normalization,
+    task_classes,
 )
 from .output import RasterMeta
 
@@ -90,6 +92,11 @@ def build_window_dataset(
         ValueError: If the input does not fit the model.
     """
     meta = check_input(model, input)
+    if isinstance(model, task_classes()) and window % 32:
+        msg = (
+            f'window must be a multiple of 32 for {type(model).__name__}, got {window}'
+        )
+        raise ValueError(msg)
     if meta.crs is None:
         warnings.warn(
             f'input raster {meta.path} has no CRS: predicting in pixel space, '
@@ -167,7 +174,7 @@ class RasterPredictDataModule(NonGeoDataModule):
         mean: list[float] | float | None = None,
         std: list[float] | float | None = None,
         supports: SupportMode = 'raster',
-        support_bank: Any = None,
+        support_bank: SupportBank | None = None,
         sequence_length: int | None = None,
         support_seed: int = 0,
     ) -> None:

@@ -226,6 +226,12 @@ class RasterPredictionWriter(BasePredictionWriter):
         """
         from .dataset import RasterWindowDataset
 
+        if trainer.world_size > 1:
+            msg = (
+                'RasterPredictionWriter writes one file from one process: predict '
+                'with a single device (trainer.devices=1)'
+            )
+            raise RuntimeError(msg)
         dataloaders = trainer.predict_dataloaders
         loaders = dataloaders if isinstance(dataloaders, Sequence) else [dataloaders]
         if len(loaders) != 1 or not isinstance(
