@@ -14,6 +14,7 @@ from inference_fakes import (
     read,
 )
 
+from torchgeo_ssg2.cli import main as ssg2_main
 from torchgeo_ssg2.inference import (
     predict_raster,
 )
@@ -294,3 +295,20 @@ def test_uncertainty_needs_a_model_that_gives_it(raster: Path, tmp_path: Path) -
         )
     assert not any(p.name.startswith('.out') for p in tmp_path.iterdir())
     assert not (tmp_path / 'out.tif').exists()
+
+
+def test_command_line_errors(
+    raster: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / 'out.tif'
+    out.write_bytes(b'precious')
+    argv = ['predict', '--checkpoint', str(tmp_path / 'none.ckpt'), '--input']
+    assert ssg2_main([*argv, str(raster), '--output', str(out)]) == 1
+    assert 'exists' in capsys.readouterr().err
+    assert out.read_bytes() == b'precious'
+    assert ssg2_main([*argv, str(raster), '--output', str(tmp_path / 'new.tif')]) == 1
+    assert 'none.ckpt does not exist' in capsys.readouterr().err
+    assert ssg2_main([*argv, str(tmp_path / 'no.tif'), '--output', str(out)]) == 1
+    assert not (tmp_path / 'new.tif').exists()
+    with pytest.raises(SystemExit):
+        ssg2_main(['predict', '--input', str(raster)])  # --checkpoint is required

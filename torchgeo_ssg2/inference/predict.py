@@ -3,6 +3,7 @@
 import argparse
 import os
 import queue
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -239,9 +240,29 @@ def _run_command(args: argparse.Namespace) -> int:
         args: Parsed arguments.
 
     Returns:
-        The exit status.
+        The exit status: 0, or 1 after printing the error for bad inputs.
     """
-    written = predict_raster(
+    try:
+        written = _predict_from_args(args)
+    except (ValueError, KeyError, OSError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f'torchgeo-ssg2 predict: error: {message}', file=sys.stderr)
+        return 1
+    for role, path in written.items():
+        print(f'{role}: {path}')
+    return 0
+
+
+def _predict_from_args(args: argparse.Namespace) -> dict[str, Path]:
+    """Call :func:`predict_raster` with the command's arguments.
+
+    Args:
+        args: Parsed arguments.
+
+    Returns:
+        The written files.
+    """
+    return predict_raster(
         args.checkpoint,
         args.input,
         args.output,
@@ -259,9 +280,6 @@ def _run_command(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
     )
-    for role, path in written.items():
-        print(f'{role}: {path}')
-    return 0
 
 
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
