@@ -250,3 +250,26 @@ def test_bfloat16_autocast(model: SSG2) -> None:
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     model.zero_grad(set_to_none=True)
+
+
+def test_bfloat16_autocast_with_ssg2_loss() -> None:
+    """Forward and backward of SSG2 + SSG2Loss under bf16 autocast stay finite."""
+    from torchgeo_ssg2.losses import SSG2Loss
+    from torchgeo_ssg2.targets import set_operation_targets
+
+    torch.manual_seed(0)
+    model = SSG2(C, NUM_CLASSES, preset='test', checkpointing=True)
+    image, support = _inputs(2, 2, 32, 32)
+    g = torch.Generator().manual_seed(1)
+    mask = torch.randint(0, NUM_CLASSES, (2, 32, 32), generator=g)
+    support_mask = torch.randint(0, NUM_CLASSES, (2, 2, 32, 32), generator=g)
+    targets = set_operation_targets(mask, support_mask, NUM_CLASSES)
+    loss_fn = SSG2Loss(generator=torch.Generator().manual_seed(2))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = model(image, support)
+        losses = loss_fn(out, targets)
+    losses['loss'].backward()
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    for p in model.parameters():
+        assert p.grad is not None and p.grad.dtype == torch.float32
+        assert torch.isfinite(p.grad).all()

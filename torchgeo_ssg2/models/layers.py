@@ -15,6 +15,7 @@ __all__ = (
     'Conv2dNormed',
     'Conv3dNormed',
     'D2Sigmoid',
+    'DepthwiseConv3d',
     'GroupedBatchNorm',
     'SigmoidCrisp',
     'd2sigmoid',
@@ -165,6 +166,126 @@ class Conv3dNormed(nn.Sequential):
             ),
             nn.GroupNorm(norm_groups, out_channels),
         )
+
+
+class _DepthwiseConv3dFunction(torch.autograd.Function):
+    """Depthwise stride-1 'same' 3D convolution with a leaner backward.
+
+    The forward runs on a channels-last copy of the input (oneDNN's fast
+    depthwise kernel); the input gradient is the same convolution of the output
+    gradient with the spatially flipped kernel (exact for stride 1, odd kernel,
+    ``k // 2`` zero padding); only the weight gradient uses the generic
+    ``convolution_backward``. On the CPU the generic backward computes the
+    input gradient far more slowly than a forward convolution.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, x: Tensor, weight: Tensor, bias: Tensor | None
+    ) -> Tensor:
+        pad = [k // 2 for k in weight.shape[2:]]
+        groups = weight.shape[0]
+        y = F.conv3d(
+            x.contiguous(memory_format=torch.channels_last_3d),
+            weight,
+            bias,
+            padding=pad,
+            groups=groups,
+        )
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None  # type: ignore[attr-defined]
+        return y.contiguous()
+
+    @staticmethod
+    def backward(
+        ctx: FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        x, weight = ctx.saved_tensors  # type: ignore[attr-defined]
+        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
+        pad = [k // 2 for k in weight.shape[2:]]
+        groups = weight.shape[0]
+        grad = grad.contiguous()
+        grad_x = grad_w = grad_b = None
+        if needs[0]:
+            grad_x = F.conv3d(
+                grad.contiguous(memory_format=torch.channels_last_3d),
+                weight.flip(2, 3, 4),
+                padding=pad,
+                groups=groups,
+            ).contiguous()
+        if needs[1]:
+            grad_w = torch.ops.aten.convolution_backward(
+                grad,
+                x.contiguous(),
+                weight,
+                None,
+                [1, 1, 1],
+                pad,
+                [1, 1, 1],
+                False,
+                [0, 0, 0],
+                groups,
+                [False, True, False],
+            )[1]
+        if ctx.has_bias and needs[2]:  # type: ignore[attr-defined]
+            grad_b = grad.sum((0, 2, 3, 4))
+        return grad_x, grad_w, grad_b
+
+
+class DepthwiseConv3d(nn.Conv3d):
+    """Depthwise 3D convolution (stride 1, zero 'same' padding, odd kernel).
+
+    Computes exactly ``nn.Conv3d(c, c, k, padding=k // 2, groups=c)``; with
+    ``fast = True`` (the default) it goes through a custom autograd function
+    whose forward and input gradient run as channels-last depthwise
+    convolutions (about 3x faster than the generic path in a CPU training
+    step). ``fast = False`` is the plain reference path. Parameters and state
+    dict are those of the plain ``nn.Conv3d``.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, bias: bool = True) -> None:
+        """Initialise the layer.
+
+        Args:
+            channels: channels C (input = output = groups).
+            kernel_size: odd cubic kernel size.
+            bias: learn a per-channel bias.
+
+        Raises:
+            ValueError: for an even kernel size.
+        """
+        if kernel_size % 2 == 0:
+            raise ValueError(f'kernel_size must be odd, got {kernel_size}')
+        super().__init__(
+            channels,
+            channels,
+            kernel_size,
+            padding=kernel_size // 2,
+            groups=channels,
+            bias=bias,
+        )
+        #: use the custom autograd function (same function, faster on the CPU)
+        self.fast = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Convolve every channel with its own kernel.
+
+        Args:
+            x: BxCxTxHxW input.
+
+        Returns:
+            BxCxTxHxW output.
+        """
+        if not self.fast:
+            return super().forward(x)
+        weight, bias = self.weight, self.bias
+        device = x.device.type
+        if torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = bias.to(dtype) if bias is not None else None
+        with torch.autocast(device, enabled=False):
+            return _DepthwiseConv3dFunction.apply(x, weight, bias)
 
 
 class ChannelLayerNorm(nn.LayerNorm):

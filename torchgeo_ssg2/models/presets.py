@@ -38,9 +38,11 @@ class ModelConfig:
         support_chunk_size: supports processed together in one batched pass
             (SSG2 only); ``None`` processes all T at once.
         checkpointing: activation checkpointing (recomputation in backward) of
-            the per-support base passes (one checkpoint per chunk of supports),
-            the 3D sequence model and, for PTAViT, the encoder and decoder
-            stages. Same outputs and gradients, less memory, about one more
+            the per-support base passes and of the per-support heads (one
+            checkpoint per chunk of supports), of each part (MBConv, attention
+            gate, feed-forward) of each 3D block and, for PTAViT, of the encoder
+            and decoder. Set it from YAML through the trainers' ``model_kwargs``
+            (``model_kwargs: {checkpointing: true, support_chunk_size: 1}``). Same outputs and gradients, less memory, about one more
             forward pass of time. BatchNorm running statistics are updated again
             during the recomputation (as with any checkpointed BatchNorm).
     """

@@ -9,9 +9,10 @@ non-recurrent sequence model of SSG2 on BxCxTxHxW stacks.
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import RelPatchAttention2D, RelPatchAttention3D
-from .layers import ChannelLayerNorm, GroupedBatchNorm
+from .layers import ChannelLayerNorm, DepthwiseConv3d, GroupedBatchNorm
 
 __all__ = (
     'MBConv',
@@ -267,7 +268,7 @@ class MBConv3D(nn.Module):
             nn.Conv3d(dim, hidden, 1),
             nn.BatchNorm3d(hidden),
             nn.GELU(),
-            nn.Conv3d(hidden, hidden, 3, padding=1, groups=hidden),
+            DepthwiseConv3d(hidden, 3),
             nn.BatchNorm3d(hidden),
             nn.GELU(),
             _SqueezeExcitation(hidden, int(hidden * se_ratio), (-2, -1)),
@@ -315,18 +316,26 @@ class PTAViTBlock3D(nn.Module):
         self.att = RelPatchAttention3D(dim, heads, grid)
         self.ffn = _PreNormFeedForward(dim, dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _attend(self, x: Tensor) -> Tensor:
+        return torch.addcmul(x, x, self.att(self.att_norm(x)))
+
+    def forward(self, x: Tensor, checkpointing: bool = False) -> Tensor:
         """Apply the block.
 
         Args:
             x: BxCxTxHxW input.
+            checkpointing: recompute each of the three parts (MBConv, attention
+                gate, feed-forward) separately in backward, so that only one
+                part's activations are alive at a time.
 
         Returns:
             BxCxTxHxW output.
         """
-        x = self.mbconv(x)
-        x = torch.addcmul(x, x, self.att(self.att_norm(x)))
-        return self.ffn(x)
+        if not checkpointing:
+            return self.ffn(self._attend(self.mbconv(x)))
+        for part in (self.mbconv, self._attend, self.ffn):
+            x = checkpoint(part, x, use_reentrant=False)
+        return x
 
 
 class PTAViTStage3D(nn.Sequential):
@@ -363,3 +372,18 @@ class PTAViTStage3D(nn.Sequential):
                 for _ in range(depth)
             )
         )
+
+    def forward(self, x: Tensor, checkpointing: bool = False) -> Tensor:
+        """Apply the stage.
+
+        Args:
+            x: BxCxTxHxW input.
+            checkpointing: per-part activation checkpointing of every block
+                (see :meth:`PTAViTBlock3D.forward`).
+
+        Returns:
+            BxCxTxHxW output.
+        """
+        for block in self:
+            x = block(x, checkpointing)
+        return x

@@ -55,31 +55,41 @@ class SSG2Head(nn.Module):
         self.target = ConditionedMultitaskHead(channels, k, act, g)
 
     def support_outputs(
-        self, z: Tensor, difference: bool = True, checkpointing: bool = False
+        self,
+        z: Tensor,
+        difference: bool = True,
+        checkpointing: bool = False,
+        chunk_size: int | None = None,
     ) -> dict[str, Tensor]:
         """Per-support set-operation predictions.
 
         Args:
             z: BxTxFxHxW features.
             difference: also run the difference head.
-            checkpointing: recompute each head in backward.
+            checkpointing: recompute each head (per chunk of supports) in backward.
+            chunk_size: run the heads on chunks of this many supports (the
+                heads work per sample, so the result is the same); ``None``: all T.
 
         Returns:
             ``"intersection"``, ``"union"`` (and ``"difference"``), each BxTx3KxHxW.
         """
         b, t = z.shape[:2]
-        flat = z.reshape(b * t, *z.shape[2:])
+        chunk = chunk_size or t
         heads = {'intersection': self.intersection, 'union': self.union}
         if difference:
             heads['difference'] = self.difference
         out = {}
         for name, head in heads.items():
-            y = (
-                checkpoint(head, flat, use_reentrant=False)
-                if checkpointing
-                else head(flat)
-            )
-            out[name] = y.reshape(b, t, *y.shape[1:])
+            parts = []
+            for start in range(0, t, chunk):
+                flat = z[:, start : start + chunk].reshape(-1, *z.shape[2:])
+                y = (
+                    checkpoint(head, flat, use_reentrant=False)
+                    if checkpointing
+                    else head(flat)
+                )
+                parts.append(y.reshape(b, -1, *y.shape[1:]))
+            out[name] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         return out
 
     def target_outputs(
@@ -95,17 +105,13 @@ class SSG2Head(nn.Module):
             z: BxTxFxHxW features.
             intersection: BxTx3KxHxW intersection predictions.
             union: BxTx3KxHxW union predictions.
-            checkpointing: recompute the sequence model in backward.
+            checkpointing: recompute the sequence model in backward (each part
+                of each 3D block separately).
 
         Returns:
             the target prediction Bx3KxHxW and the sequence features BxTxFxHxW.
         """
-        zt = z.transpose(1, 2)
-        if checkpointing and len(self.sequence):
-            sequence = checkpoint(self.sequence, zt, use_reentrant=False)
-        else:
-            sequence = self.sequence(zt)
-        sequence = sequence.transpose(1, 2)
+        sequence = self.sequence(z.transpose(1, 2), checkpointing).transpose(1, 2)
         priors = (sequence.mean(1), intersection.amax(1), union.amin(1))
         target = self.target(self.compressor(torch.cat(priors, dim=1)))
         return target, sequence
@@ -223,7 +229,11 @@ class SSG2(nn.Module):
         self._check(image, support_image)
         z = self._features(image, support_image)
         return self._outputs(
-            z, self.head.support_outputs(z, True, self._checkpointing()), True
+            z,
+            self.head.support_outputs(
+                z, True, self._checkpointing(), self.config.support_chunk_size
+            ),
+            True,
         )
 
     def forward_inference(
@@ -241,7 +251,11 @@ class SSG2(nn.Module):
         self._check(image, support_image)
         z = self._features(image, support_image)
         return self._outputs(
-            z, self.head.support_outputs(z, False, self._checkpointing()), False
+            z,
+            self.head.support_outputs(
+                z, False, self._checkpointing(), self.config.support_chunk_size
+            ),
+            False,
         )
 
     def _forward_reference(
