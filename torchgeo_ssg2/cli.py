@@ -1,29 +1,63 @@
-"""The ``torchgeo-ssg2`` command line: ``prepare`` and ``predict``."""
+"""The ``torchgeo-ssg2`` command line.
+
+* ``torchgeo-ssg2 prepare ...`` and ``torchgeo-ssg2 predict ...``: this package's tools.
+* ``torchgeo-ssg2 fit|validate|test|predict --config ...``: torchgeo's own Lightning CLI
+  (:func:`torchgeo.main.main`) with this package imported first, so that its tasks and
+  datamodules also resolve by their short class names (``class_path: SSG2Task``);
+  ``torchgeo fit ...`` works too, with dotted class paths.
+
+``torchgeo-ssg2 predict`` is the large-raster predictor when it is given
+``--checkpoint``; with ``--config`` it is Lightning's ``predict`` sub-command.
+"""
 
 import argparse
 import importlib
 from collections.abc import Sequence
 
-__all__ = ('main',)
+__all__ = ('LIGHTNING_SUBCOMMANDS', 'build_parser', 'main')
 
 #: Modules that register a sub-command through ``add_subcommand(subparsers)``.
 _SUBCOMMAND_MODULES = ('torchgeo_ssg2.datasets.prepare', 'torchgeo_ssg2.inference')
 
+#: Sub-commands handed to torchgeo's Lightning CLI.
+LIGHTNING_SUBCOMMANDS = ('fit', 'validate', 'test', 'predict')
+
+#: Modules whose classes the Lightning CLI should know by short name.
+_EXTENSION_MODULES = (
+    'torchgeo_ssg2.trainers',
+    'torchgeo_ssg2.datamodules',
+    'torchgeo_ssg2.inference',
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with every available sub-command.
+    """Build the argument parser with this package's own sub-commands.
 
     Returns:
         The parser.
     """
     parser = argparse.ArgumentParser(
-        prog='torchgeo-ssg2', description='SSG2 tools for TorchGeo users.'
+        prog='torchgeo-ssg2',
+        description='SSG2 tools for TorchGeo users. '
+        "fit/validate/test/predict --config ... run torchgeo's Lightning CLI.",
     )
     subparsers = parser.add_subparsers(dest='command', required=True)
     for name in _SUBCOMMAND_MODULES:
         module = importlib.import_module(name)
         module.add_subcommand(subparsers)
     return parser
+
+
+def _is_lightning_call(argv: Sequence[str]) -> bool:
+    """Whether *argv* is meant for torchgeo's Lightning CLI."""
+    if not argv or argv[0] not in LIGHTNING_SUBCOMMANDS:
+        return False
+    if argv[0] == 'predict':
+        # The raster predictor is selected by its required --checkpoint option.
+        return not any(
+            a == '--checkpoint' or a.startswith('--checkpoint=') for a in argv
+        )
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,5 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status.
     """
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _is_lightning_call(argv):
+        for name in _EXTENSION_MODULES:
+            importlib.import_module(name)
+        from torchgeo.main import main as torchgeo_main
+
+        torchgeo_main(argv)
+        return 0
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
