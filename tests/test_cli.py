@@ -85,3 +85,12 @@ def test_console_script_entry_point() -> None:
     ]
     assert ep.value == 'torchgeo_ssg2.cli:main'
     assert sys.modules['torchgeo_ssg2.cli'] is cli
+
+
+def test_top_level_public_names() -> None:
+    import torchgeo_ssg2
+
+    for name in torchgeo_ssg2.__all__:
+        assert getattr(torchgeo_ssg2, name) is not None
+    with pytest.raises(AttributeError, match='no attribute'):
+        torchgeo_ssg2.does_not_exist  # noqa: B018
