@@ -18,10 +18,65 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from torchgeo_ssg2.models import SSG2, PTAViT
+
+
+def _paper_memory_child(size: int, length: int, chunk: int | None) -> None:
+    """One paper-preset SSG2 training step with checkpointing; print peak RSS (GB)."""
+    import resource
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    model = SSG2(
+        5, 6, preset='paper', checkpointing=True, support_chunk_size=chunk
+    ).train()
+    image = torch.randn(1, 5, size, size, generator=gen)
+    support = torch.randn(1, length, 5, size, size, generator=gen)
+    start = time.perf_counter()
+    _loss(model(image, support)).backward()
+    elapsed = time.perf_counter() - start
+    scale = 1e9 if platform.system() == 'Darwin' else 1e6
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+    print(json.dumps({'peak_rss_gb': rss, 'step_s': elapsed}))
+
+
+def _paper_memory(size: int, length: int, chunk: int | None) -> dict[str, float]:
+    """Run :func:`_paper_memory_child` in a fresh process (its own ru_maxrss)."""
+    import subprocess
+    import sys
+
+    code = (
+        'import sys; sys.path.insert(0, sys.argv[1]); import bench_model; '
+        'bench_model._paper_memory_child(int(sys.argv[2]), int(sys.argv[3]), '
+        'None if sys.argv[4] == "None" else int(sys.argv[4]))'
+    )
+    here = str(Path(__file__).resolve().parent)
+    proc = subprocess.run(
+        [sys.executable, '-c', code, here, str(size), str(length), str(chunk)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _time_pair(
+    fn_a: Callable[[], None], fn_b: Callable[[], None], repeats: int
+) -> tuple[float, float]:
+    """Median seconds of two callables timed alternately (after one warm-up each)."""
+    fn_a()
+    fn_b()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times_a), statistics.median(times_b)
 
 
 def _time(fn: Callable[[], None], repeats: int) -> float:
@@ -38,28 +93,6 @@ def _loss(out: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         return out.mean()
     return sum((v.mean() for v in out.values()), torch.zeros(()))
-
-
-def _time_baseline(
-    args: argparse.Namespace, image: torch.Tensor
-) -> tuple[float, float, float]:
-    baseline = PTAViT(image.shape[1], args.num_classes, preset=args.preset)
-
-    def train() -> None:
-        baseline.zero_grad(set_to_none=True)
-        _loss(baseline(image)).backward()
-
-    def infer() -> None:
-        with torch.no_grad():
-            baseline(image)
-
-    b = image.shape[0]
-    baseline.train()
-    train_s = _time(train, args.repeats) / b
-    baseline.eval()
-    infer_s = _time(infer, args.repeats) / b
-    params = sum(p.numel() for p in baseline.parameters()) / 1e6
-    return train_s, infer_s, params
 
 
 _PROFILED = (
@@ -83,32 +116,159 @@ _PROFILED = (
 
 def _profile(
     model: SSG2, image: torch.Tensor, support: torch.Tensor
-) -> dict[str, float]:
-    """Inclusive forward milliseconds per module (children of ModuleLists summed)."""
-    totals: dict[str, float] = {}
-    starts: dict[int, float] = {}
+) -> dict[str, dict[str, float]]:
+    """Per-module cost of one train-mode SSG2 step (no checkpointing).
+
+    For every module of :data:`_PROFILED` (ModuleList children summed):
+    ``fwd_ms`` inclusive forward time (hooks), ``bwd_ms`` inclusive backward time
+    (full backward hooks; approximate where the autograd engine interleaves
+    branches, and absent where the module's input needs no gradient) and
+    ``saved_mb`` the activations it keeps for backward (saved tensors, each
+    storage counted once, parameters excluded).
+    """
+    stats: dict[str, dict[str, float]] = {}
+    fwd_start: dict[int, list[float]] = {}
+    bwd_start: dict[int, list[float]] = {}
+    active: list[str] = []
     handles = []
+
+    def add(name: str, key: str, value: float) -> None:
+        entry = stats.setdefault(name, {'fwd_ms': 0.0, 'bwd_ms': 0.0, 'saved_mb': 0.0})
+        entry[key] += value
+
     for name in _PROFILED:
         module = model.get_submodule(name)
         children = list(module) if isinstance(module, torch.nn.ModuleList) else [module]
         for child in children:
 
-            def pre(mod: torch.nn.Module, _args: object) -> None:
-                starts[id(mod)] = time.perf_counter()
+            def pre(mod: torch.nn.Module, _args: object, name: str = name) -> None:
+                active.append(name)
+                fwd_start.setdefault(id(mod), []).append(time.perf_counter())
 
             def post(
                 mod: torch.nn.Module, _args: object, _out: object, name: str = name
             ) -> None:
-                elapsed = time.perf_counter() - starts.pop(id(mod))
-                totals[name] = totals.get(name, 0.0) + 1e3 * elapsed
+                active.pop()
+                add(
+                    name,
+                    'fwd_ms',
+                    1e3 * (time.perf_counter() - fwd_start[id(mod)].pop()),
+                )
 
-            handles.append(child.register_forward_pre_hook(pre))
-            handles.append(child.register_forward_hook(post))
+            def bpre(mod: torch.nn.Module, _grad: object) -> None:
+                bwd_start.setdefault(id(mod), []).append(time.perf_counter())
+
+            def bpost(
+                mod: torch.nn.Module, _gi: object, _go: object, name: str = name
+            ) -> None:
+                if bwd_start.get(id(mod)):
+                    elapsed = time.perf_counter() - bwd_start[id(mod)].pop()
+                    add(name, 'bwd_ms', 1e3 * elapsed)
+
+            handles += [
+                child.register_forward_pre_hook(pre),
+                child.register_forward_hook(post),
+                child.register_full_backward_pre_hook(bpre),
+                child.register_full_backward_hook(bpost),
+            ]
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: set[int] = set()
+    total = [0.0]
+
+    def pack(x: torch.Tensor) -> torch.Tensor:
+        key = x.untyped_storage().data_ptr()
+        if key not in seen and key not in params:
+            seen.add(key)
+            mb = x.untyped_storage().nbytes() / 2**20
+            total[0] += mb
+            for name in set(active):
+                add(name, 'saved_mb', mb)
+        return x
+
     model.train()
-    model(image, support)
+    model.zero_grad(set_to_none=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        start = time.perf_counter()
+        out = model(image, support)
+        fwd = time.perf_counter() - start
+    start = time.perf_counter()
+    _loss(out).backward()
+    bwd = time.perf_counter() - start
     for handle in handles:
         handle.remove()
-    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+    result = {
+        name: {k: round(v, 1) for k, v in entry.items()}
+        for name, entry in sorted(stats.items(), key=lambda kv: -kv[1]['fwd_ms'])
+    }
+    result['total'] = {
+        'fwd_ms': round(1e3 * fwd, 1),
+        'bwd_ms': round(1e3 * bwd, 1),
+        'saved_mb': round(total[0], 1),
+    }
+    return result
+
+
+def _parts(
+    baseline: PTAViT, image: torch.Tensor, repeats: int
+) -> dict[str, dict[str, float]]:
+    """Training-step and inference seconds of PTAViT's parts, in isolation.
+
+    ``E0`` is conv1 + stem + first stage (computed once per target in SSG2), ``E``
+    the whole encoder, ``D`` the decoder, ``H`` the multitask head; a training step
+    is forward + backward of the mean with gradients for the part's input too.
+    """
+    enc = baseline.encoder
+    baseline.train()
+    with torch.no_grad():
+        feats = enc(image)
+        z = baseline.decoder(feats)
+
+    def e0(x: torch.Tensor) -> torch.Tensor:
+        return enc.stages[0](enc.stem(enc.conv1(x)))
+
+    parts: dict[str, tuple[Callable[..., object], list[torch.Tensor]]] = {
+        'E0': (e0, [image]),
+        'E': (enc, [image]),
+        'D': (lambda *f: baseline.decoder(list(f)), list(feats)),
+        'H': (baseline.head, [z]),
+    }
+    out: dict[str, dict[str, float]] = {}
+    for name, (fn, inputs) in parts.items():
+
+        def train(fn: Callable[..., object] = fn, inputs: list = inputs) -> None:
+            xs = [x.detach().requires_grad_(x is not image) for x in inputs]
+            _loss_any(fn(*xs)).backward()
+
+        def infer(fn: Callable[..., object] = fn, inputs: list = inputs) -> None:
+            with torch.no_grad():
+                fn(*inputs)
+
+        out[name] = {
+            'train_s': _time(train, repeats),
+            'infer_s': _time(infer, repeats),
+        }
+    return out
+
+
+def _loss_any(out: object) -> torch.Tensor:
+    if isinstance(out, list | tuple):
+        return sum((v.mean() for v in out), torch.zeros(()))
+    return _loss(out)  # type: ignore[arg-type]
+
+
+def _bound(parts: dict[str, dict[str, float]], t: int, key: str) -> float:
+    """Lower bound of SSG2/PTAViT from the per-support work alone.
+
+    SSG2 needs at least T support encoders, the target's conv1 + stem + first
+    stage once and its later stages T times (the cross-attention makes them
+    support-dependent), T decoders and 3T + 1 heads in training (2T + 1 in
+    inference: no difference head); fusions, cross-attention and the 3D block
+    are left out.
+    """
+    e0, e, d, h = (parts[n][key] for n in ('E0', 'E', 'D', 'H'))
+    heads = 3 * t + 1 if key == 'train_s' else 2 * t + 1
+    ssg2 = t * e + e0 + t * (e - e0) + t * d + heads * h
+    return ssg2 / (e + d + h)
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -126,7 +286,18 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         '--checkpointing', action='store_true', help='SSG2 activation checkpointing'
     )
     parser.add_argument('--support-chunk-size', type=int, default=None)
-    parser.add_argument('--profile', action='store_true')
+    parser.add_argument(
+        '--profile',
+        action='store_true',
+        help='per-module time and saved activations of SSG2 (largest T), '
+        "PTAViT's parts and the lower bound of the ratio",
+    )
+    parser.add_argument(
+        '--paper-memory',
+        action='store_true',
+        help='peak RSS of a paper-preset training step at 256², B = 1, T = 4, '
+        'checkpointing on, one support per chunk (a subprocess; minutes)',
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -144,12 +315,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         'torch': torch.__version__,
         'machine': platform.machine(),
     }
-
-    base_train, base_infer, base_params = _time_baseline(args, image)
-    result['ptavit_params_m'] = base_params
-    result['ptavit_train_s'] = base_train
-    result['ptavit_infer_s'] = base_infer
-
+    baseline = PTAViT(c, args.num_classes, preset=args.preset)
     model = SSG2(
         c,
         args.num_classes,
@@ -159,30 +325,52 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )
     result['checkpointing'] = args.checkpointing
     result['support_chunk_size'] = args.support_chunk_size
+    result['ptavit_params_m'] = sum(p.numel() for p in baseline.parameters()) / 1e6
     result['ssg2_params_m'] = sum(p.numel() for p in model.parameters()) / 1e6
+
+    def base_train() -> None:
+        baseline.train()
+        baseline.zero_grad(set_to_none=True)
+        _loss(baseline(image)).backward()
+
+    def base_infer() -> None:
+        baseline.eval()
+        with torch.no_grad():
+            baseline(image)
+
+    base_trains, base_infers = [], []
     for t in args.lengths:
         support = torch.randn(b, t, c, s, s, generator=gen)
 
         def ssg2_train(support: torch.Tensor = support) -> None:
+            model.train()
             model.zero_grad(set_to_none=True)
             _loss(model(image, support)).backward()
 
         def ssg2_infer(support: torch.Tensor = support) -> None:
+            model.eval()
             with torch.no_grad():
                 model.forward_inference(image, support)
 
-        model.train()
-        train = _time(ssg2_train, args.repeats) / b
-        model.eval()
-        infer = _time(ssg2_infer, args.repeats) / b
-        result[f'ssg2_train_s_T{t}'] = train
-        result[f'ssg2_infer_s_T{t}'] = infer
-        result[f'ssg2_over_ptavit_T{t}'] = train / base_train
-        result[f'ssg2_over_ptavit_train_T{t}'] = train / base_train
-        result[f'ssg2_over_ptavit_infer_T{t}'] = infer / base_infer
+        train, base_train_s = _time_pair(ssg2_train, base_train, args.repeats)
+        infer, base_infer_s = _time_pair(ssg2_infer, base_infer, args.repeats)
+        base_trains.append(base_train_s)
+        base_infers.append(base_infer_s)
+        result[f'ssg2_train_s_T{t}'] = train / b
+        result[f'ssg2_infer_s_T{t}'] = infer / b
+        result[f'ssg2_over_ptavit_T{t}'] = train / base_train_s
+        result[f'ssg2_over_ptavit_train_T{t}'] = train / base_train_s
+        result[f'ssg2_over_ptavit_infer_T{t}'] = infer / base_infer_s
+    result['ptavit_train_s'] = statistics.median(base_trains) / b
+    result['ptavit_infer_s'] = statistics.median(base_infers) / b
 
     if args.profile:
-        result['ssg2_forward_ms_by_module'] = _profile(model, image, support)
+        result['ssg2_step_by_module'] = _profile(model, image, support)
+        parts = _parts(baseline, image, args.repeats)
+        result['ptavit_parts_s'] = parts
+        for t in args.lengths:
+            result[f'lower_bound_train_T{t}'] = _bound(parts, t, 'train_s')
+            result[f'lower_bound_infer_T{t}'] = _bound(parts, t, 'infer_s')
     try:
         import resource
 
@@ -192,6 +380,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         )
     except ImportError:  # pragma: no cover - Windows
         pass
+    if args.paper_memory:
+        paper = _paper_memory(256, 4, 1)
+        result['peak_rss_gb_paper_256_T4'] = paper['peak_rss_gb']
+        result['paper_256_T4_step_s'] = paper['step_s']
     print(json.dumps(result, indent=2))
     return result
 
