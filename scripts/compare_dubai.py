@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""SSG2 vs the PTAViT baseline on the embedded Dubai demo data, on the CPU.
+
+Both models get the same preset, seed, data pipeline (patches, augmentation, batch
+size) and the same number of gradient updates; PTAViT ignores the supports. Both
+are scored on the same evenly spread held-out (test-split) windows, SSG2 with fixed
+supports from the test split. Prints a markdown table.
+
+    python scripts/compare_dubai.py --steps 200
+"""
+
+import argparse
+import json
+import time
+from typing import Any
+
+import numpy as np
+from lightning.pytorch import Trainer, seed_everything
+from torch.utils.data import Subset
+
+from torchgeo_ssg2.datamodules import DubaiAerialDataModule
+from torchgeo_ssg2.datasets import DubaiAerial
+from torchgeo_ssg2.trainers import PTAViTTask, SSG2Task
+
+
+class HeldOutDubai(DubaiAerialDataModule):
+    """Dubai episodes, testing on an evenly spread subset of the test grid."""
+
+    eval_windows: int = 96
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == 'test':
+            n = len(self.test_dataset)
+            keep = np.unique(np.linspace(0, n - 1, min(self.eval_windows, n)))
+            self.test_dataset = Subset(self.test_dataset, keep.astype(int).tolist())
+
+
+def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    seed_everything(args.seed, workers=True)
+    labels = list(DubaiAerial.classes)
+    common = {
+        'preset': args.preset,
+        'in_channels': 3,
+        'num_classes': len(labels),
+        'labels': labels,
+        'ignore_index': DubaiAerial.ignore_index,
+        'optimizer': 'radam',
+        'lr': 1e-3,
+        'eps': 1e-6,
+    }
+    task = (
+        SSG2Task(sequence_length=args.sequence_length, **common)
+        if name == 'SSG2'
+        else PTAViTTask(**common)
+    )
+    dm = HeldOutDubai(
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        sequence_length=args.sequence_length,
+        length=args.steps * args.batch_size,
+        seed=args.seed,
+        root=args.root,
+    )
+    dm.eval_windows = args.eval_windows
+    trainer = Trainer(
+        accelerator='cpu',
+        devices=1,
+        max_steps=args.steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    t0 = time.perf_counter()
+    trainer.fit(task, dm)
+    train_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    (metrics,) = trainer.test(task, dm, verbose=False)
+    test_seconds = time.perf_counter() - t0
+    return {
+        'model': name,
+        'params': sum(p.numel() for p in task.model.parameters()),
+        'steps': int(trainer.global_step),
+        'mean_iou': float(metrics['test_AverageJaccardIndex']),
+        'mean_f1': float(metrics['test_AverageF1Score']),
+        'overall_accuracy': float(metrics['test_OverallAccuracy']),
+        'train_seconds': train_seconds,
+        'test_seconds': test_seconds,
+        'windows': len(dm.test_dataset),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--root', default='data/dubai_aerial/data')
+    parser.add_argument('--preset', default='tiny')
+    parser.add_argument('--steps', type=int, default=200)
+    parser.add_argument('--batch-size', type=int, default=4)
+    parser.add_argument('--patch-size', type=int, default=64)
+    parser.add_argument('--sequence-length', type=int, default=2)
+    parser.add_argument('--eval-windows', type=int, default=96)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--json', help='also write the rows to this JSON file')
+    args = parser.parse_args()
+
+    rows = [run(name, args) for name in ('SSG2', 'PTAViT')]
+    print(
+        f'\nDubai demo data, {args.preset} preset, seed {args.seed}, {args.steps} '
+        f'gradient updates of batch {args.batch_size} ({args.patch_size}-px patches, '
+        f'SSG2 T={args.sequence_length}), CPU; scored on {rows[0]["windows"]} '
+        'held-out test windows.\n'
+    )
+    print(
+        '| model | params | updates | mean IoU | mean F1 | overall acc. '
+        '| train wall time (s) | test wall time (s) |'
+    )
+    print('|---|---|---|---|---|---|---|---|')
+    for r in rows:
+        print(
+            f'| {r["model"]} | {r["params"] / 1e6:.2f} M | {r["steps"]} '
+            f'| {r["mean_iou"]:.3f} | {r["mean_f1"]:.3f} | {r["overall_accuracy"]:.3f} '
+            f'| {r["train_seconds"]:.0f} | {r["test_seconds"]:.0f} |'
+        )
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'args': vars(args), 'rows': rows}, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
