@@ -273,3 +273,23 @@ def test_bfloat16_autocast_with_ssg2_loss() -> None:
     for p in model.parameters():
         assert p.grad is not None and p.grad.dtype == torch.float32
         assert torch.isfinite(p.grad).all()
+
+
+def test_attention_chunk_size_same_outputs_and_gradients() -> None:
+    torch.manual_seed(0)
+    plain = SSG2(C, NUM_CLASSES, preset='test', dropout=0.0).double()
+    chunked = SSG2(C, NUM_CLASSES, preset='test', dropout=0.0, attention_chunk_size=3)
+    chunked.double().load_state_dict(plain.state_dict())
+    assert chunked.encoder.fuse_first.att.chunk_size == 3
+    assert chunked.head.sequence[0].att.chunk_size == 3
+    image, support = (x.double() for x in _inputs(2, 2, 32, 32))
+    results = []
+    for model in (plain, chunked):
+        out = model(image, support)
+        loss = sum(v.mean() for v in out.values())
+        results.append((out, torch.autograd.grad(loss, list(model.parameters()))))
+    _assert_outputs_close(results[0][0], results[1][0], 1e-10, 1e-8)
+    for g, g_chunk in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(g, g_chunk, atol=1e-10, rtol=1e-8)
+    with pytest.raises(ValueError, match='attention_chunk_size'):
+        SSG2(C, NUM_CLASSES, preset='test', attention_chunk_size=0)

@@ -28,6 +28,7 @@ __all__ = (
     'RelPatchAttention3D',
     'channel_groups',
     'patchify',
+    'set_attention_chunk_size',
     'spatial_grid',
     'tanimoto_compaction',
     'tanimoto_similarity',
@@ -188,12 +189,89 @@ class _TanimotoCompaction(torch.autograd.Function):
         return grad_q, grad_k, grad_a, None
 
 
+def _chunk_similarity(
+    q: Tensor, k: Tensor, kk: Tensor, eps: float
+) -> tuple[Tensor, Tensor]:
+    """Similarities of a block of query rows and the reciprocal denominators."""
+    qk = torch.matmul(q, k.transpose(-1, -2))
+    qq = q.square().sum(-1).unsqueeze(-1)
+    inv_den = (qq + kk - qk).add_(eps).reciprocal_()
+    return qk.add_(eps).mul_(inv_den), inv_den
+
+
+def _chunked_compaction_forward(
+    q: Tensor, k: Tensor, a: Tensor, eps: float, chunk: int
+) -> Tensor:
+    kk = k.square().sum(-1).unsqueeze(-2)
+    out = None
+    for start in range(0, q.shape[-2], chunk):
+        sim, _ = _chunk_similarity(q[..., start : start + chunk, :], k, kk, eps)
+        part = torch.matmul(a[start : start + chunk], sim)
+        out = part if out is None else out.add_(part)
+    assert out is not None
+    return out
+
+
+class _ChunkedTanimotoCompaction(torch.autograd.Function):
+    """``w_j = sum_i a_i S_ij`` over blocks of ``chunk`` query rows.
+
+    No Nq x Nk tensor exists at any time, in forward or backward: only
+    ``chunk x Nk`` blocks, recomputed in backward (one more matrix product per
+    block than :class:`_TanimotoCompaction`).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, q: Tensor, k: Tensor, a: Tensor, eps: float, chunk: int
+    ) -> Tensor:
+        ctx.save_for_backward(q, k, a)
+        ctx.eps, ctx.chunk = eps, chunk  # type: ignore[attr-defined]
+        return _chunked_compaction_forward(q, k, a, eps, chunk)
+
+    @staticmethod
+    def backward(
+        ctx: FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
+        q, k, a = ctx.saved_tensors  # type: ignore[attr-defined]
+        eps, chunk = ctx.eps, ctx.chunk  # type: ignore[attr-defined]
+        kk = k.square().sum(-1).unsqueeze(-2)
+        grad_qs, grad_as = [], []
+        grad_k = None
+        g = grad.unsqueeze(-2)
+        for start in range(0, q.shape[-2], chunk):
+            qc, ac = q[..., start : start + chunk, :], a[start : start + chunk]
+            sim, inv_den = _chunk_similarity(qc, k, kk, eps)
+            grad_as.append(torch.matmul(sim, grad.unsqueeze(-1)).squeeze(-1))
+            # dL/dS_ij = a_i g_j; dS/dqk = (1 + S) / den; dS/dqq = dS/dkk = -S / den
+            outer = inv_den.mul_(ac.unsqueeze(-1) * g)
+            g_norm = sim.mul_(outer)
+            g_qk = outer.add_(g_norm)
+            grad_qs.append(
+                torch.matmul(g_qk, k) - 2 * qc * g_norm.sum(-1, keepdim=True)
+            )
+            part = torch.matmul(g_qk.transpose(-1, -2), qc)
+            part.sub_(2 * k * g_norm.sum(-2).unsqueeze(-1))
+            grad_k = part if grad_k is None else grad_k.add_(part)
+        assert grad_k is not None
+        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
+        grad_q = torch.cat(grad_qs, dim=-2).sum_to_size(q.shape) if needs[0] else None
+        grad_a = torch.cat(grad_as, dim=-1).sum_to_size(a.shape) if needs[2] else None
+        return (
+            grad_q,
+            grad_k.sum_to_size(k.shape) if needs[1] else None,
+            grad_a,
+            None,
+            None,
+        )
+
+
 def tanimoto_compaction(
     q: Tensor,
     k: Tensor,
     weight: Tensor,
     eps: float = EPS,
     memory_efficient: bool = True,
+    chunk_size: int | None = None,
 ) -> Tensor:
     """Compact the Tanimoto similarities over the query axis: ``sum_i w_i S_ij``.
 
@@ -204,10 +282,19 @@ def tanimoto_compaction(
         eps: numerical guard.
         memory_efficient: keep one Nq x Nk tensor for backward instead of
             three (custom autograd); the result and its gradients are the same.
+        chunk_size: with ``memory_efficient``, process blocks of this many query
+            rows so that no Nq x Nk tensor is ever formed (the blocks are
+            recomputed in backward); ``None``: one block.
 
     Returns:
         ...xNk key-token weights.
     """
+    chunked = memory_efficient and chunk_size is not None and chunk_size < q.shape[-2]
+    if chunked:
+        assert chunk_size is not None
+        if torch.is_grad_enabled():
+            return _ChunkedTanimotoCompaction.apply(q, k, weight, eps, chunk_size)
+        return _chunked_compaction_forward(q, k, weight, eps, chunk_size)
     if memory_efficient and torch.is_grad_enabled():
         return _TanimotoCompaction.apply(q, k, weight, eps)
     return torch.matmul(weight, tanimoto_similarity(q, k, eps))
@@ -263,6 +350,8 @@ class RelPatchAttention2D(nn.Module):
         self.compact = nn.Linear(cgroups * grid * grid, 1)
         #: lean custom autograd for the similarities (see :func:`tanimoto_compaction`)
         self.memory_efficient = True
+        #: query rows per block of the similarity matrix (``None``: one block)
+        self.chunk_size: int | None = None
 
     def forward(self, x1: Tensor, x2: Tensor | None = None) -> Tensor:
         """Attend from the query map ``x1`` to the key/value map ``x2``.
@@ -289,6 +378,7 @@ class RelPatchAttention2D(nn.Module):
             self.compact.weight[0],
             self.eps,
             self.memory_efficient,
+            self.chunk_size,
         )
         weight = weight + self.compact.bias
         return d2sigmoid(_scale_patches(v, weight, self.cgroups, self.grid))
@@ -321,6 +411,8 @@ class RelPatchAttention3D(nn.Module):
         self.eps = eps
         #: lean custom autograd for the similarities (see :func:`tanimoto_compaction`)
         self.memory_efficient = True
+        #: query rows per block of the similarity matrix (``None``: one block)
+        self.chunk_size: int | None = None
         self.query = Conv3dNormed(
             channels, channels, 3, groups=heads, norm_groups=channels // 4
         )
@@ -350,7 +442,21 @@ class RelPatchAttention3D(nn.Module):
         mean = torch.full(
             (t * g * g,), 1 / (t * g * g), dtype=qt.dtype, device=qt.device
         )
-        weight = tanimoto_compaction(qt, kt, mean, self.eps, self.memory_efficient)
+        weight = tanimoto_compaction(
+            qt, kt, mean, self.eps, self.memory_efficient, self.chunk_size
+        )
         weight = weight.reshape(b, 1, t, g, 1, g, 1)
         out = v.reshape(b, c, t, g, h // g, g, w // g) * weight
         return d2sigmoid(out.reshape(b, c, t, h, w))
+
+
+def set_attention_chunk_size(model: nn.Module, chunk_size: int | None) -> None:
+    """Set :attr:`chunk_size` of every Tanimoto attention inside ``model``.
+
+    Args:
+        model: any module.
+        chunk_size: query rows per block of the similarity matrix, or ``None``.
+    """
+    for module in model.modules():
+        if isinstance(module, RelPatchAttention2D | RelPatchAttention3D):
+            module.chunk_size = chunk_size

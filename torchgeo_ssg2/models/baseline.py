@@ -5,6 +5,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ._validation import check_image
+from .attention import set_attention_chunk_size
 from .decoder import PTAViTDecoder
 from .encoder import PTAViTEncoder
 from .heads import ConditionedMultitaskHead
@@ -58,6 +59,7 @@ class PTAViT(nn.Module):
             self.config.segm_act,
             self.config.norm_groups,
         )
+        set_attention_chunk_size(self, self.config.attention_chunk_size)
 
     def forward(self, image: Tensor) -> Tensor:
         """Predict segmentation, boundary and distance maps.

@@ -29,14 +29,16 @@ class _D2SigmoidFunction(torch.autograd.Function):
     def forward(ctx: FunctionCtx, x: Tensor) -> Tensor:
         s = torch.sigmoid(x)
         ctx.save_for_backward(s)
-        return s * (1 - s) * (2 * s - 1)
+        # p = s - s², out = (2s - 1) p: three temporaries fewer than the plain chain
+        p = torch.addcmul(s, s, s, value=-1)
+        return torch.mul(s, 2).sub_(1).mul_(p)
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad: Tensor) -> Tensor:
         (s,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        p = s * (1 - s)
+        p = torch.addcmul(s, s, s, value=-1)
         # d/dx [p (2s - 1)] = p (6p - 1)
-        return grad * p * (6 * p - 1)
+        return torch.mul(p, 6).sub_(1).mul_(p).mul_(grad)
 
 
 def d2sigmoid(x: Tensor) -> Tensor:

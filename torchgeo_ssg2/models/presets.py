@@ -45,6 +45,10 @@ class ModelConfig:
             (``model_kwargs: {checkpointing: true, support_chunk_size: 1}``). Same outputs and gradients, less memory, about one more
             forward pass of time. BatchNorm running statistics are updated again
             during the recomputation (as with any checkpointed BatchNorm).
+        attention_chunk_size: query tokens per block of every Tanimoto
+            similarity matrix (forward and backward); ``None`` forms each
+            matrix whole. Same function, less peak memory, one more matrix
+            product per block in backward.
     """
 
     filters: int = 96
@@ -60,6 +64,7 @@ class ModelConfig:
     segm_act: str = 'sigmoid'
     support_chunk_size: int | None = None
     checkpointing: bool = False
+    attention_chunk_size: int | None = None
 
     @property
     def stage_heads(self) -> tuple[int, ...]:
@@ -112,6 +117,11 @@ class ModelConfig:
         if self.segm_act not in ('sigmoid', 'softmax'):
             raise ValueError(
                 f"segm_act must be 'sigmoid' or 'softmax', got {self.segm_act!r}"
+            )
+        if self.attention_chunk_size is not None and self.attention_chunk_size < 1:
+            raise ValueError(
+                'attention_chunk_size must be >= 1 or None, got '
+                f'{self.attention_chunk_size}'
             )
         if self.support_chunk_size is not None and self.support_chunk_size < 1:
             raise ValueError(

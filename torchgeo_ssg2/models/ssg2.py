@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ._validation import check_image, check_support
-from .attention import spatial_grid
+from .attention import set_attention_chunk_size, spatial_grid
 from .decoder import PTAViTDecoder
 from .encoder import DualPTAViTEncoder
 from .heads import ConditionedMultitaskHead, hamacher_conorm, hamacher_tnorm
@@ -162,6 +162,7 @@ class SSG2(nn.Module):
         self.encoder = DualPTAViTEncoder(in_channels, self.config)
         self.decoder = PTAViTDecoder(self.config)
         self.head = SSG2Head(self.config.filters, self.num_outputs, self.config)
+        set_attention_chunk_size(self, self.config.attention_chunk_size)
 
     def _features(self, image: Tensor, support_image: Tensor) -> Tensor:
         """Batched base pass over the supports (in chunks if configured)."""
