@@ -23,6 +23,10 @@ Models (``--model``):
 * ``ptavit-test`` / ``ssg2-test``: the package's models at the ``test`` preset
   (SSG2 with T supports read from the raster itself); slow on CPU.
 
+``--extra-throughput MODEL:SIZE ...`` repeats the throughput measurement for other
+models and sizes (e.g. ``ptavit-test:512``, the package's PTAViT at its test preset),
+reported under ``extra_throughput``.
+
 Usage: ``python benchmarks/bench_predict.py [--sizes 2048 8192] [--json out.json]``.
 """
 
@@ -231,6 +235,9 @@ def child_throughput(args: argparse.Namespace) -> dict[str, Any]:
         'forward_windows_per_s': forward_rate,
         'pipeline_windows_per_s': pipeline_rate,
         'pipeline_over_forward_throughput': pipeline_rate / forward_rate,
+        # per repeat (forward and pipeline run back to back): the spread shows how
+        # much other processes on the machine disturb the timings
+        'ratio_per_repeat': [f[0] / p[0] for f, p in zip(f_runs, p_runs, strict=True)],
         # the same from CPU time (all threads): the pipeline's extra work, less
         # sensitive to other processes on a shared machine than wall time
         'pipeline_over_forward_cpu_efficiency': min(c for _, c in f_runs)
@@ -238,7 +245,9 @@ def child_throughput(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_child(mode: str, args: argparse.Namespace, size: int) -> dict[str, Any]:
+def run_child(
+    mode: str, args: argparse.Namespace, size: int, model: str | None = None
+) -> dict[str, Any]:
     cmd = [
         sys.executable,
         __file__,
@@ -249,7 +258,7 @@ def run_child(mode: str, args: argparse.Namespace, size: int) -> dict[str, Any]:
         '--workdir',
         str(args.workdir),
         '--model',
-        args.model,
+        model or args.model,
         '--window',
         str(args.window),
         '--overlap',
@@ -283,7 +292,14 @@ def main() -> None:
     parser.add_argument('--overlap', type=int, default=64)
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--repeats', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument(
+        '--extra-throughput',
+        nargs='*',
+        default=[],
+        metavar='MODEL:SIZE',
+        help='further pipeline/forward measurements (e.g. a real package model)',
+    )
     parser.add_argument('--workdir', default=None)
     parser.add_argument('--json', default=None, help='also write the JSON here')
     parser.add_argument('--child', choices=('predict', 'throughput'), default=None)
@@ -301,11 +317,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix='bench_predict_') as tmp:
         args.workdir = Path(args.workdir or tmp)
         args.workdir.mkdir(parents=True, exist_ok=True)
-        for size in args.sizes:
+        extra_specs = [spec.split(':') for spec in args.extra_throughput]
+        sizes = sorted({*args.sizes, *(int(n) for _, n in extra_specs)})
+        for size in sizes:
             make_raster(args.workdir / f'in_{size}.tif', size)
         runs = [run_child('predict', args, size) for size in args.sizes]
         small, large = min(args.sizes), max(args.sizes)
         throughput = run_child('throughput', args, small)
+        extra_throughput = [
+            {'model': m} | run_child('throughput', args, int(n), model=m)
+            for m, n in extra_specs
+        ]
     rss = {r['size']: r['peak_rss_mb'] for r in runs}
     extra = {r['size']: r['peak_above_baseline_mb'] for r in runs}
     result = {
@@ -330,6 +352,7 @@ def main() -> None:
         'pipeline_over_forward_cpu_efficiency': throughput[
             'pipeline_over_forward_cpu_efficiency'
         ],
+        'extra_throughput': extra_throughput,
     }
     text = json.dumps(result, indent=2)
     print(text)
