@@ -1,3 +1,4 @@
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -280,6 +281,8 @@ def test_error_midway_leaves_nothing(raster: Path, tmp_path: Path) -> None:
             progress=False,
         )
     assert listing(tmp_path) == before
+    # the reader thread was stopped before the input was closed
+    assert not any(t.name == 'raster-reader' for t in threading.enumerate())
 
 
 def test_uncertainty_needs_a_model_that_gives_it(raster: Path, tmp_path: Path) -> None:

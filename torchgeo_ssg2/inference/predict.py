@@ -210,10 +210,11 @@ def predict_raster(
         overwrite=overwrite,
         blend_floor=blend_floor,
     )
+    reader = _prefetch(loader)
     try:
         with gdal_cache_limit(), torch.inference_mode():
             batches = tqdm(
-                _prefetch(loader),
+                reader,
                 total=len(loader),
                 desc=f'predict {Path(input).name}',
                 unit='batch',
@@ -228,6 +229,7 @@ def predict_raster(
         assembler.abort()
         raise
     finally:
+        reader.close()  # stops and joins the reader thread before the file closes
         dataset.close()
         model.to(model_device)
         model.train(was_training)
