@@ -106,6 +106,36 @@ class TestSSG2TaskCLI:
         resumed = torch.load(path, map_location='cpu', weights_only=False)
         assert resumed['global_step'] == 2
 
+    def test_python_checkpoint_in_cli(self, tmp_path: Path) -> None:
+        task = _task()
+        dm = DubaiAerialDataModule(
+            batch_size=2, patch_size=32, sequence_length=2, root=ROOT
+        )
+        trainer = Trainer(
+            accelerator='cpu',
+            max_steps=1,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+        )
+        trainer.fit(task, dm)
+        path = tmp_path / 'python.ckpt'
+        trainer.save_checkpoint(path)
+        hparams = torch.load(path, weights_only=False)['hyper_parameters']
+        assert hparams['_class_path'] == 'torchgeo_ssg2.trainers.ssg2.SSG2Task'
+        assert SSG2Task.load_from_checkpoint(path).hparams['num_classes'] == NC
+        main(
+            [
+                'validate',
+                *_args(tmp_path),
+                '--ckpt_path',
+                str(path),
+                '--trainer.limit_val_batches',
+                '1',
+            ]
+        )
+
 
 class TestSSG2Task:
     def test_subclass(self) -> None:

@@ -155,6 +155,23 @@ class MultitaskSegmentationTask(SemanticSegmentation):
             'lr_scheduler': {'scheduler': scheduler, 'interval': 'step'},
         }
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the task's class path in the checkpoint's hyper-parameters.
+
+        LightningCLI (``torchgeo fit|validate|test|predict --ckpt_path``) rebuilds
+        the model from ``hyper_parameters['_class_path']``, which it only adds
+        itself for tasks it instantiated; adding it here makes checkpoints of tasks
+        built in Python (e.g. by ``make demo``) usable from the CLI too.
+        ``load_from_checkpoint`` ignores the key.
+
+        Args:
+            checkpoint: The checkpoint dictionary being saved.
+        """
+        hparams = checkpoint.get('hyper_parameters')
+        if isinstance(hparams, dict) and '_class_path' not in hparams:
+            cls = type(self)
+            hparams['_class_path'] = f'{cls.__module__}.{cls.__qualname__}'
+
     def segmentation(self, maps: Tensor) -> Tensor:
         """The segmentation channels of the real classes (NULL excluded).
 
