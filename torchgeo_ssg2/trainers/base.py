@@ -155,6 +155,31 @@ class MultitaskSegmentationTask(SemanticSegmentation):
             'lr_scheduler': {'scheduler': scheduler, 'interval': 'step'},
         }
 
+    def _log_metrics(self, metrics: Any) -> None:
+        """Log and reset a metric collection at the end of an epoch.
+
+        torchmetrics already reduces the states over DDP ranks in ``compute()``, so
+        every rank holds the same values; ``sync_dist=True`` only tells Lightning
+        so (no "recommended to use sync_dist" warnings under DDP).
+
+        Args:
+            metrics: The MetricCollection of the stage.
+        """
+        self.log_dict(metrics.compute(), sync_dist=True)
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        """Log train metrics."""
+        self._log_metrics(self.train_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log validation metrics."""
+        self._log_metrics(self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        """Log test metrics."""
+        self._log_metrics(self.test_metrics)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the task's class path in the checkpoint's hyper-parameters.
 
