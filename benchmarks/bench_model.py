@@ -2,14 +2,22 @@
 
 Prints one JSON object: per-sample seconds of a training step (forward + backward of
 the sum of the output means) and of inference (``forward_inference`` / ``forward``
-without gradients) for each model, and the ratios ``ssg2_over_ptavit_T{t}`` (training
-step), ``ssg2_over_ptavit_train_T{t}`` (the same) and ``ssg2_over_ptavit_infer_T{t}``.
+without gradients) for each model, and the ratios ``ssg2_over_ptavit_train_T{t}``
+(training step; ``ssg2_over_ptavit_T{t}`` is the same value) and
+``ssg2_over_ptavit_infer_T{t}``. SSG2 and PTAViT calls alternate and the medians
+are compared, so that load changes on a shared machine hit both alike.
 
-With ``--profile`` it adds the inclusive forward time of SSG2's main modules for the
-largest T (``ssg2_forward_ms_by_module``); ``peak_rss_gb`` is the process's peak
-resident memory over the whole run (Linux/macOS).
+``--profile`` adds ``ssg2_step_by_module`` (forward / backward milliseconds and
+activations saved for backward per module, largest T), ``ptavit_parts_s`` and
+``lower_bound_{train,infer}_T{t}`` (the ratio SSG2 cannot go below with the same
+function: T encoders pairs, T decoders and 3T + 1 heads against one of each);
+``--paper-memory`` adds ``peak_rss_gb_paper_256_T4`` (a paper-preset training step
+at 256², B = 1, T = 4, checkpointing on, in a fresh process); ``--memory-per-t``
+only reports the activations a training step keeps (``ssg2_saved_gb_T{t}``).
+``peak_rss_gb`` is this process's peak resident memory (Linux/macOS).
 
-    python benchmarks/bench_model.py --preset small --size 128 --threads 2
+    python benchmarks/bench_model.py --preset small --size 128 --batch-size 1 \
+        --threads 1 --profile --paper-memory
 """
 
 import argparse
@@ -208,6 +216,61 @@ def _profile(
     return result
 
 
+def _saved_gb(fn: Callable[[], object]) -> float:
+    """GB of activations a forward keeps for backward (storages counted once)."""
+    seen: set[int] = set()
+    total = [0]
+
+    def pack(x: torch.Tensor) -> torch.Tensor:
+        key = x.untyped_storage().data_ptr()
+        if key not in seen and not isinstance(x, torch.nn.Parameter):
+            seen.add(key)
+            total[0] += x.untyped_storage().nbytes()
+        return x
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        out = fn()
+    del out
+    return total[0] / 1e9
+
+
+def _gflops(
+    preset: str, size: int, lengths: list[int], in_channels: int, num_classes: int
+) -> dict[str, float]:
+    """Floating-point work (GFLOP, B = 1) of a training step and of inference.
+
+    Counted by ``torch.utils.flop_counter`` (convolutions and matrix products;
+    element-wise work is not counted) on the meta device, so nothing is computed.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out: dict[str, float] = {}
+    with torch.device('meta'):
+        base = PTAViT(in_channels, num_classes, preset=preset)
+        model = SSG2(in_channels, num_classes, preset=preset)
+        image = torch.randn(1, in_channels, size, size)
+        runs: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
+            ('ptavit', lambda: base(image), lambda: base(image))
+        ]
+        for t in lengths:
+            support = torch.randn(1, t, in_channels, size, size)
+            runs.append(
+                (
+                    f'ssg2_T{t}',
+                    lambda support=support: model(image, support),
+                    lambda support=support: model.forward_inference(image, support),
+                )
+            )
+        for name, train, infer in runs:
+            with FlopCounterMode(display=False) as counter:
+                _loss(train()).backward()  # type: ignore[arg-type]
+            out[f'gflop_train_{name}'] = counter.get_total_flops() / 1e9
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                infer()
+            out[f'gflop_infer_{name}'] = counter.get_total_flops() / 1e9
+    return out
+
+
 def _parts(
     baseline: PTAViT, image: torch.Tensor, repeats: int
 ) -> dict[str, dict[str, float]]:
@@ -298,6 +361,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         help='peak RSS of a paper-preset training step at 256², B = 1, T = 4, '
         'checkpointing on, one support per chunk (a subprocess; minutes)',
     )
+    parser.add_argument(
+        '--memory-per-t',
+        action='store_true',
+        help='only the activations kept for backward by a training step '
+        '(no checkpointing), per T and for PTAViT; no timing',
+    )
+    parser.add_argument(
+        '--flops',
+        action='store_true',
+        help='add the GFLOP of a training step and of inference (meta device)',
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -337,6 +411,20 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         baseline.eval()
         with torch.no_grad():
             baseline(image)
+
+    if args.flops:
+        result.update(_gflops(args.preset, s, args.lengths, c, args.num_classes))
+    if args.memory_per_t:
+        baseline.train()
+        model.train()
+        result['ptavit_saved_gb'] = _saved_gb(lambda: baseline(image))
+        for t in args.lengths:
+            support = torch.randn(b, t, c, s, s, generator=gen)
+            result[f'ssg2_saved_gb_T{t}'] = _saved_gb(
+                lambda support=support: model(image, support)
+            )
+        print(json.dumps(result, indent=2))
+        return result
 
     base_trains, base_infers = [], []
     for t in args.lengths:

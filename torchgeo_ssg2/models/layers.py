@@ -271,6 +271,8 @@ class DepthwiseConv3d(nn.Conv3d):
             return super().forward(x)
         weight, bias = self.weight, self.bias
         device = x.device.type
+        if not torch.amp.is_autocast_available(device):  # e.g. the meta device
+            return _DepthwiseConv3dFunction.apply(x, weight, bias)
         if torch.is_autocast_enabled(device):
             dtype = torch.get_autocast_dtype(device)
             x, weight = x.to(dtype), weight.to(dtype)
