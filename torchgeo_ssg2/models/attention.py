@@ -265,6 +265,10 @@ class _ChunkedTanimotoCompaction(torch.autograd.Function):
         )
 
 
+#: Dtypes in which the Tanimoto similarity is not computed.
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
 def tanimoto_compaction(
     q: Tensor,
     k: Tensor,
@@ -289,6 +293,15 @@ def tanimoto_compaction(
     Returns:
         ...xNk key-token weights.
     """
+    if q.dtype in _LOW_PRECISION or torch.is_autocast_enabled(q.device.type):
+        # |q|² + |k|² - <q,k> cancels catastrophically in bf16/fp16 (D2Sigmoid
+        # outputs are small): the denominators can round to 0 and the gradients to
+        # inf. The similarities are computed in float32 whatever the autocast state.
+        with torch.autocast(q.device.type, enabled=False):
+            out = tanimoto_compaction(
+                q.float(), k.float(), weight.float(), eps, memory_efficient, chunk_size
+            )
+        return out.to(q.dtype)
     chunked = memory_efficient and chunk_size is not None and chunk_size < q.shape[-2]
     if chunked:
         assert chunk_size is not None

@@ -137,6 +137,29 @@ class Conv2dNormed(nn.Sequential):
         )
 
 
+class _Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` that stays in float32 under CPU autocast.
+
+    oneDNN's bfloat16 grouped 3D convolution on the CPU returns non-finite weight
+    gradients for some inputs (seen with torch 2.14); other devices keep autocast's
+    lower precision.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Convolve.
+
+        Args:
+            x: BxCxTxHxW input.
+
+        Returns:
+            the BxC'xTxHxW output.
+        """
+        if x.device.type == 'cpu' and torch.is_autocast_enabled('cpu'):
+            with torch.autocast('cpu', enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
 class Conv3dNormed(nn.Sequential):
     """3D convolution (over T, H, W) without bias followed by GroupNorm."""
 
@@ -158,7 +181,7 @@ class Conv3dNormed(nn.Sequential):
             norm_groups: GroupNorm groups (must divide ``out_channels``).
         """
         super().__init__(
-            nn.Conv3d(
+            _Conv3d(
                 in_channels,
                 out_channels,
                 kernel_size,
