@@ -74,6 +74,10 @@ class TestDubaiAerial:
         with pytest.raises(DatasetNotFoundError, match='Dataset not found'):
             DubaiAerial(tmp_path)
 
+    def test_root_missing(self, tmp_path: Path) -> None:
+        with pytest.raises(DatasetNotFoundError, match='Dataset not found'):
+            DubaiAerial(root=str(tmp_path / 'does-not-exist'))
+
     def test_invalid_split(self) -> None:
         with pytest.raises(AssertionError):
             DubaiAerial(ROOT, split='foo')  # type: ignore[arg-type]

@@ -314,3 +314,44 @@ class TestGeoEpisodeDataset:
     def test_errors(self, geo_pair: tuple[RasterDataset, np.ndarray]) -> None:
         with pytest.raises(ValueError, match='max_nodata_fraction'):
             GeoEpisodeDataset(geo_pair[0], max_nodata_fraction=2)
+
+
+class TestEpisodeHelpers:
+    def test_set_epoch_through_mappings_and_sequences(self) -> None:
+        ds = EpisodeDataset(IdDataset(), SupportIndexSampler(12, 2, seed=0))
+        other = EpisodeDataset(IdDataset(), SupportIndexSampler(12, 2, seed=1))
+        loaders = {
+            'a': DataLoader(ds),
+            'b': [DataLoader(other), DataLoader(IdDataset())],
+        }
+        assert set_episode_epoch(loaders, 3) == 2
+        assert set_episode_epoch('not a loader', 3) == 0
+        sampler = SupportIndexSampler(12, 2, seed=0)
+        assert ds[5]['support_mask'][:, 0, 0].tolist() == sampler.supports(5, 3)
+
+    def test_negative_epoch(self) -> None:
+        ds = EpisodeDataset(IdDataset(), SupportIndexSampler(12, 2))
+        with pytest.raises(ValueError, match='epoch must be >= 0'):
+            ds.set_epoch(-1)
+
+    def test_infer_nodata(self, geo_pair: tuple[RasterDataset, np.ndarray]) -> None:
+        from torchgeo_ssg2.datasets.episodes import infer_nodata
+
+        dataset, _ = geo_pair
+        assert infer_nodata(dataset) == 0.0
+        (images, masks) = dataset.datasets
+        assert infer_nodata(masks) is None
+        assert infer_nodata(masks & masks) is None
+        images.nodata = 7
+        assert infer_nodata(images) == 7.0
+
+    def test_nodata_fraction_nan_and_mask(
+        self, geo_pair: tuple[RasterDataset, np.ndarray]
+    ) -> None:
+        dataset, _ = geo_pair
+        geo = GeoEpisodeDataset(dataset, nodata=float('nan'), mask_nodata=4)
+        image = torch.ones(2, 2, 2)
+        image[:, 0, 0] = float('nan')
+        mask = torch.tensor([[0, 4], [1, 2]])
+        assert geo.nodata_fraction({'image': image, 'mask': mask}) == 0.5
+        assert geo.nodata_fraction({'image': image}) == 0.25
