@@ -5,6 +5,10 @@ VENV ?= .venv
 PYTHON ?= $(shell for p in python3.12 python3.13 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12 /usr/local/bin/python3.12; do \
 	$$p -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && { echo $$p; break; }; done)
 PY := $(VENV)/bin/python
+# Idle OpenMP threads sleep instead of spinning; spinning threads slow torch down by
+# 10-20x on a machine where other processes compete for the cores.
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 STAMP := $(VENV)/.installed
 
 .PHONY: venv test demo lint format clean

@@ -26,6 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# Idle OpenMP threads sleep instead of spinning: on a busy machine spinning threads
+# made a training step ~20x slower (68 s against 3.4 s, tiny preset, 2 threads).
+# Must be set before torch starts its OpenMP runtime.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
 import matplotlib
 
 matplotlib.use('agg')
