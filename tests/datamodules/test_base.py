@@ -316,3 +316,28 @@ class TestEpisodicNonGeoDataModule:
         fig = plot_episode(sample, show_titles=False)
         assert len(fig.axes) == 3 * 2
         plt.close()
+
+
+def test_short_epoch_draws_from_every_image() -> None:
+    from torch.utils.data import Dataset
+
+    from torchgeo_ssg2.datamodules.base import RandomPatchDataset
+
+    class Images(Dataset):
+        sizes = [(64, 64)] * 10
+
+        def __len__(self) -> int:
+            return 10
+
+        def __getitem__(self, i: int) -> dict:
+            return {
+                'image': torch.full((1, 64, 64), float(i)),
+                'mask': torch.full((64, 64), i, dtype=torch.long),
+            }
+
+    # 16 patches per image in the table; an epoch of 40 patches must not come
+    # from the first three images only.
+    ds = RandomPatchDataset(Images(), 16, length=40, seed=0)
+    images = {ds.image_index(i) for i in range(len(ds))}
+    assert len(images) >= 8
+    assert {int(ds[i]['mask'][0, 0]) for i in range(5)} <= set(range(10))

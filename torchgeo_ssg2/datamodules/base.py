@@ -121,7 +121,8 @@ class RandomPatchDataset(_PatchDataset):
 
     Item ``i`` is a patch of image ``i % n`` of a table that lists every image once
     per patch needed to cover it, so larger images give proportionally more
-    patches. The patch position is drawn from a generator seeded by
+    patches; the table is shuffled once (seeded), so an epoch shorter than the
+    table still samples every image. The patch position is drawn from a generator seeded by
     ``(seed, epoch, i)``: reproducible, independent of worker or rank, and new
     every epoch (:meth:`set_epoch`, or an ``(index, epoch)`` pair as index).
 
@@ -145,11 +146,16 @@ class RandomPatchDataset(_PatchDataset):
     ) -> None:
         super().__init__(dataset, size)
         ph, pw = self.size
-        self.table: list[int] = [
+        table = [
             k
             for k, (h, w) in enumerate(self.sizes)
             for _ in range(math.ceil(h / ph) * math.ceil(w / pw))
         ]
+        # A fixed shuffle of the table, so that an epoch shorter than the table
+        # (``length``) still draws from every image in proportion to its area
+        # instead of from the first images only.
+        order = np.random.default_rng([seed, len(table)]).permutation(len(table))
+        self.table: list[int] = [table[j] for j in order]
         self.length = len(self.table) if length is None else int(length)
         if self.length < 1 or not self.table:
             raise ValueError(f'RandomPatchDataset needs length >= 1, got {length}')
