@@ -14,30 +14,15 @@ import json
 import time
 from typing import Any
 
-import numpy as np
 from lightning.pytorch import Trainer, seed_everything
-from torch.utils.data import Subset
 
-from torchgeo_ssg2.datamodules import DubaiAerialDataModule
 from torchgeo_ssg2.datasets import DubaiAerial
+from torchgeo_ssg2.demo import HeldOutDubaiDataModule as HeldOutDubai
 from torchgeo_ssg2.trainers import PTAViTTask, SSG2Task
 
 
-class HeldOutDubai(DubaiAerialDataModule):
-    """Dubai episodes, testing on an evenly spread subset of the test grid."""
-
-    eval_windows: int = 96
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if stage == 'test':
-            n = len(self.test_dataset)
-            keep = np.unique(np.linspace(0, n - 1, min(self.eval_windows, n)))
-            self.test_dataset = Subset(self.test_dataset, keep.astype(int).tolist())
-
-
-def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    seed_everything(args.seed, workers=True)
+def make_task(name: str, args: argparse.Namespace) -> SSG2Task | PTAViTTask:
+    """Build SSG2 (``name == 'SSG2'``) or PTAViT with the comparison's settings."""
     labels = list(DubaiAerial.classes)
     common = {
         'preset': args.preset,
@@ -49,11 +34,28 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
         'lr': 1e-3,
         'eps': 1e-6,
     }
-    task = (
-        SSG2Task(sequence_length=args.sequence_length, **common)
-        if name == 'SSG2'
-        else PTAViTTask(**common)
+    if name == 'SSG2':
+        return SSG2Task(sequence_length=args.sequence_length, **common)
+    return PTAViTTask(**common)
+
+
+def make_trainer(steps: int) -> Trainer:
+    """A quiet CPU trainer for *steps* updates without validation."""
+    return Trainer(
+        accelerator='cpu',
+        devices=1,
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
+
+
+def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    seed_everything(args.seed, workers=True)
+    task = make_task(name, args)
     dm = HeldOutDubai(
         batch_size=args.batch_size,
         patch_size=args.patch_size,
@@ -63,16 +65,7 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
         root=args.root,
     )
     dm.eval_windows = args.eval_windows
-    trainer = Trainer(
-        accelerator='cpu',
-        devices=1,
-        max_steps=args.steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = make_trainer(args.steps)
     t0 = time.perf_counter()
     trainer.fit(task, dm)
     train_seconds = time.perf_counter() - t0

@@ -30,11 +30,8 @@ import time
 from typing import Any
 
 import torch
-from compare_dubai import HeldOutDubai
-from lightning.pytorch import Trainer, seed_everything
-
-from torchgeo_ssg2.datasets import DubaiAerial
-from torchgeo_ssg2.trainers import SSG2Task
+from compare_dubai import HeldOutDubai, make_task, make_trainer
+from lightning.pytorch import seed_everything
 
 STRATEGIES = ('random', 'same_source')
 
@@ -73,28 +70,8 @@ def train_and_score(strategy: str, args: argparse.Namespace) -> list[dict[str, A
         One row per evaluation strategy, the training strategy's first.
     """
     seed_everything(args.seed, workers=True)
-    labels = list(DubaiAerial.classes)
-    task = SSG2Task(
-        sequence_length=args.sequence_length,
-        preset=args.preset,
-        in_channels=3,
-        num_classes=len(labels),
-        labels=labels,
-        ignore_index=DubaiAerial.ignore_index,
-        optimizer='radam',
-        lr=1e-3,
-        eps=1e-6,
-    )
-    trainer = Trainer(
-        accelerator='cpu',
-        devices=1,
-        max_steps=args.steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    task = make_task('SSG2', args)
+    trainer = make_trainer(args.steps)
     t0 = time.perf_counter()
     trainer.fit(task, datamodule(strategy, args))
     train_seconds = time.perf_counter() - t0

@@ -55,11 +55,15 @@ from .inference import predict_raster
 from .samplers import SupportBank
 from .trainers import SSG2Task
 
-__all__ = ('main', 'run_demo')
+__all__ = ('HeldOutDubaiDataModule', 'main', 'run_demo')
 
 
-class _DemoDataModule(DubaiAerialDataModule):
-    """The Dubai datamodule, testing on an evenly spread subset of the test grid."""
+class HeldOutDubaiDataModule(DubaiAerialDataModule):
+    """The Dubai datamodule, testing on an evenly spread subset of the test grid.
+
+    Set :attr:`eval_windows` to the number of test windows to keep (None: all);
+    also used by ``scripts/compare_dubai.py`` and ``scripts/compare_supports.py``.
+    """
 
     eval_windows: int | None = None
 
@@ -196,7 +200,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     labels = list(DubaiAerial.classes)
     ignore = DubaiAerial.ignore_index
 
-    datamodule = _DemoDataModule(
+    datamodule = HeldOutDubaiDataModule(
         batch_size=args.batch_size,
         patch_size=args.patch_size,
         sequence_length=args.sequence_length,
