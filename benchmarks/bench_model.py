@@ -14,6 +14,11 @@ function: T encoders pairs, T decoders and 3T + 1 heads against one of each);
 ``--paper-memory`` adds ``peak_rss_gb_paper_256_T4`` (a paper-preset training step
 at 256², B = 1, T = 4, checkpointing on, in a fresh process); ``--memory-per-t``
 only reports the activations a training step keeps (``ssg2_saved_gb_T{t}``).
+``--flops`` adds the counted work (``gflop_{train,infer}_{ptavit,ssg2_T{t}}``,
+``gflop_infer_by_module_T{t}``), ``peak_matmul_gflops`` (a 2048³ float32 matrix
+product on the same threads) and, at batch size 1, the achieved rates
+(``{ptavit,ssg2}_gflops_*``), ``flop_ratio_{train,infer}_T{t}`` and the rate each of
+issue 7's goals would need (``needed_gflops_*``, ``needed_over_peak_*``).
 ``peak_rss_gb`` is this process's peak resident memory (Linux/macOS).
 
     python benchmarks/bench_model.py --preset small --size 128 --batch-size 1 \
@@ -234,20 +239,84 @@ def _saved_gb(fn: Callable[[], object]) -> float:
     return total[0] / 1e9
 
 
+def _module_gflops(counter: object, prefix: str) -> dict[str, float]:
+    """GFLOP per :data:`_PROFILED` module from a ``FlopCounterMode``'s counts."""
+    counts = counter.get_flop_counts()  # type: ignore[attr-defined]
+    out = {}
+    for name in _PROFILED:
+        key = f'{prefix}.{name}'
+        if key in counts:
+            flops = sum(counts[key].values())
+        else:  # a ModuleList: sum its direct children
+            depth = key.count('.') + 1
+            flops = sum(
+                sum(ops.values())
+                for child, ops in counts.items()
+                if child.startswith(key + '.') and child.count('.') == depth
+            )
+        out[name] = round(flops / 1e9, 3)
+    return out
+
+
+def _conv_backward_flop(
+    grad_out_shape: list[int],
+    x_shape: list[int],
+    w_shape: list[int],
+    *args: object,
+    **kwargs: object,
+) -> int:
+    """FLOP of ``aten.convolution_backward``: one forward's worth per gradient.
+
+    torch's own formula (2.14) ignores ``groups`` for the input gradient and
+    overcounts a grouped convolution's backward ``(groups + 1) / 2`` times (33x
+    for a depthwise 32-channel convolution); the input gradient and the weight
+    gradient each cost exactly what the forward costs.
+    """
+    from torch.utils.flop_counter import conv_flop_count
+
+    transposed, output_mask = args[4], args[7]
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)  # type: ignore[arg-type]
+    return forward * (int(output_mask[0]) + int(output_mask[1]))  # type: ignore[index]
+
+
+def _flop_counter() -> object:
+    """A ``FlopCounterMode`` with the grouped-convolution backward counted right."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(
+        display=False,
+        custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop},
+    )
+
+
+class _Inference(torch.nn.Module):
+    """Calls ``forward_inference`` as ``forward`` (so the flop counter names modules)."""
+
+    def __init__(self, model: SSG2) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, support: torch.Tensor) -> object:
+        return self.model.forward_inference(image, support)
+
+
 def _gflops(
     preset: str, size: int, lengths: list[int], in_channels: int, num_classes: int
-) -> dict[str, float]:
+) -> dict[str, object]:
     """Floating-point work (GFLOP, B = 1) of a training step and of inference.
 
     Counted by ``torch.utils.flop_counter`` (convolutions and matrix products;
-    element-wise work is not counted) on the meta device, so nothing is computed.
+    element-wise work is not counted; grouped-convolution backward corrected, see
+    :func:`_conv_backward_flop`) on the meta device, so nothing is computed.
+    ``gflop_infer_by_module_T{t}`` splits SSG2's inference work by module for
+    the largest T (forward only: the counter's attribution of backward work to
+    modules is not reliable; a training step costs about three forwards).
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    out: dict[str, float] = {}
+    out: dict[str, object] = {}
     with torch.device('meta'):
         base = PTAViT(in_channels, num_classes, preset=preset)
         model = SSG2(in_channels, num_classes, preset=preset)
+        inference = _Inference(model)
         image = torch.randn(1, in_channels, size, size)
         runs: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
             ('ptavit', lambda: base(image), lambda: base(image))
@@ -258,17 +327,55 @@ def _gflops(
                 (
                     f'ssg2_T{t}',
                     lambda support=support: model(image, support),
-                    lambda support=support: model.forward_inference(image, support),
+                    lambda support=support: inference(image, support),
                 )
             )
         for name, train, infer in runs:
-            with FlopCounterMode(display=False) as counter:
+            with _flop_counter() as counter:  # type: ignore[attr-defined]
                 _loss(train()).backward()  # type: ignore[arg-type]
             out[f'gflop_train_{name}'] = counter.get_total_flops() / 1e9
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            with torch.no_grad(), _flop_counter() as counter:  # type: ignore[attr-defined]
                 infer()
             out[f'gflop_infer_{name}'] = counter.get_total_flops() / 1e9
+            if name == f'ssg2_T{max(lengths)}':
+                out[f'gflop_infer_by_module_T{max(lengths)}'] = _module_gflops(
+                    counter, '_Inference.model'
+                )
     return out
+
+
+#: issue 7's goals for SSG2 / PTAViT at T = 4
+GOALS = {'train': 8.0, 'infer': 6.0}
+
+
+def _peak_gflops(repeats: int, n: int = 2048) -> float:
+    """GFLOP/s of a large float32 matrix product (the machine's practical peak)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    seconds = _time(lambda: torch.mm(a, b), max(repeats, 5))
+    return 2 * n**3 / seconds / 1e9
+
+
+def _rate_analysis(result: dict[str, object], lengths: list[int]) -> None:
+    """Achieved GFLOP/s, and the rate each goal would need (into ``result``).
+
+    ``needed_gflops_{train,infer}_T{t}`` is the counted work of SSG2 divided by
+    the time the goal allows (goal x PTAViT's measured time): a goal is out of
+    reach for the same function at this precision when it exceeds
+    ``peak_matmul_gflops``, since element-wise work (norms, activations) is not
+    even counted.
+    """
+    peak = result['peak_matmul_gflops']
+    for mode in ('train', 'infer'):
+        base_s = result[f'ptavit_{mode}_s']
+        result[f'ptavit_gflops_{mode}'] = result[f'gflop_{mode}_ptavit'] / base_s
+        for t in lengths:
+            work = result[f'gflop_{mode}_ssg2_T{t}']
+            result[f'ssg2_gflops_{mode}_T{t}'] = work / result[f'ssg2_{mode}_s_T{t}']
+            result[f'flop_ratio_{mode}_T{t}'] = work / result[f'gflop_{mode}_ptavit']
+            needed = work / (GOALS[mode] * base_s)
+            result[f'needed_gflops_{mode}_T{t}'] = needed
+            result[f'needed_over_peak_{mode}_T{t}'] = needed / peak  # type: ignore[operator]
 
 
 def _parts(
@@ -370,7 +477,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument(
         '--flops',
         action='store_true',
-        help='add the GFLOP of a training step and of inference (meta device)',
+        help='add the GFLOP of a training step and of inference (meta device), '
+        'per module for the largest T, the peak matrix-product rate and the '
+        'GFLOP/s each goal would need (batch size 1)',
     )
     args = parser.parse_args(argv)
 
@@ -414,6 +523,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     if args.flops:
         result.update(_gflops(args.preset, s, args.lengths, c, args.num_classes))
+        result['peak_matmul_gflops'] = _peak_gflops(args.repeats)
     if args.memory_per_t:
         baseline.train()
         model.train()
@@ -451,6 +561,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         result[f'ssg2_over_ptavit_infer_T{t}'] = infer / base_infer_s
     result['ptavit_train_s'] = statistics.median(base_trains) / b
     result['ptavit_infer_s'] = statistics.median(base_infers) / b
+    if args.flops and b == 1:
+        _rate_analysis(result, args.lengths)
 
     if args.profile:
         result['ssg2_step_by_module'] = _profile(model, image, support)

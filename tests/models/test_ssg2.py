@@ -210,6 +210,24 @@ def test_parameter_parity() -> None:
     assert abs(n - 75.3e6) / 75.3e6 < 0.02
 
 
+def test_runs_on_meta_device() -> None:
+    # FLOP counting (benchmarks/bench_model.py --flops) runs the model on 'meta',
+    # where autocast does not exist: the bf16 guards must not query it there
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device('meta'):
+        model = SSG2(C, NUM_CLASSES, preset='test')
+        image = torch.randn(2, C, 32, 32)
+        support = torch.randn(2, 2, C, 32, 32)
+        with FlopCounterMode(display=False) as counter:
+            out = model(image, support)
+            out['target'].mean().backward()
+    assert out['target'].shape == (2, 3 * (NUM_CLASSES + 1), 32, 32)
+    assert counter.get_total_flops() > 0
+    counts = counter.get_flop_counts()
+    assert sum(counts['SSG2.head.sequence'].values()) > 0
+
+
 @pytest.mark.parametrize(
     ('dropout', 'chunk'),
     [(0.1, None), (0.0, 1)],  # chunks draw dropout masks in another order

@@ -16,6 +16,7 @@ divide every multiple of 32.
 """
 
 import math
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -293,11 +294,13 @@ def tanimoto_compaction(
     Returns:
         ...xNk key-token weights.
     """
-    if q.dtype in _LOW_PRECISION or torch.is_autocast_enabled(q.device.type):
+    device = q.device.type
+    available = torch.amp.is_autocast_available(device)  # not on e.g. 'meta'
+    if q.dtype in _LOW_PRECISION or (available and torch.is_autocast_enabled(device)):
         # |q|² + |k|² - <q,k> cancels catastrophically in bf16/fp16 (D2Sigmoid
         # outputs are small): the denominators can round to 0 and the gradients to
         # inf. The similarities are computed in float32 whatever the autocast state.
-        with torch.autocast(q.device.type, enabled=False):
+        with torch.autocast(device, enabled=False) if available else nullcontext():
             out = tanimoto_compaction(
                 q.float(), k.float(), weight.float(), eps, memory_efficient, chunk_size
             )
