@@ -6,7 +6,12 @@ size) and the same number of gradient updates; PTAViT ignores the supports. Both
 are scored on the same evenly spread held-out (test-split) windows, SSG2 with fixed
 supports from the test split. Prints a markdown table.
 
+``--precision`` is passed to Lightning's ``Trainer`` (e.g. ``bf16-mixed`` for CPU
+bf16 autocast; it covers training and the test pass) and ``--models`` restricts
+the run to some of the models:
+
     python scripts/compare_dubai.py --steps 200
+    python scripts/compare_dubai.py --steps 200 --models SSG2 --precision bf16-mixed
 """
 
 import argparse
@@ -39,12 +44,24 @@ def make_task(name: str, args: argparse.Namespace) -> SSG2Task | PTAViTTask:
     return PTAViTTask(**common)
 
 
-def make_trainer(steps: int) -> Trainer:
-    """A quiet CPU trainer for *steps* updates without validation."""
+MODELS = ('SSG2', 'PTAViT')
+
+
+def make_trainer(steps: int, precision: str = '32-true') -> Trainer:
+    """A quiet CPU trainer for *steps* updates without validation.
+
+    Args:
+        steps: Number of gradient updates.
+        precision: Lightning's ``precision`` (e.g. ``'32-true'``, ``'bf16-mixed'``).
+
+    Returns:
+        The trainer.
+    """
     return Trainer(
         accelerator='cpu',
         devices=1,
         max_steps=steps,
+        precision=precision,
         limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
@@ -54,6 +71,7 @@ def make_trainer(steps: int) -> Trainer:
 
 
 def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Train and score one model; return its result row."""
     seed_everything(args.seed, workers=True)
     task = make_task(name, args)
     dm = HeldOutDubai(
@@ -65,21 +83,24 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
         root=args.root,
     )
     dm.eval_windows = args.eval_windows
-    trainer = make_trainer(args.steps)
+    trainer = make_trainer(args.steps, args.precision)
     t0 = time.perf_counter()
     trainer.fit(task, dm)
     train_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     (metrics,) = trainer.test(task, dm, verbose=False)
     test_seconds = time.perf_counter() - t0
+    steps = int(trainer.global_step)
     return {
         'model': name,
+        'precision': args.precision,
         'params': sum(p.numel() for p in task.model.parameters()),
-        'steps': int(trainer.global_step),
+        'steps': steps,
         'mean_iou': float(metrics['test_AverageJaccardIndex']),
         'mean_f1': float(metrics['test_AverageF1Score']),
         'overall_accuracy': float(metrics['test_OverallAccuracy']),
         'train_seconds': train_seconds,
+        'seconds_per_update': train_seconds / max(steps, 1),
         'test_seconds': test_seconds,
         'windows': len(dm.test_dataset),
     }
@@ -95,26 +116,40 @@ def main() -> None:
     parser.add_argument('--sequence-length', type=int, default=2)
     parser.add_argument('--eval-windows', type=int, default=96)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--precision',
+        default='32-true',
+        help="Lightning Trainer precision, e.g. '32-true' or 'bf16-mixed'",
+    )
+    parser.add_argument(
+        '--models',
+        nargs='+',
+        choices=MODELS,
+        default=list(MODELS),
+        help='models to run (default: both)',
+    )
     parser.add_argument('--json', help='also write the rows to this JSON file')
     args = parser.parse_args()
 
-    rows = [run(name, args) for name in ('SSG2', 'PTAViT')]
+    rows = [run(name, args) for name in args.models]
     print(
         f'\nDubai demo data, {args.preset} preset, seed {args.seed}, {args.steps} '
         f'gradient updates of batch {args.batch_size} ({args.patch_size}-px patches, '
-        f'SSG2 T={args.sequence_length}), CPU; scored on {rows[0]["windows"]} '
-        'held-out test windows.\n'
+        f'SSG2 T={args.sequence_length}), CPU, precision {args.precision}; '
+        f'scored on {rows[0]["windows"]} held-out test windows.\n'
     )
     print(
-        '| model | params | updates | mean IoU | mean F1 | overall acc. '
-        '| train wall time (s) | test wall time (s) |'
+        '| model | precision | params | updates | mean IoU | mean F1 | overall acc. '
+        '| train wall time (s) | s / update | test wall time (s) |'
     )
-    print('|---|---|---|---|---|---|---|---|')
+    print('|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         print(
-            f'| {r["model"]} | {r["params"] / 1e6:.2f} M | {r["steps"]} '
+            f'| {r["model"]} | {r["precision"]} | {r["params"] / 1e6:.2f} M '
+            f'| {r["steps"]} '
             f'| {r["mean_iou"]:.3f} | {r["mean_f1"]:.3f} | {r["overall_accuracy"]:.3f} '
-            f'| {r["train_seconds"]:.0f} | {r["test_seconds"]:.0f} |'
+            f'| {r["train_seconds"]:.0f} | {r["seconds_per_update"]:.2f} '
+            f'| {r["test_seconds"]:.0f} |'
         )
     if args.json:
         with open(args.json, 'w') as f:
