@@ -125,10 +125,12 @@ class DualPTAViTEncoder(nn.Module):
         super().__init__()
         self.encoder = PTAViTEncoder(in_channels, config)
         f = config.filters
+        # as in the official code: dense projections (one head) and 16 channel
+        # groups whatever the width (the stage attentions scale both with F)
         self.fuse_first = FusionV2(
             f,
-            config.stage_heads[0],
-            channel_groups(16 * f / 96, f),
+            1,
+            channel_groups(16, f),
             spatial_grid(1, config.spatial_size),
             config.norm_groups,
         )
