@@ -201,3 +201,35 @@ def test_attention_chunked_path_matches_reference(three_d: bool) -> None:
     torch.testing.assert_close(results[0][0], results[1][0])
     for gf, gr in zip(results[0][1], results[1][1], strict=True):
         torch.testing.assert_close(gf, gr)
+
+
+def test_automatic_blocks_match_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    # large similarity matrices are processed in blocks of query rows by default
+    from torchgeo_ssg2.models import attention
+
+    monkeypatch.setattr(attention, 'BLOCK_ELEMENTS', 24)
+    monkeypatch.setattr(attention, 'MIN_BLOCK_ROWS', 2)
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 3, 7, 4, dtype=torch.float64, generator=g).requires_grad_(True)
+    k = torch.randn(2, 1, 6, 4, dtype=torch.float64, generator=g).requires_grad_(True)
+    a = torch.randn(7, dtype=torch.float64, generator=g).requires_grad_(True)
+    assert attention._auto_chunk(q, k) == 2  # 24 // (2 * 3 * 6) -> at least 2 rows
+    calls = []
+    monkeypatch.setattr(
+        attention._ChunkedTanimotoCompaction,
+        'apply',
+        lambda *args, original=attention._ChunkedTanimotoCompaction.apply: (
+            calls.append(args[-1]) or original(*args)
+        ),
+    )
+    fast = tanimoto_compaction(q, k, a)
+    assert calls == [2]
+    ref = tanimoto_compaction(q, k, a, memory_efficient=False)
+    torch.testing.assert_close(fast, ref)
+    upstream = torch.randn(2, 3, 6, dtype=torch.float64, generator=g)
+    grads = torch.autograd.grad((fast * upstream).sum(), (q, k, a))
+    grads_ref = torch.autograd.grad((ref * upstream).sum(), (q, k, a))
+    for gf, gr in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(gf, gr)
+    with torch.no_grad():
+        torch.testing.assert_close(tanimoto_compaction(q, k, a), ref)

@@ -46,9 +46,11 @@ class ModelConfig:
             forward pass of time. BatchNorm running statistics are updated again
             during the recomputation (as with any checkpointed BatchNorm).
         attention_chunk_size: query tokens per block of every Tanimoto
-            similarity matrix (forward and backward); ``None`` forms each
-            matrix whole. Same function, less peak memory, one more matrix
-            product per block in backward.
+            similarity matrix (forward and backward); no Nq x Nk matrix is
+            formed and the blocks are recomputed in backward. ``None``
+            (default) picks blocks of about 2M similarities, which keeps the
+            element-wise work in cache (faster), and one block, kept for
+            backward, for smaller matrices. Same function either way.
     """
 
     filters: int = 96
