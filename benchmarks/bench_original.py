@@ -37,12 +37,34 @@ projections and 16 channel groups in both; tests/models pin the counts).
         --original /tmp/ssg2_original --preset small --size 128 --threads 1 \
         --repeats 5 --ssg2
 
+``--equivalence`` times nothing: it checks by weight transfer that our PTAViT and
+SSG2 compute the official functions (float64, default 64², B = 2, T = 2). The
+official models' norm statistics and affines, biases and SigmoidCrisp
+temperatures are randomised, every parameter and buffer is copied into ours
+through an explicit module correspondence, as they are (unmatched tensors are
+listed), and the hyper-parameters of corresponding modules
+(``extra_repr``: convolution groups, GroupNorm groups, ...; attention channel
+groups and grids) are compared. It reports the largest differences of every
+output in eval mode (and SSG2's ``forward_inference``), in train mode (batch
+statistics, dropout 0) and of the gradients of a random linear functional of all
+outputs (relative to the largest gradient), plus, for information, the BatchNorm
+running statistics after that step and our per-support reference loop
+(``SSG2._forward_reference``) against the original. Where outputs differ, each
+paired block of ours is fed the inputs its official twin received (forward hooks)
+to name the first differing one; where GroupNorm group counts differ, everything
+is repeated with ours set to the original's counts (``aligned``). ``equivalent``
+is true when every difference is below 1e-8 and no tensor is left unmatched.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_original.py \
+        --original /tmp/ssg2_original --equivalence --preset tiny --threads 1
+
 Export the official code first (outside this repository), e.g.
 ``git clone https://github.com/feevos/ssg2 /tmp/ssg2_original`` or
 ``git --git-dir=<mirror> archive HEAD | tar -x -C /tmp/ssg2_original``.
 """
 
 import argparse
+import copy
 import importlib
 import json
 import os
@@ -63,7 +85,7 @@ from bench_model import _loss_any, _saved_gb, _time_pair
 from torchgeo_ssg2.models import SSG2, PTAViT
 from torchgeo_ssg2.models.presets import ModelConfig, get_config
 
-__all__ = ('build_original', 'load_original', 'main')
+__all__ = ('build_original', 'equivalence', 'load_original', 'main')
 
 
 def load_original(path: str) -> types.ModuleType:
@@ -485,6 +507,612 @@ def _ssg2(
     return result
 
 
+# --------------------------------------------------------------------------------
+# --equivalence: weight transfer from the official models into ours
+
+#: maximum absolute difference below which two float64 results count as equal
+EQUIV_TOL = 1e-8
+
+_Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class _Pairing:
+    """Corresponding parts of one of our models and its official counterpart.
+
+    ``leaves`` are module pairs whose state dicts list the same tensors in the same
+    order (with optional per-key transforms from the original's layout to ours);
+    ``blocks`` are (name, our callable, official module) triples that take the
+    same inputs and return the same output, for localising a difference;
+    ``checks`` are hyper-parameters that are not in any state dict.
+    """
+
+    def __init__(self) -> None:
+        self.leaves: list[tuple[str, nn.Module, nn.Module, dict[str, _Transform]]] = []
+        self.blocks: list[tuple[str, Callable[..., torch.Tensor], nn.Module]] = []
+        self.mismatches: list[dict[str, object]] = []
+
+    def leaf(
+        self,
+        name: str,
+        ours: nn.Module,
+        orig: nn.Module,
+        transforms: dict[str, _Transform] | None = None,
+    ) -> None:
+        self.leaves.append((name, ours, orig, transforms or {}))
+
+    def block(
+        self, name: str, ours: Callable[..., torch.Tensor], orig: nn.Module
+    ) -> None:
+        self.blocks.append((name, ours, orig))
+
+    def check(self, name: str, what: str, ours: object, orig: object) -> None:
+        if ours != orig:
+            self.mismatches.append(
+                {'module': name, 'what': what, 'ours': ours, 'original': orig}
+            )
+
+
+def _pair_attention2d(p: _Pairing, name: str, ours: nn.Module, orig: nn.Module) -> None:
+    """Our RelPatchAttention2D and ``ssg2.nn.layers.ptattention.RelPatchAttention2D``."""
+    p.leaf(f'{name}.query', ours.query, orig.query)
+    p.leaf(f'{name}.key_value', ours.key_value, orig.kv)
+    p.leaf(f'{name}.compact', ours.compact, orig.patch_attention.shrink_2_1)
+    scales = list(orig.patch_attention.scales)
+    p.check(name, 'channel groups', ours.cgroups, int(scales[0]))
+    p.check(name, 'spatial grid', ours.grid, int(scales[1]))
+    p.check(name, 'similarity eps', ours.eps, 1e-5)  # the original's default smooth
+    p.block(name, ours, orig)
+
+
+def _pair_mbconv(p: _Pairing, name: str, ours: nn.Module, orig: nn.Module) -> None:
+    net = getattr(orig, 'fn', orig)  # MBConvResidual wraps the Sequential
+    p.leaf(name, ours, net)
+    p.check(name, 'residual', ours.residual, net is not orig)
+    p.block(name, ours, orig)
+
+
+def _pair_block(p: _Pairing, name: str, ours: nn.Module, orig: nn.Module) -> None:
+    """PTAViTBlock and the official Sequential(MBConv, PreNormResidualAtt, ...)."""
+    mbconv, att, ffn = orig
+    _pair_mbconv(p, f'{name}.mbconv', ours.mbconv, mbconv)
+    p.leaf(f'{name}.att_norm', ours.att_norm, att.norm.norm)
+    _pair_attention2d(p, f'{name}.att', ours.att, att.fn.att)
+
+    def gate(x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(x, x, ours.att(ours.att_norm(x)))
+
+    p.block(f'{name}.att_gate', gate, att)
+    p.leaf(f'{name}.ffn.norm', ours.ffn.norm, ffn.norm.norm)
+    p.leaf(f'{name}.ffn.ffn', ours.ffn.ffn, ffn.fn.net)
+    p.block(f'{name}.ffn', ours.ffn, ffn)
+    p.block(name, ours, orig)
+
+
+def _pair_stage(p: _Pairing, name: str, ours: nn.Module, orig: nn.Module) -> None:
+    for j, (a, b) in enumerate(zip(ours, orig.stage, strict=True)):
+        _pair_block(p, f'{name}.{j}', a, b)
+
+
+def _pair_block3d(p: _Pairing, name: str, ours: nn.Module, orig: nn.Module) -> None:
+    """PTAViTBlock3D and the official block of ``PTAViTStage3D_no_down``."""
+    mbconv, att, ffn = orig
+    p.leaf(f'{name}.mbconv', ours.mbconv.net, mbconv.fn)
+    p.block(f'{name}.mbconv', ours.mbconv, mbconv)
+    p.leaf(f'{name}.att_norm', ours.att_norm, att.norm.norm)
+    p.leaf(f'{name}.att.query', ours.att.query, att.fn.att.query)
+    p.leaf(f'{name}.att.key_value', ours.att.key_value, att.fn.att.kv)
+    scales = list(att.fn.att.patch_attention.scales)
+    p.check(f'{name}.att', 'spatial grid', (ours.att.grid,) * 2, tuple(scales))
+    p.block(f'{name}.att', ours.att, att.fn)  # PTAttention3D: BxCxTxHxW out
+    p.block(f'{name}.att_gate', ours._attend, att)
+    p.leaf(f'{name}.ffn.norm', ours.ffn.norm, ffn.norm.norm)
+    p.leaf(f'{name}.ffn.ffn', ours.ffn.ffn, ffn.fn.net)
+    p.block(f'{name}.ffn', ours.ffn, ffn)
+    p.block(name, ours, orig)
+
+
+def _pair_head(p: _Pairing, name: str, ours: nn.Module, orig: nn.Module) -> None:
+    """ConditionedMultitaskHead and the official ``head_cmtsk``."""
+    parts = (
+        ('dist_logits', 'distance_logits'),
+        ('dist_eq', 'dist_Equalizer'),
+        ('bound_logits', 'bound_logits'),
+        ('bound_eq', 'bound_Equalizer'),
+        ('comb', 'Comb_bound_dist'),
+        ('segm_logits', 'final_segm_logits'),
+        ('bound_act', 'CrispSigm'),
+    )
+    for a, b in parts:
+        p.leaf(f'{name}.{a}', getattr(ours, a), getattr(orig, b))
+        if a.endswith('_logits'):
+            p.block(f'{name}.{a}', getattr(ours, a), getattr(orig, b))
+    crisp = type(orig.CrispSigm)
+    if ours.dist_act is not None or isinstance(orig.ChannelAct, crisp):
+        p.leaf(f'{name}.dist_act', ours.dist_act or nn.Module(), orig.ChannelAct)
+    if ours.segm_crisp is not None or isinstance(orig.segm_act, crisp):
+        p.leaf(f'{name}.segm_crisp', ours.segm_crisp or nn.Module(), orig.segm_act)
+    p.check(name, 'SigmoidCrisp smooth', ours.bound_act.smooth, orig.CrispSigm.smooth)
+    p.block(name, ours, orig)
+
+
+def _pair_encoder(p: _Pairing, name: str, ours: nn.Module, orig: nn.Module) -> None:
+    """PTAViTEncoder and the conv1 / stem / stages of an official feature model."""
+    p.leaf(f'{name}.conv1', ours.conv1, orig.conv1)
+    p.block(f'{name}.conv1', ours.conv1, orig.conv1)
+    p.leaf(f'{name}.stem', ours.stem, orig.conv_stem)
+    p.block(f'{name}.stem', ours.stem, orig.conv_stem)
+    for i, (a, b) in enumerate(zip(ours.stages, orig.stages_dn, strict=True)):
+        _pair_stage(p, f'{name}.stages.{i}', a, b)
+
+
+def _pair_fuse_hilo(p: _Pairing, name: str, ours: nn.Module, orig: nn.Module) -> None:
+    # both concatenate [hi, lo] before the merge convolution
+    p.leaf(f'{name}.lo_in', ours.lo_in, orig.embedding1)
+    p.leaf(f'{name}.lo_up', ours.lo_up, orig.upscale.convup_normed)
+    p.leaf(f'{name}.hi_in', ours.hi_in, orig.embedding2)
+    p.leaf(f'{name}.merge', ours.merge, orig.conv2d)
+    _pair_attention2d(p, f'{name}.att', ours.att, orig.att.att)
+    p.block(name, ours, orig)
+
+
+def _pair_decoder(p: _Pairing, name: str, ours: nn.Module, orig: nn.Module) -> None:
+    """PTAViTDecoder and the up-path of an official feature model."""
+    for i, (a, b) in enumerate(zip(ours.combines, orig.UpCombs, strict=True)):
+        p.leaf(f'{name}.combines.{i}.up', a.up, b.up.convup_normed)
+        p.leaf(f'{name}.combines.{i}.combine', a.combine, b.conv_normed)
+        p.block(f'{name}.combines.{i}', a, b)
+    for i, (a, b) in enumerate(zip(ours.stages, orig.stages_up, strict=True)):
+        _pair_stage(p, f'{name}.stages.{i}', a, b)
+    _pair_fuse_hilo(p, f'{name}.fuse_hilo', ours.fuse_hilo, orig.fuse_hi_lo)
+
+
+def _pair_ptavit(ours: PTAViT, orig: nn.Module) -> _Pairing:
+    p = _Pairing()
+    _pair_encoder(p, 'encoder', ours.encoder, orig.features)
+    _pair_decoder(p, 'decoder', ours.decoder, orig.features)
+    _pair_head(p, 'head', ours.head, orig.head)
+    p.block('features', ours._features, orig.features)
+    return p
+
+
+def _pair_ssg2(ours: SSG2, orig: nn.Module) -> _Pairing:
+    p = _Pairing()
+    feats = orig.features.features  # mantis_ca_dn_features, one support at a time
+    enc = ours.encoder
+    _pair_encoder(p, 'encoder.encoder', enc.encoder, feats)
+    _pair_attention2d(
+        p, 'encoder.fuse_first.att', enc.fuse_first.att, feats.fuse_first.relatt
+    )
+    p.leaf('encoder.fuse_first.fuse', enc.fuse_first.fuse, feats.fuse_first.fuse)
+    p.block('encoder.fuse_first', enc.fuse_first, feats.fuse_first)
+    for i, (a, b) in enumerate(zip(enc.cross, feats.atts_fuse, strict=True)):
+        _pair_attention2d(p, f'encoder.cross.{i}', a, b)
+    for i, (a, b) in enumerate(zip(enc.fusions, feats.fuse, strict=True)):
+        p.leaf(f'encoder.fusions.{i}', a.fuse, b.fuse)
+        p.block(f'encoder.fusions.{i}', a, b)
+    _pair_decoder(p, 'decoder', ours.decoder, feats)
+    head, ohead = ours.head, orig.head
+    for a, b in (
+        ('intersection', 'head_inters'),
+        ('union', 'head_unions'),
+        ('difference', 'head_diffs'),
+        ('target', 'head_target'),
+    ):
+        _pair_head(p, f'head.{a}', getattr(head, a), getattr(ohead, b))
+    p.leaf('head.compressor', head.compressor, ohead.compressor)
+    p.block('head.compressor', head.compressor, ohead.compressor)
+    for j, (a, b) in enumerate(
+        zip(head.sequence, ohead.conv_sequence.stage, strict=True)
+    ):
+        _pair_block3d(p, f'head.sequence.{j}', a, b)
+
+    def pair_features(image: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        return ours.decoder(enc.forward_pair(image, support))
+
+    p.block('features (one target/support pair)', pair_features, feats)
+    return p
+
+
+def _has_state(module: nn.Module) -> bool:
+    return bool(
+        list(module.parameters(recurse=False)) or list(module.buffers(recurse=False))
+    )
+
+
+def _transfer(
+    p: _Pairing, ours: nn.Module, orig: nn.Module, align_groups: bool
+) -> tuple[dict[str, object], list[tuple[str, str, _Transform | None]]]:
+    """Copy the original's parameters and buffers into ours, leaf pair by leaf pair.
+
+    Also compares the ``extra_repr`` of corresponding stateful sub-modules
+    (convolution groups/strides/padding, GroupNorm groups, eps, ...); with
+    ``align_groups`` our GroupNorm group counts are set to the original's.
+
+    Returns:
+        the report and the (our key, original key, transform) mapping.
+    """
+    ours_names = {id(m): n for n, m in ours.named_modules(remove_duplicate=False)}
+    orig_names = {id(m): n for n, m in orig.named_modules(remove_duplicate=False)}
+    covered_ours: set[str] = set()
+    covered_orig: set[str] = set()
+    mapping: list[tuple[str, str, _Transform | None]] = []
+    transforms: list[str] = []
+    aligned: list[str] = []
+    for name, a, b, fns in p.leaves:
+        sa, sb = a.state_dict(), b.state_dict()
+        if len(sa) != len(sb):
+            p.mismatches.append(
+                {
+                    'module': name,
+                    'what': 'state dict entries',
+                    'ours': list(sa),
+                    'original': list(sb),
+                }
+            )
+            continue
+        prefix_a = ours_names[id(a)] + '.' if ours_names.get(id(a)) else ''
+        prefix_b = orig_names[id(b)] + '.' if orig_names.get(id(b)) else ''
+        for (ka, ta), (kb, tb) in zip(sa.items(), sb.items(), strict=True):
+            fn = fns.get(ka)
+            src = fn(tb) if fn is not None else tb
+            if src.shape != ta.shape:
+                raise RuntimeError(
+                    f'{name}: {prefix_a}{ka} {tuple(ta.shape)} <- '
+                    f'{prefix_b}{kb} {tuple(tb.shape)}'
+                )
+            with torch.no_grad():
+                ta.copy_(src)
+            covered_ours.add(prefix_a + ka)
+            covered_orig.add(prefix_b + kb)
+            mapping.append((prefix_a + ka, prefix_b + kb, fn))
+            if fn is not None:
+                transforms.append(f'{prefix_a}{ka} <- permuted {prefix_b}{kb}')
+        mods_a = [m for m in a.modules() if _has_state(m)]
+        mods_b = [m for m in b.modules() if _has_state(m)]
+        for ma, mb in zip(mods_a, mods_b, strict=False):
+            if ma.extra_repr() != mb.extra_repr():
+                p.mismatches.append(
+                    {
+                        'module': ours_names.get(id(ma), name),
+                        'original_module': orig_names.get(id(mb), '?'),
+                        'what': type(mb).__name__,
+                        'ours': ma.extra_repr(),
+                        'original': mb.extra_repr(),
+                    }
+                )
+                if (
+                    align_groups
+                    and isinstance(ma, nn.GroupNorm)
+                    and isinstance(mb, nn.GroupNorm)
+                ):
+                    ma.num_groups = mb.num_groups
+                    aligned.append(ours_names.get(id(ma), name))
+    report: dict[str, object] = {
+        'tensors_copied': len(mapping),
+        'unmatched_ours': sorted(set(ours.state_dict()) - covered_ours),
+        'unmatched_original': sorted(set(orig.state_dict()) - covered_orig),
+        'transforms': transforms,
+    }
+    if align_groups:
+        report['aligned_groupnorm_groups'] = aligned
+    return report, mapping
+
+
+def _randomise(model: nn.Module, gen: torch.Generator) -> None:
+    """Non-default norm statistics/affines, biases and SigmoidCrisp temperatures."""
+
+    def rand(t: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        r = torch.rand(t.shape, generator=gen, dtype=torch.float64)
+        return (low + (high - low) * r).to(t)
+
+    def randn(t: torch.Tensor, std: float) -> torch.Tensor:
+        return (std * torch.randn(t.shape, generator=gen, dtype=torch.float64)).to(t)
+
+    norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                assert m.running_mean is not None and m.running_var is not None
+                m.running_mean.copy_(randn(m.running_mean, 0.3))
+                m.running_var.copy_(rand(m.running_var, 0.5, 2.0))
+            if isinstance(m, norms):
+                if m.weight is not None:
+                    m.weight.copy_(rand(m.weight, 0.5, 1.5))
+                if m.bias is not None:
+                    m.bias.copy_(randn(m.bias, 0.2))
+            elif isinstance(m, nn.Conv2d | nn.Conv3d | nn.Linear):
+                if m.bias is not None:
+                    m.bias.copy_(randn(m.bias, 0.1))
+            gamma = getattr(m, 'gamma', None)
+            if isinstance(gamma, nn.Parameter):
+                gamma.copy_(rand(gamma, -0.5, 1.5))
+
+
+def _no_dropout(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    if a.shape != b.shape:
+        raise RuntimeError(
+            f'shapes differ: ours {tuple(a.shape)}, original {tuple(b.shape)}'
+        )
+    return float((a - b).abs().max())
+
+
+def _localise(
+    p: _Pairing, run_original: Callable[[], object], training: bool
+) -> dict[str, object]:
+    """Feed every paired block of ours the inputs its official twin got.
+
+    Both models must already be in the mode named by ``training``.
+
+    Returns:
+        the first differing block in the original's completion order (innermost
+        first) and every block whose isolated output differs.
+    """
+    records: dict[str, list[tuple[tuple, torch.Tensor]]] = {}
+    order: list[str] = []
+    handles = []
+    for name, _, orig in p.blocks:
+
+        def hook(
+            _m: nn.Module, args: tuple, out: torch.Tensor, name: str = name
+        ) -> None:
+            if name not in records:
+                order.append(name)
+            records.setdefault(name, []).append((args, out))
+
+        handles.append(orig.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            run_original()
+    finally:
+        for handle in handles:
+            handle.remove()
+    ours_fn = {name: fn for name, fn, _ in p.blocks}
+    rows = []
+    with torch.no_grad():
+        for name in order:
+            worst = 0.0
+            for args, out in records[name]:
+                try:
+                    worst = max(worst, _max_diff(ours_fn[name](*args), out))
+                except RuntimeError as err:
+                    rows.append({'module': name, 'error': str(err)})
+                    break
+            else:
+                rows.append(
+                    {'module': name, 'calls': len(records[name]), 'max_abs_diff': worst}
+                )
+    differing = [r for r in rows if 'error' in r or r['max_abs_diff'] >= EQUIV_TOL]
+    return {
+        'mode': 'train' if training else 'eval',
+        'blocks_checked': len(rows),
+        'blocks_not_called': [n for n, _, _ in p.blocks if n not in records],
+        'first_differing': differing[0] if differing else None,
+        'differing': differing,
+    }
+
+
+def _grad_diff(
+    ours: nn.Module, orig: nn.Module, mapping: list[tuple[str, str, _Transform | None]]
+) -> tuple[float, str, float]:
+    """Largest gradient difference over the mapped parameters (and its parameter)."""
+    pa, pb = dict(ours.named_parameters()), dict(orig.named_parameters())
+    worst, where, scale = 0.0, '', 0.0
+    for ka, kb, fn in mapping:
+        if ka not in pa:
+            continue
+        ga, gb = pa[ka].grad, pb[kb].grad
+        if ga is None or gb is None:
+            if (ga is None) != (gb is None):
+                return float('inf'), f'{ka}: gradient only in one model', scale
+            continue
+        gb = fn(gb) if fn is not None else gb
+        scale = max(scale, float(gb.abs().max()))
+        d = _max_diff(ga, gb)
+        if d > worst:
+            worst, where = d, ka
+    return worst, where, scale
+
+
+def _stats_diff(
+    ours: nn.Module, orig: nn.Module, mapping: list[tuple[str, str, _Transform | None]]
+) -> tuple[float, str]:
+    """Largest BatchNorm running-statistics difference (and our buffer's name)."""
+    sa, sb = ours.state_dict(), orig.state_dict()
+    worst, where = 0.0, ''
+    for a, b, _ in mapping:
+        if a.endswith(('running_mean', 'running_var')):
+            d = _max_diff(sa[a], sb[b])
+            if d > worst:
+                worst, where = d, a
+    return worst, where
+
+
+def _ssg2_orig_outputs(out: tuple) -> dict[str, torch.Tensor]:
+    """The official SSG2 tuple in our names and BxTx... layout."""
+    inter, union, diff, target, fz_target, fz_null, seq = out
+    return {
+        'intersection': inter.transpose(1, 2),
+        'union': union.transpose(1, 2),
+        'difference': diff.transpose(1, 2),
+        'target': target,
+        'fuzzy_target': fz_target.transpose(1, 2),
+        'fuzzy_null': fz_null.transpose(1, 2),
+        'sequence': seq.transpose(1, 2),
+    }
+
+
+def _equivalence_case(
+    kind: str, args: argparse.Namespace, config: ModelConfig, align_groups: bool
+) -> dict[str, object]:
+    """Build, transfer and compare one model kind (``'ptavit'`` or ``'ssg2'``)."""
+    b, c, s, t = args.batch_size, args.in_channels, args.size, args.length
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    if kind == 'ptavit':
+        ours: nn.Module = PTAViT(c, args.num_classes, preset=args.preset)
+    else:
+        ours = SSG2(c, args.num_classes, preset=args.preset)
+    orig = build_original(kind, config, c, ours.num_outputs)
+    ours.double()
+    orig.double()
+    _no_dropout(ours)
+    _no_dropout(orig)
+    _randomise(orig, gen)
+    p = _pair_ptavit(ours, orig) if kind == 'ptavit' else _pair_ssg2(ours, orig)
+    transfer, mapping = _transfer(p, ours, orig, align_groups)
+    result: dict[str, object] = {'transfer': transfer, 'hyper_mismatches': p.mismatches}
+
+    image = torch.randn(b, c, s, s, generator=gen, dtype=torch.float64)
+    support = torch.randn(b, t, c, s, s, generator=gen, dtype=torch.float64)
+    support_orig = support.transpose(1, 2).contiguous()  # BxCxTxHxW
+
+    def run_ours() -> dict[str, torch.Tensor]:
+        if kind == 'ptavit':
+            return {'output': ours(image)}
+        return ours(image, support)
+
+    def run_orig() -> dict[str, torch.Tensor]:
+        if kind == 'ptavit':
+            return {'output': orig(image)}
+        return _ssg2_orig_outputs(orig(image, support_orig))
+
+    diffs: dict[str, float] = {}
+    ours.eval()
+    orig.eval()
+    with torch.no_grad():
+        out_a, out_b = run_ours(), run_orig()
+        for key, value in out_b.items():
+            diffs[f'eval.{key}'] = _max_diff(out_a[key], value)
+        if kind == 'ssg2':
+            inf_a = ours.forward_inference(image, support)['target']
+            inf_b = orig.forward_inference(image, support_orig)
+            diffs['eval.forward_inference.target'] = _max_diff(inf_a, inf_b)
+    eval_equal = all(v < EQUIV_TOL for v in diffs.values())
+    if not eval_equal and not align_groups:
+        # before any training step changes the running statistics
+        result['localisation'] = _localise(p, run_orig, training=False)
+
+    reference = copy.deepcopy(ours) if kind == 'ssg2' else None
+    ours.train()
+    orig.train()
+    # one model's graph at a time (the official similarity tensors are large)
+    out_a = run_ours()
+    weights = {
+        key: torch.randn(value.shape, generator=gen, dtype=torch.float64)
+        for key, value in out_a.items()
+    }
+    sum(((v * weights[k]).sum() for k, v in out_a.items()), torch.zeros(())).backward()
+    out_a = {k: v.detach() for k, v in out_a.items()}
+    out_b = run_orig()
+    sum(((v * weights[k]).sum() for k, v in out_b.items()), torch.zeros(())).backward()
+    for key, value in out_b.items():
+        diffs[f'train.{key}'] = _max_diff(out_a[key], value.detach())
+    del out_b
+    grad, where, scale = _grad_diff(ours, orig, mapping)
+    # gradients reach 1e4 here: compare them relative to the largest one
+    diffs['train.grad_relative'] = grad / max(scale, 1.0)
+    result['train_grad_max_abs_diff'] = grad
+    result['train_grad_worst_parameter'] = where
+    result['train_grad_max_abs'] = scale
+    # informational: one official step updates the support-path BatchNorm
+    # statistics T times in a row, our batched pass once (mean of the T)
+    stats, buffer = _stats_diff(ours, orig, mapping)
+    result['train_running_stats_max_abs_diff'] = stats
+    result['train_running_stats_worst_buffer'] = buffer
+    if reference is not None:
+        # our plain per-support loop, from the same state, in train mode
+        reference.train()
+        with torch.no_grad():
+            out_r = reference._forward_reference(image, support)
+        result['reference_loop_train'] = {
+            'outputs_max_abs_diff': max(_max_diff(out_r[k], out_a[k]) for k in out_a),
+            'running_stats_max_abs_diff_vs_original': _stats_diff(
+                reference, orig, mapping
+            )[0],
+        }
+    result['max_abs_diff'] = diffs
+    result['equivalent'] = bool(
+        all(v < EQUIV_TOL for v in diffs.values())
+        and not transfer['unmatched_ours']
+        and not transfer['unmatched_original']
+    )
+    if eval_equal and not result['equivalent'] and not align_groups:
+        # only train mode differs: batch statistics, so the state does not matter
+        result['localisation'] = _localise(p, run_orig, training=True)
+    return result
+
+
+def equivalence(args: argparse.Namespace) -> dict[str, object]:
+    """Prove or disprove, by weight transfer, that ours computes the official function.
+
+    Both models of each kind are built at ``--preset`` in float64; the official
+    model's norm statistics/affines, biases and SigmoidCrisp temperatures are
+    randomised, all its parameters and buffers are copied into ours through an
+    explicit module correspondence, and the outputs are compared in eval mode and
+    in train mode (BatchNorm batch statistics, dropout 0), together with the
+    gradients of a random linear functional of all outputs. Where they differ,
+    every paired block of ours is fed the inputs its official twin received
+    (forward hooks) to localise the difference; where GroupNorm group counts
+    differ, the comparison is repeated with ours set to the original's counts
+    (``aligned``), which shows whether nothing else differs.
+
+    Args:
+        args: parsed command line.
+
+    Returns:
+        the JSON-ready result.
+    """
+    torch.set_num_threads(args.threads)
+    config = get_config(args.preset)
+    result: dict[str, object] = {
+        'mode': 'equivalence',
+        'preset': args.preset,
+        'size': args.size,
+        'batch_size': args.batch_size,
+        'length': args.length,
+        'in_channels': args.in_channels,
+        'num_classes': args.num_classes,
+        'dtype': 'float64',
+        'tolerance': EQUIV_TOL,
+        'torch': torch.__version__,
+        'original': str(Path(args.original).resolve()),
+    }
+    verdicts = []
+    for kind in ('ptavit', 'ssg2'):
+        start = time.perf_counter()
+        try:
+            case = _equivalence_case(kind, args, config, align_groups=False)
+        except Exception as err:  # foreign code may not run at this preset
+            result[kind] = {'skipped': f'{type(err).__name__}: {err}'}
+            continue
+        groups_differ = any(
+            m.get('what') == 'GroupNorm'
+            for m in case['hyper_mismatches']  # type: ignore[union-attr]
+        )
+        if not case['equivalent'] and groups_differ:
+            aligned = _equivalence_case(kind, args, config, align_groups=True)
+            keep = (
+                'max_abs_diff',
+                'equivalent',
+                'transfer',
+                'train_running_stats_max_abs_diff',
+                'train_running_stats_worst_buffer',
+                'reference_loop_train',
+            )
+            case['aligned'] = {k: aligned[k] for k in keep if k in aligned}
+        case['seconds'] = round(time.perf_counter() - start, 1)
+        result[kind] = case
+        verdicts.append(case['equivalent'])
+    result['equivalent'] = bool(verdicts) and all(verdicts)
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     """Run the comparison and print the JSON object.
 
@@ -499,8 +1127,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         '--original', required=True, help='root of the exported official ssg2 code'
     )
     parser.add_argument('--preset', default='small')
-    parser.add_argument('--size', type=int, default=128, help='H = W, a multiple of 32')
-    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument(
+        '--size',
+        type=int,
+        default=None,
+        help='H = W, a multiple of 32 (default 128; 64 with --equivalence)',
+    )
+    parser.add_argument(
+        '--batch-size', type=int, default=None, help='default 1; 2 with --equivalence'
+    )
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--in-channels', type=int, default=5)
@@ -509,7 +1144,18 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument(
         '--ssg2', action='store_true', help='also time SSG2 against the official one'
     )
-    parser.add_argument('--length', type=int, default=4, help='T for --ssg2')
+    parser.add_argument(
+        '--length',
+        type=int,
+        default=None,
+        help='T for --ssg2 (default 4) and --equivalence (default 2)',
+    )
+    parser.add_argument(
+        '--equivalence',
+        action='store_true',
+        help='instead of timing: transfer the official weights into ours (float64) '
+        'and compare outputs and gradients (see equivalence())',
+    )
     parser.add_argument(
         '--max-gb',
         type=float,
@@ -533,6 +1179,18 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         help='do not profile automatically when our PTAViT is slower',
     )
     args = parser.parse_args(argv)
+    equiv = args.equivalence
+    if args.size is None:
+        args.size = 64 if equiv else 128
+    if args.batch_size is None:
+        args.batch_size = 2 if equiv else 1
+    if args.length is None:
+        args.length = 2 if equiv else 4
+    if equiv:
+        load_original(args.original)
+        result = equivalence(args)
+        print(json.dumps(result, indent=2))
+        return result
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -477,7 +477,13 @@ class RelPatchAttention2D(nn.Module):
     """
 
     def __init__(
-        self, channels: int, heads: int, cgroups: int, grid: int, eps: float = EPS
+        self,
+        channels: int,
+        heads: int,
+        cgroups: int,
+        grid: int,
+        eps: float = EPS,
+        norm_groups: int | None = None,
     ) -> None:
         """Initialise the layer.
 
@@ -488,6 +494,10 @@ class RelPatchAttention2D(nn.Module):
             cgroups: channel groups of a token (must divide C).
             grid: spatial grid g of the tokens.
             eps: numerical guard of the similarity.
+            norm_groups: GroupNorm groups of the projections; ``None`` means
+                ``C // 4`` (the official stage attentions; its fusion,
+                cross-attention and FuseHiLo attentions use the model's
+                ``norm_groups``).
         """
         super().__init__()
         if channels % (2 * heads) or channels % 4 or channels % cgroups:
@@ -499,11 +509,12 @@ class RelPatchAttention2D(nn.Module):
         self.cgroups = cgroups
         self.grid = grid
         self.eps = eps
+        groups = channels // 4 if norm_groups is None else norm_groups
         self.query = Conv2dNormed(
-            channels, channels, 3, groups=heads, norm_groups=channels // 4
+            channels, channels, 3, groups=heads, norm_groups=groups
         )
         self.key_value = Conv2dNormed(
-            channels, 2 * channels, 3, groups=2 * heads, norm_groups=channels // 4
+            channels, 2 * channels, 3, groups=2 * heads, norm_groups=groups
         )
         self.compact = nn.Linear(cgroups * grid * grid, 1)
         #: lean custom autograd for the similarities (see :func:`tanimoto_compaction`)

@@ -139,7 +139,11 @@ class DualPTAViTEncoder(nn.Module):
         for i, channels in enumerate(config.stage_channels):
             cgroups, grid = stage_attention_scales(config, i)
             heads = config.stage_heads[i]
-            self.cross.append(RelPatchAttention2D(channels, heads, cgroups, grid))
+            self.cross.append(
+                RelPatchAttention2D(
+                    channels, heads, cgroups, grid, norm_groups=config.norm_groups
+                )
+            )
             self.fusions.append(FusionCAT(channels, heads, config.norm_groups))
         self.out_channels = self.encoder.out_channels
 

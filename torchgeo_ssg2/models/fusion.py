@@ -20,7 +20,9 @@ class FusionV2(nn.Module):
     """Cross-attention fusion of the two full-resolution streams.
 
     ``out12 = x1 + Att(q=x2, kv=x1)``, ``out21 = x2 + Att(q=x1, kv=x2)`` (one
-    shared attention), ``out = ReLU(GN(Conv3x3(cat[out12, out21])))``.
+    shared attention), ``out = ReLU(GN(Conv3x3(cat[out12, out21])))``. The
+    attention's projections use ``norm_groups`` GroupNorm groups, as in the
+    official code.
     """
 
     def __init__(
@@ -36,7 +38,9 @@ class FusionV2(nn.Module):
             norm_groups: GroupNorm groups of the fusion convolution.
         """
         super().__init__()
-        self.att = RelPatchAttention2D(channels, heads, cgroups, grid)
+        self.att = RelPatchAttention2D(
+            channels, heads, cgroups, grid, norm_groups=norm_groups
+        )
         self.fuse = Conv2dNormed(2 * channels, channels, 3, norm_groups=norm_groups)
 
     def forward(self, x1: Tensor, x2: Tensor) -> Tensor:
@@ -120,7 +124,9 @@ class FuseHiLo(nn.Module):
     """Merge the H/4 decoder output with the full-resolution skip.
 
     ``lo = Conv3x3+GN(upx4(Conv1x1+GN(x_lo)))``, ``hi = Conv1x1+GN(x_hi)``,
-    ``x = ReLU(Conv1x1+GN(cat[lo, hi]))``, ``out = x·(1 + Att(x))``.
+    ``x = ReLU(Conv1x1+GN(cat[hi, lo]))``, ``out = x·(1 + Att(x))``. The
+    attention's projections use ``norm_groups`` GroupNorm groups, as in the
+    official code.
     """
 
     def __init__(
@@ -140,7 +146,9 @@ class FuseHiLo(nn.Module):
         self.lo_up = Conv2dNormed(channels, channels, 3, norm_groups=norm_groups)
         self.hi_in = Conv2dNormed(channels, channels, 1, norm_groups=norm_groups)
         self.merge = Conv2dNormed(2 * channels, channels, 1, norm_groups=norm_groups)
-        self.att = RelPatchAttention2D(channels, heads, cgroups, grid)
+        self.att = RelPatchAttention2D(
+            channels, heads, cgroups, grid, norm_groups=norm_groups
+        )
 
     def forward(self, x_lo: Tensor, x_hi: Tensor) -> Tensor:
         """Fuse the two resolutions.
@@ -154,5 +162,5 @@ class FuseHiLo(nn.Module):
         """
         lo = F.interpolate(self.lo_in(x_lo), scale_factor=4, mode='nearest')
         lo = self.lo_up(lo)
-        x = torch.relu(self.merge(torch.cat((lo, self.hi_in(x_hi)), dim=1)))
+        x = torch.relu(self.merge(torch.cat((self.hi_in(x_hi), lo), dim=1)))
         return torch.addcmul(x, x, self.att(x))
