@@ -36,3 +36,16 @@ def test_fuse_hilo() -> None:
     layer = FuseHiLo(8, heads=2, cgroups=4, grid=8)
     out = layer(torch.randn(1, 8, 8, 16), torch.randn(1, 8, 32, 64))
     assert out.shape == (1, 8, 32, 64)
+
+
+def test_fuse_hilo_concatenates_hi_then_lo() -> None:
+    # the official layout: the merge convolution's first C inputs see the
+    # full-resolution skip, so an official checkpoint loads without reordering
+    torch.manual_seed(0)
+    layer = FuseHiLo(8, heads=2, cgroups=4, grid=8).eval()
+    with torch.no_grad():
+        layer.merge[0].weight[:, 8:] = 0  # drop the up-sampled low-resolution half
+        x_hi = torch.randn(1, 8, 32, 32)
+        a = layer(torch.randn(1, 8, 8, 8), x_hi)
+        b = layer(torch.randn(1, 8, 8, 8), x_hi)
+    torch.testing.assert_close(a, b)

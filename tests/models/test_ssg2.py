@@ -343,3 +343,24 @@ def test_bfloat16_gradients_finite_over_seeds() -> None:
         if names:
             bad.append((seed, names))
     assert bad == []
+
+
+def test_official_normalisation_layout() -> None:
+    # checked against the official code by weight transfer
+    # (benchmarks/bench_original.py --equivalence): the fusion, cross-attention
+    # and FuseHiLo attentions normalise with the model's norm_groups, the stage
+    # and 3D attentions with C / 4; fuse_first projections are dense
+    with torch.device('meta'):
+        model = SSG2(5, 6, preset='small')
+    groups = model.config.norm_groups
+    enc = model.encoder
+    attentions = [enc.fuse_first.att, *enc.cross, model.decoder.fuse_hilo.att]
+    for att in attentions:
+        assert att.query[1].num_groups == groups
+        assert att.key_value[1].num_groups == groups
+    assert enc.fuse_first.att.query[0].groups == 1
+    assert enc.fuse_first.att.key_value[0].groups == 2
+    stage_att = enc.encoder.stages[1][0].att
+    assert stage_att.query[1].num_groups == stage_att.query[0].out_channels // 4
+    seq_att = model.head.sequence[0].att
+    assert seq_att.query[1].num_groups == seq_att.query[0].out_channels // 4
