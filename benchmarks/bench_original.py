@@ -80,7 +80,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_model import _loss_any, _saved_gb, _time_pair
+from bench_model import _flop_counter, _loss_any, _saved_gb, _time_pair
 
 from torchgeo_ssg2.models import SSG2, PTAViT
 from torchgeo_ssg2.models.presets import ModelConfig, get_config
@@ -184,13 +184,15 @@ def _steps(
 
 
 def _gflop(train: Callable[[], None], infer: Callable[[], None]) -> tuple[float, float]:
-    """GFLOP of one training step and of one inference (counted while running)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """GFLOP of one training step and of one inference (counted while running).
 
-    with FlopCounterMode(display=False) as counter:
+    With :func:`bench_model._flop_counter`'s corrections (grouped-convolution
+    backward, in-place ``baddbmm_``).
+    """
+    with _flop_counter() as counter:  # type: ignore[attr-defined]
         train()
     train_gflop = counter.get_total_flops() / 1e9
-    with FlopCounterMode(display=False) as counter:
+    with _flop_counter() as counter:  # type: ignore[attr-defined]
         infer()
     return train_gflop, counter.get_total_flops() / 1e9
 
