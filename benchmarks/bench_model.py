@@ -19,6 +19,9 @@ only reports the activations a training step keeps (``ssg2_saved_gb_T{t}``).
 product on the same threads) and, at batch size 1, the achieved rates
 (``{ptavit,ssg2}_gflops_*``), ``flop_ratio_{train,infer}_T{t}`` and the rate each of
 issue 7's goals would need (``needed_gflops_*``, ``needed_over_peak_*``).
+``--bf16`` adds ``ssg2_bf16_over_fp32_{train,infer}_T{t}`` (bfloat16 autocast
+against float32, interleaved) and the change of the eval-mode target
+probabilities (``bf16_target_{max,mean}_abs_diff``).
 ``peak_rss_gb`` is this process's peak resident memory (Linux/macOS).
 
     python benchmarks/bench_model.py --preset small --size 128 --batch-size 1 \
@@ -445,6 +448,48 @@ def _parts(
     return out
 
 
+def _bf16(
+    model: SSG2, image: torch.Tensor, support: torch.Tensor, repeats: int
+) -> dict[str, float]:
+    """bfloat16 autocast against float32 for SSG2: time ratios and output change.
+
+    Keys: ``ssg2_bf16_over_fp32_{train,infer}_T{t}`` (medians of interleaved
+    calls) and ``bf16_target_max_abs_diff`` / ``bf16_target_mean_abs_diff`` (eval
+    mode target probabilities).
+    """
+    t = support.shape[1]
+    device = image.device.type
+
+    def train(bf16: bool) -> None:
+        model.train()
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = _loss(model(image, support))
+        loss.backward()
+
+    def infer(bf16: bool) -> torch.Tensor:
+        model.eval()
+        with (
+            torch.no_grad(),
+            torch.autocast(device, dtype=torch.bfloat16, enabled=bf16),
+        ):
+            return model.forward_inference(image, support)['target'].float()
+
+    train_bf16, train_fp32 = _time_pair(
+        lambda: train(True), lambda: train(False), repeats
+    )
+    infer_bf16, infer_fp32 = _time_pair(
+        lambda: infer(True), lambda: infer(False), repeats
+    )
+    diff = (infer(True) - infer(False)).abs()
+    return {
+        f'ssg2_bf16_over_fp32_train_T{t}': train_bf16 / train_fp32,
+        f'ssg2_bf16_over_fp32_infer_T{t}': infer_bf16 / infer_fp32,
+        'bf16_target_max_abs_diff': diff.max().item(),
+        'bf16_target_mean_abs_diff': diff.mean().item(),
+    }
+
+
 def _loss_any(out: object) -> torch.Tensor:
     if isinstance(out, list | tuple):
         return sum((v.mean() for v in out), torch.zeros(()))
@@ -505,6 +550,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         help='add the GFLOP of a training step and of inference (meta device), '
         'per module for the largest T, the peak matrix-product rate and the '
         'GFLOP/s each goal would need (batch size 1)',
+    )
+    parser.add_argument(
+        '--bf16',
+        action='store_true',
+        help='also time SSG2 (largest T) under bfloat16 autocast against float32, '
+        'interleaved, and compare the eval-mode target probabilities',
     )
     args = parser.parse_args(argv)
 
@@ -589,6 +640,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if args.flops and b == 1:
         _rate_analysis(result, args.lengths)
 
+    if args.bf16:
+        result.update(_bf16(model, image, support, args.repeats))
     if args.profile:
         result['ssg2_step_by_module'] = _profile(model, image, support)
         parts = _parts(baseline, image, args.repeats)
