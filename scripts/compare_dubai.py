@@ -38,6 +38,8 @@ def make_task(name: str, args: argparse.Namespace) -> SSG2Task | PTAViTTask:
         'optimizer': 'radam',
         'lr': 1e-3,
         'eps': 1e-6,
+        # attention grids for the training chip size, as in make demo
+        'model_kwargs': {'spatial_size': args.patch_size},
     }
     if name == 'SSG2':
         return SSG2Task(sequence_length=args.sequence_length, **common)
