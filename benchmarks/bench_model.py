@@ -511,6 +511,19 @@ def _bound(parts: dict[str, dict[str, float]], t: int, key: str) -> float:
     return ssg2 / (e + d + h)
 
 
+def _header(args: argparse.Namespace) -> dict[str, object]:
+    """The settings every benchmark JSON of this folder starts with."""
+    return {
+        'preset': args.preset,
+        'size': args.size,
+        'batch_size': args.batch_size,
+        'threads': args.threads,
+        'repeats': args.repeats,
+        'torch': torch.__version__,
+        'machine': platform.machine(),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--preset', default='tiny')
@@ -565,15 +578,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     b, c, s = args.batch_size, args.in_channels, args.size
     image = torch.randn(b, c, s, s, generator=gen)
 
-    result: dict[str, object] = {
-        'preset': args.preset,
-        'size': s,
-        'batch_size': b,
-        'threads': args.threads,
-        'repeats': args.repeats,
-        'torch': torch.__version__,
-        'machine': platform.machine(),
-    }
+    result = _header(args)
     baseline = PTAViT(c, args.num_classes, preset=args.preset)
     model = SSG2(
         c,

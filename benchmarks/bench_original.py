@@ -80,7 +80,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_model import _flop_counter, _loss_any, _saved_gb, _time_pair
+from bench_model import _flop_counter, _header, _loss_any, _saved_gb, _time_pair
 
 from torchgeo_ssg2.models import SSG2, PTAViT
 from torchgeo_ssg2.models.presets import ModelConfig, get_config
@@ -181,6 +181,39 @@ def _steps(
             infer()
 
     return train_step, infer_step
+
+
+def _compare(
+    result: dict[str, object],
+    names: tuple[str, str, str],
+    ours: tuple[Callable[[], None], Callable[[], None]],
+    orig: tuple[Callable[[], None], Callable[[], None]],
+    args: argparse.Namespace,
+    batch: int,
+) -> tuple[float, float, float, float]:
+    """Time ours against the official steps (interleaved) and record the keys.
+
+    ``names`` is (our name, the official name, key suffix): keys
+    ``{ours}_{mode}_s{suffix}``, ``{orig}_{mode}_s{suffix}``,
+    ``{ours}_over_original_{mode}{suffix}`` and, with ``--flops``,
+    ``gflop_{mode}_{name}{suffix}``.
+
+    Returns:
+        the median seconds (ours train, official train, ours infer, official infer).
+    """
+    ours_name, orig_name, suffix = names
+    train_a, train_b = _time_pair(ours[0], orig[0], args.repeats)
+    infer_a, infer_b = _time_pair(ours[1], orig[1], args.repeats)
+    for mode, a, b in (('train', train_a, train_b), ('infer', infer_a, infer_b)):
+        result[f'{ours_name}_{mode}_s{suffix}'] = a / batch
+        result[f'{orig_name}_{mode}_s{suffix}'] = b / batch
+        result[f'{ours_name}_over_original_{mode}{suffix}'] = a / b
+    if args.flops:
+        for name, (train, infer) in ((ours_name, ours), (orig_name, orig)):
+            gt, gi = _gflop(train, infer)
+            result[f'gflop_train_{name}{suffix}'] = round(gt, 3)
+            result[f'gflop_infer_{name}{suffix}'] = round(gi, 3)
+    return train_a, train_b, infer_a, infer_b
 
 
 def _gflop(train: Callable[[], None], infer: Callable[[], None]) -> tuple[float, float]:
@@ -490,22 +523,14 @@ def _ssg2(
         lambda: original.forward_inference(image, support_orig),
         original,
     )
-    train_a, train_b = _time_pair(ours_train, orig_train, args.repeats)
-    infer_a, infer_b = _time_pair(ours_infer, orig_infer, args.repeats)
-    result[f'ssg2_train_s_T{t}'] = train_a / b
-    result[f'original_ssg2_train_s_T{t}'] = train_b / b
-    result[f'ssg2_over_original_train_T{t}'] = train_a / train_b
-    result[f'ssg2_infer_s_T{t}'] = infer_a / b
-    result[f'original_ssg2_infer_s_T{t}'] = infer_b / b
-    result[f'ssg2_over_original_infer_T{t}'] = infer_a / infer_b
-    if args.flops:
-        for name, (train, infer) in (
-            ('ssg2', (ours_train, ours_infer)),
-            ('original_ssg2', (orig_train, orig_infer)),
-        ):
-            gt, gi = _gflop(train, infer)
-            result[f'gflop_train_{name}_T{t}'] = round(gt, 3)
-            result[f'gflop_infer_{name}_T{t}'] = round(gi, 3)
+    _compare(
+        result,
+        ('ssg2', 'original_ssg2', f'_T{t}'),
+        (ours_train, ours_infer),
+        (orig_train, orig_infer),
+        args,
+        b,
+    )
     return result
 
 
@@ -1203,13 +1228,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     image = torch.randn(b, c, s, s, generator=gen)
 
     result: dict[str, object] = {
-        'preset': args.preset,
-        'size': s,
-        'batch_size': b,
-        'threads': args.threads,
-        'repeats': args.repeats,
-        'torch': torch.__version__,
-        'machine': platform.machine(),
+        **_header(args),
         'original': str(Path(args.original).resolve()),
         'loadavg_start': os.getloadavg()[0] if hasattr(os, 'getloadavg') else None,
     }
@@ -1229,22 +1248,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     orig_train, orig_infer = _steps(
         lambda: original(image), lambda: original(image), original
     )
-    train_a, train_b = _time_pair(ours_train, orig_train, args.repeats)
-    infer_a, infer_b = _time_pair(ours_infer, orig_infer, args.repeats)
-    result['ptavit_train_s'] = train_a / b
-    result['original_baseline_train_s'] = train_b / b
-    result['ptavit_over_original_train'] = train_a / train_b
-    result['ptavit_infer_s'] = infer_a / b
-    result['original_baseline_infer_s'] = infer_b / b
-    result['ptavit_over_original_infer'] = infer_a / infer_b
-    if args.flops:
-        for name, (train, infer) in (
-            ('ptavit', (ours_train, ours_infer)),
-            ('original_baseline', (orig_train, orig_infer)),
-        ):
-            gt, gi = _gflop(train, infer)
-            result[f'gflop_train_{name}'] = round(gt, 3)
-            result[f'gflop_infer_{name}'] = round(gi, 3)
+    times = _compare(
+        result,
+        ('ptavit', 'original_baseline', ''),
+        (ours_train, ours_infer),
+        (orig_train, orig_infer),
+        args,
+        b,
+    )
+    train_a, train_b, infer_a, infer_b = times
 
     slower = train_a > train_b or infer_a > infer_b
     if args.profile or (slower and not args.no_auto_profile):
