@@ -47,8 +47,8 @@ listed), and the hyper-parameters of corresponding modules
 groups and grids) are compared. It reports the largest differences of every
 output in eval mode (and SSG2's ``forward_inference``), in train mode (batch
 statistics, dropout 0) and of the gradients of a random linear functional of all
-outputs (relative to the largest gradient), plus, for information, the BatchNorm
-running statistics after that step and our per-support reference loop
+outputs (relative to the largest gradient), the BatchNorm running statistics
+after that step and, for information, our per-support reference loop
 (``SSG2._forward_reference``) against the original. Where outputs differ, each
 paired block of ours is fed the inputs its official twin received (forward hooks)
 to name the first differing one; where GroupNorm group counts differ, everything
@@ -1047,11 +1047,12 @@ def _equivalence_case(
     result['train_grad_max_abs_diff'] = grad
     result['train_grad_worst_parameter'] = where
     result['train_grad_max_abs'] = scale
-    # informational: one official step updates the support-path BatchNorm
-    # statistics T times in a row, our batched pass once (mean of the T)
+    # one official step updates every BatchNorm once per (target, support) pair
+    # and stream; ours replays the same updates (BatchNormUpdateRecorder)
     stats, buffer = _stats_diff(ours, orig, mapping)
     result['train_running_stats_max_abs_diff'] = stats
     result['train_running_stats_worst_buffer'] = buffer
+    diffs['train.running_stats'] = stats
     if reference is not None:
         # our plain per-support loop, from the same state, in train mode
         reference.train()

@@ -132,6 +132,40 @@ def test_batched_equals_per_support_loop(mode: str) -> None:
             torch.testing.assert_close(g, g_ref, atol=1e-8, rtol=1e-7)
 
 
+@pytest.mark.parametrize(('length', 'chunk'), [(1, None), (3, None), (3, 1), (3, 2)])
+def test_running_statistics_follow_the_per_support_loop(
+    length: int, chunk: int | None
+) -> None:
+    # the official loop updates every BatchNorm once per (target, support) pair
+    # and stream, in pair order; the batched pass records and replays that order
+    torch.manual_seed(0)
+    batched = SSG2(
+        C, NUM_CLASSES, preset='test', dropout=0.0, support_chunk_size=chunk
+    ).double()
+    loop = SSG2(C, NUM_CLASSES, preset='test', dropout=0.0).double()
+    with torch.no_grad():  # non-default statistics, so that the order matters
+        for module in batched.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+    loop.load_state_dict(batched.state_dict())
+    image, support = (x.double() for x in _inputs(2, length, 32, 32))
+    for _ in range(2):
+        batched(image, support)
+        loop._forward_reference(image, support)
+    reference = loop.state_dict()
+    compared = 0
+    for name, value in batched.state_dict().items():
+        if 'running' in name or 'num_batches' in name:
+            torch.testing.assert_close(value, reference[name], atol=1e-12, rtol=1e-10)
+            compared += 1
+    assert compared > 30
+    norm = batched.encoder.encoder.stages[0][0].mbconv.bn_in
+    assert norm.recorder is None
+    # two steps: the target's first stage and each support once per pair
+    assert int(norm.num_batches_tracked) == 2 * 2 * length
+
+
 def test_support_chunks_equal_one_pass() -> None:
     torch.manual_seed(0)
     model = SSG2(C, NUM_CLASSES, preset='test', dropout=0.0).double()

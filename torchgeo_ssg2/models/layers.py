@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx
 
 __all__ = (
+    'BatchNormUpdateRecorder',
     'ChannelLayerNorm',
     'Conv2dNormed',
     'Conv3dNormed',
@@ -319,6 +320,73 @@ class ChannelLayerNorm(nn.LayerNorm):
         return super().forward(x.movedim(1, -1)).movedim(-1, 1)
 
 
+class BatchNormUpdateRecorder:
+    """Defers :class:`GroupedBatchNorm` running-statistic updates and replays them.
+
+    SSG2's batched pass calls each BatchNorm once for many (target, support)
+    pairs; the official per-support loop updates the running statistics once per
+    call of every pair, in pair order, the target stream before the support
+    stream. Inside :meth:`attach` every :class:`GroupedBatchNorm` of a module
+    records its per-group batch statistics instead of updating, tagged with the
+    index of the first support of the call (:attr:`start`) or as ``broadcast``
+    (the target's support-independent stage, computed once but updated once per
+    support by the loop); :meth:`replay` then applies the updates in the loop's
+    order: by support index, then by call order.
+    """
+
+    def __init__(self, length: int) -> None:
+        """Initialise the recorder.
+
+        Args:
+            length: the number T of supports of the pass.
+        """
+        self.length = length
+        #: index of the first support of the calls being recorded
+        self.start = 0
+        #: record the next calls as support-independent (repeated T times)
+        self.broadcast = False
+        self._calls: list[tuple[GroupedBatchNorm, int, bool, Tensor, Tensor]] = []
+
+    def record(self, module: 'GroupedBatchNorm', mean: Tensor, var: Tensor) -> None:
+        """Keep one call's per-group statistics (GxC mean and unbiased variance)."""
+        self._calls.append((module, self.start, self.broadcast, mean, var))
+
+    def attach(self, module: nn.Module) -> list['GroupedBatchNorm']:
+        """Make every :class:`GroupedBatchNorm` in ``module`` record (training only)."""
+        norms = [
+            m
+            for m in module.modules()
+            if isinstance(m, GroupedBatchNorm) and m.training and m.track_running_stats
+        ]
+        for norm in norms:
+            norm.recorder = self
+        return norms
+
+    @torch.no_grad()
+    def replay(self, norms: list['GroupedBatchNorm']) -> None:
+        """Detach from ``norms`` and apply the recorded updates in the loop's order."""
+        for norm in norms:
+            norm.recorder = None
+        events: dict[GroupedBatchNorm, list[tuple[int, int, Tensor, Tensor]]] = {}
+        for order, (norm, start, broadcast, mean, var) in enumerate(self._calls):
+            steps = range(self.length) if broadcast else range(start, start + len(mean))
+            for i, t in enumerate(steps):
+                g = 0 if broadcast else i
+                events.setdefault(norm, []).append((t, order, mean[g], var[g]))
+        self._calls.clear()
+        for norm, updates in events.items():
+            assert norm.running_mean is not None and norm.running_var is not None
+            assert norm.num_batches_tracked is not None
+            for _, _, mean, var in sorted(updates, key=lambda e: e[:2]):
+                norm.num_batches_tracked.add_(1)
+                if norm.momentum is None:
+                    factor = 1.0 / float(norm.num_batches_tracked)
+                else:
+                    factor = norm.momentum
+                norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
+                norm.running_var.lerp_(var.to(norm.running_var.dtype), factor)
+
+
 class GroupedBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are computed per group of a folded batch.
 
@@ -327,8 +395,13 @@ class GroupedBatchNorm(nn.modules.batchnorm._BatchNorm):
     sequence element ``t`` with the statistics of its own B samples, exactly as a
     per-support loop over batches of B would. With ``groups=1`` or in evaluation
     mode it is a plain BatchNorm. Running statistics are updated once per call
-    with the mean over the groups of the per-group statistics.
+    with the mean over the groups of the per-group statistics, or, while a
+    :class:`BatchNormUpdateRecorder` is attached (SSG2 does that in training),
+    recorded per group and replayed later in the official loop's order.
     """
+
+    #: set by :meth:`BatchNormUpdateRecorder.attach`
+    recorder: BatchNormUpdateRecorder | None = None
 
     def _check_input_dim(self, x: Tensor) -> None:
         if x.dim() < 2:
@@ -345,6 +418,8 @@ class GroupedBatchNorm(nn.modules.batchnorm._BatchNorm):
             a tensor of the shape of ``x``.
         """
         use_batch_stats = self.training or not self.track_running_stats
+        if self.recorder is not None and self.training and self.track_running_stats:
+            return self._recorded(x, groups, self.recorder)
         if groups == 1 or not use_batch_stats:
             return super().forward(x)
         n, c = x.shape[:2]
@@ -380,4 +455,31 @@ class GroupedBatchNorm(nn.modules.batchnorm._BatchNorm):
             assert self.running_mean is not None and self.running_var is not None
             self.running_mean.data.copy_(running_mean.view(groups, c).mean(0))
             self.running_var.data.copy_(running_var.view(groups, c).mean(0))
+        return y.view(x.shape)
+
+    def _recorded(
+        self, x: Tensor, groups: int, recorder: BatchNormUpdateRecorder
+    ) -> Tensor:
+        """Normalise with per-group batch statistics and hand them to ``recorder``."""
+        n, c = x.shape[:2]
+        if n % groups:
+            raise ValueError(f'batch of {n} does not split into {groups} groups')
+        assert self.running_mean is not None
+        # momentum 1 into zeroed buffers: they receive the batch mean and the
+        # unbiased variance, exactly what an update would blend in
+        mean = torch.zeros(groups * c, dtype=self.running_mean.dtype, device=x.device)
+        var = torch.zeros_like(mean)
+        weight = self.weight.repeat(groups) if self.weight is not None else None
+        bias = self.bias.repeat(groups) if self.bias is not None else None
+        y = F.batch_norm(
+            x.reshape(n // groups, groups * c, *x.shape[2:]),
+            mean,
+            var,
+            weight,
+            bias,
+            True,
+            1.0,
+            self.eps,
+        )
+        recorder.record(self, mean.view(groups, c), var.view(groups, c))
         return y.view(x.shape)

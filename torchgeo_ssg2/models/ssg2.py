@@ -19,6 +19,7 @@ from .attention import set_attention_chunk_size, spatial_grid
 from .decoder import PTAViTDecoder
 from .encoder import DualPTAViTEncoder
 from .heads import ConditionedMultitaskHead, hamacher_conorm, hamacher_tnorm
+from .layers import BatchNormUpdateRecorder
 from .presets import ModelConfig, get_config
 from .ptavit import PTAViTStage3D
 
@@ -165,20 +166,34 @@ class SSG2(nn.Module):
         set_attention_chunk_size(self, self.config.attention_chunk_size)
 
     def _features(self, image: Tensor, support_image: Tensor) -> Tensor:
-        """Batched base pass over the supports (in chunks if configured)."""
+        """Batched base pass over the supports (in chunks if configured).
+
+        In training mode the BatchNorm running statistics are updated as the
+        official per-support loop updates them: once per (target, support) pair
+        and stream, in pair order (see
+        :class:`~torchgeo_ssg2.models.layers.BatchNormUpdateRecorder`).
+        """
         t = support_image.shape[1]
         chunk = self.config.support_chunk_size or t
-        target = self.encoder.target_features(image)
-        zs = []
-        for start in range(0, t, chunk):
-            support = support_image[:, start : start + chunk]
-            if self._checkpointing():
-                z = checkpoint(
-                    self._base_pass, image, support, *target, use_reentrant=False
-                )
-            else:
-                z = self._base_pass(image, support, *target)
-            zs.append(z)
+        recorder = BatchNormUpdateRecorder(t)
+        norms = recorder.attach(self) if self.training else []
+        try:
+            recorder.broadcast = True
+            target = self.encoder.target_features(image)
+            recorder.broadcast = False
+            zs = []
+            for start in range(0, t, chunk):
+                recorder.start = start
+                support = support_image[:, start : start + chunk]
+                if self._checkpointing():
+                    z = checkpoint(
+                        self._base_pass, image, support, *target, use_reentrant=False
+                    )
+                else:
+                    z = self._base_pass(image, support, *target)
+                zs.append(z)
+        finally:
+            recorder.replay(norms)
         return zs[0] if len(zs) == 1 else torch.cat(zs, dim=1)
 
     def _checkpointing(self) -> bool:
