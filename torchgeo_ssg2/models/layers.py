@@ -437,18 +437,7 @@ class GroupedBatchNorm(nn.modules.batchnorm._BatchNorm):
             assert self.running_mean is not None and self.running_var is not None
             running_mean = self.running_mean.repeat(groups)
             running_var = self.running_var.repeat(groups)
-        weight = self.weight.repeat(groups) if self.weight is not None else None
-        bias = self.bias.repeat(groups) if self.bias is not None else None
-        y = F.batch_norm(
-            x.reshape(n // groups, groups * c, *x.shape[2:]),
-            running_mean,
-            running_var,
-            weight,
-            bias,
-            True,
-            factor,
-            self.eps,
-        )
+        y = self._batch_norm(x, groups, running_mean, running_var, factor)
         if running_mean is not None and running_var is not None:
             # through .data, like the native kernel, so that autograd nodes of
             # earlier calls that saved the buffers are not invalidated
@@ -469,17 +458,40 @@ class GroupedBatchNorm(nn.modules.batchnorm._BatchNorm):
         # unbiased variance, exactly what an update would blend in
         mean = torch.zeros(groups * c, dtype=self.running_mean.dtype, device=x.device)
         var = torch.zeros_like(mean)
+        y = self._batch_norm(x, groups, mean, var, 1.0)
+        recorder.record(self, mean.view(groups, c), var.view(groups, c))
+        return y.view(x.shape)
+
+    def _batch_norm(
+        self,
+        x: Tensor,
+        groups: int,
+        running_mean: Tensor | None,
+        running_var: Tensor | None,
+        momentum: float,
+    ) -> Tensor:
+        """Training-mode ``batch_norm`` of a Bx(G·C)x... view: statistics per group.
+
+        Args:
+            x: (B*G)xCx... input.
+            groups: G.
+            running_mean: G·C buffer updated with ``momentum`` (or ``None``).
+            running_var: G·C buffer updated with ``momentum`` (or ``None``).
+            momentum: update factor of the running buffers.
+
+        Returns:
+            the normalised Bx(G·C)x... view.
+        """
+        n, c = x.shape[:2]
         weight = self.weight.repeat(groups) if self.weight is not None else None
         bias = self.bias.repeat(groups) if self.bias is not None else None
-        y = F.batch_norm(
+        return F.batch_norm(
             x.reshape(n // groups, groups * c, *x.shape[2:]),
-            mean,
-            var,
+            running_mean,
+            running_var,
             weight,
             bias,
             True,
-            1.0,
+            momentum,
             self.eps,
         )
-        recorder.record(self, mean.view(groups, c), var.view(groups, c))
-        return y.view(x.shape)
