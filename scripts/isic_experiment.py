@@ -110,6 +110,8 @@ class Progress(lightning.Callback):
 
 def build_task(args: argparse.Namespace, model: str) -> lightning.LightningModule:
     labels = ['background', 'lesion']
+    # attention token grids for the image size (the original's spatial_size_init)
+    model_kwargs = {'spatial_size': args.size}
     if model == 'ssg2':
         return SSG2Task(
             preset=args.ssg2_preset,
@@ -118,6 +120,7 @@ def build_task(args: argparse.Namespace, model: str) -> lightning.LightningModul
             labels=labels,
             sequence_length=args.sequence_length,
             lr=args.lr,
+            model_kwargs=model_kwargs,
         )
     if model == 'ptavit':
         return PTAViTTask(
@@ -126,6 +129,7 @@ def build_task(args: argparse.Namespace, model: str) -> lightning.LightningModul
             num_classes=2,
             labels=labels,
             lr=args.lr,
+            model_kwargs=model_kwargs,
         )
     unet = SemanticSegmentation(
         model='unet',
