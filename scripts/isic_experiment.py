@@ -8,8 +8,9 @@ Dice, the per-image IoU and the ISIC 2018 thresholded Jaccard
 (:class:`torchgeo_ssg2.metrics.ThresholdedJaccard`). Writes ``results.json`` and
 ``results.md`` to ``--out``.
 
-Example: the run reported in issue 4 (46 min wall on a shared, loaded 2-core CPU;
-SSG2's 100 steps took 29 min of it, hence the ``test`` presets and 64x64 images)::
+Example: the run reported in the README (about 4 min on a 2-core CPU shared with
+another job; SSG2's 100 steps take about 2 min; the ``test`` presets and 64x64
+images keep it CPU-sized)::
 
     .venv/bin/python scripts/isic_experiment.py \
         --root ../shared/realdata/isic2017_256 --out outputs/isic_experiment \
