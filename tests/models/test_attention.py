@@ -114,72 +114,52 @@ def test_attention_3d_mean_compaction() -> None:
         )
 
 
-def test_memory_efficient_compaction_matches_reference() -> None:
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(2, 3, 5, 4, dtype=torch.float64, generator=g).requires_grad_(True)
+def _compaction_inputs(
+    nq: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator]:
+    # q for 3 supports against the target's keys broadcast over them
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(2, 3, nq, 4, dtype=torch.float64, generator=g).requires_grad_(True)
     k = torch.randn(2, 1, 6, 4, dtype=torch.float64, generator=g).requires_grad_(True)
-    a = torch.randn(5, dtype=torch.float64, generator=g).requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda q, k, a: tanimoto_compaction(q, k, a), (q, k, a)
-    )
-    upstream = torch.randn(2, 3, 6, dtype=torch.float64, generator=g)
-    fast = tanimoto_compaction(q, k, a)
-    grads = torch.autograd.grad((fast * upstream).sum(), (q, k, a))
-    ref = tanimoto_compaction(q, k, a, memory_efficient=False)
-    grads_ref = torch.autograd.grad((ref * upstream).sum(), (q, k, a))
-    torch.testing.assert_close(fast, ref)
-    for gf, gr in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(gf, gr)
+    a = torch.randn(nq, dtype=torch.float64, generator=g).requires_grad_(True)
+    return q, k, a, g
 
 
-@pytest.mark.parametrize('three_d', [False, True])
-def test_attention_fast_path_matches_reference(three_d: bool) -> None:
-    torch.manual_seed(0)
-    if three_d:
-        att = RelPatchAttention3D(8, heads=2, grid=2).double()
-        inputs = (torch.randn(2, 8, 3, 8, 8, dtype=torch.float64),)
-    else:
-        att = RelPatchAttention2D(8, heads=2, cgroups=2, grid=2).double()
-        inputs = (
-            torch.randn(2, 3, 8, 8, 8, dtype=torch.float64),
-            torch.randn(2, 1, 8, 8, 8, dtype=torch.float64),
-        )
-    results = []
-    for memory_efficient in (True, False):
-        att.memory_efficient = memory_efficient
-        leaves = [x.clone().requires_grad_(True) for x in inputs]
-        out = att(*leaves)
-        params = list(att.parameters())
-        grads = torch.autograd.grad((out * out.detach().sign()).sum(), leaves + params)
-        results.append((out, grads))
-    torch.testing.assert_close(results[0][0], results[1][0])
-    for gf, gr in zip(results[0][1], results[1][1], strict=True):
-        torch.testing.assert_close(gf, gr)
-
-
-@pytest.mark.parametrize('chunk', [1, 2, 4])
-def test_chunked_compaction_matches_reference(chunk: int) -> None:
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(2, 3, 5, 4, dtype=torch.float64, generator=g).requires_grad_(True)
-    k = torch.randn(2, 1, 6, 4, dtype=torch.float64, generator=g).requires_grad_(True)
-    a = torch.randn(5, dtype=torch.float64, generator=g).requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda q, k, a: tanimoto_compaction(q, k, a, chunk_size=chunk), (q, k, a)
-    )
-    upstream = torch.randn(2, 3, 6, dtype=torch.float64, generator=g)
+def _assert_compaction_matches_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    a: torch.Tensor,
+    g: torch.Generator,
+    chunk: int | None,
+) -> None:
+    # the lean path against plain autograd: values, gradients, no-grad values
     fast = tanimoto_compaction(q, k, a, chunk_size=chunk)
-    grads = torch.autograd.grad((fast * upstream).sum(), (q, k, a))
     ref = tanimoto_compaction(q, k, a, memory_efficient=False)
-    grads_ref = torch.autograd.grad((ref * upstream).sum(), (q, k, a))
     torch.testing.assert_close(fast, ref)
+    upstream = torch.randn(*ref.shape, dtype=torch.float64, generator=g)
+    grads = torch.autograd.grad((fast * upstream).sum(), (q, k, a))
+    grads_ref = torch.autograd.grad((ref * upstream).sum(), (q, k, a))
     for gf, gr in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(gf, gr)
     with torch.no_grad():
         torch.testing.assert_close(tanimoto_compaction(q, k, a, chunk_size=chunk), ref)
 
 
+@pytest.mark.parametrize('chunk', [None, 1, 2, 4])
+def test_compaction_matches_reference(chunk: int | None) -> None:
+    # None: one block whose dot products are kept; else blocks recomputed
+    q, k, a, g = _compaction_inputs(5, seed=0)
+    assert torch.autograd.gradcheck(
+        lambda q, k, a: tanimoto_compaction(q, k, a, chunk_size=chunk), (q, k, a)
+    )
+    _assert_compaction_matches_reference(q, k, a, g, chunk)
+
+
 @pytest.mark.parametrize('three_d', [False, True])
-def test_attention_chunked_path_matches_reference(three_d: bool) -> None:
+@pytest.mark.parametrize('chunk', [None, 3])
+def test_attention_lean_path_matches_reference(
+    three_d: bool, chunk: int | None
+) -> None:
     torch.manual_seed(0)
     if three_d:
         att = RelPatchAttention3D(8, heads=2, grid=2).double()
@@ -191,8 +171,8 @@ def test_attention_chunked_path_matches_reference(three_d: bool) -> None:
             torch.randn(2, 1, 8, 8, 8, dtype=torch.float64),
         )
     results = []
-    for memory_efficient, chunk in ((False, None), (True, 3)):
-        att.memory_efficient, att.chunk_size = memory_efficient, chunk
+    for memory_efficient, chunk_size in ((True, chunk), (False, None)):
+        att.memory_efficient, att.chunk_size = memory_efficient, chunk_size
         leaves = [x.clone().requires_grad_(True) for x in inputs]
         out = att(*leaves)
         params = list(att.parameters())
@@ -209,10 +189,7 @@ def test_automatic_blocks_match_reference(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(attention, 'BLOCK_ELEMENTS', 24)
     monkeypatch.setattr(attention, 'MIN_BLOCK_ROWS', 2)
-    g = torch.Generator().manual_seed(1)
-    q = torch.randn(2, 3, 7, 4, dtype=torch.float64, generator=g).requires_grad_(True)
-    k = torch.randn(2, 1, 6, 4, dtype=torch.float64, generator=g).requires_grad_(True)
-    a = torch.randn(7, dtype=torch.float64, generator=g).requires_grad_(True)
+    q, k, a, g = _compaction_inputs(7, seed=1)
     assert attention._auto_chunk(q, k) == 2  # 24 // (2 * 3 * 6) -> at least 2 rows
     calls = []
     monkeypatch.setattr(
@@ -222,14 +199,5 @@ def test_automatic_blocks_match_reference(monkeypatch: pytest.MonkeyPatch) -> No
             calls.append(args[-1]) or original(*args)
         ),
     )
-    fast = tanimoto_compaction(q, k, a)
+    _assert_compaction_matches_reference(q, k, a, g, None)
     assert calls == [2]
-    ref = tanimoto_compaction(q, k, a, memory_efficient=False)
-    torch.testing.assert_close(fast, ref)
-    upstream = torch.randn(2, 3, 6, dtype=torch.float64, generator=g)
-    grads = torch.autograd.grad((fast * upstream).sum(), (q, k, a))
-    grads_ref = torch.autograd.grad((ref * upstream).sum(), (q, k, a))
-    for gf, gr in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(gf, gr)
-    with torch.no_grad():
-        torch.testing.assert_close(tanimoto_compaction(q, k, a), ref)
