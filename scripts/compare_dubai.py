@@ -108,8 +108,8 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data, model and schedule options shared by the Dubai comparison scripts."""
     parser.add_argument('--root', default='data/dubai_aerial/data')
     parser.add_argument('--preset', default='tiny')
     parser.add_argument('--steps', type=int, default=200)
@@ -118,6 +118,11 @@ def main() -> None:
     parser.add_argument('--sequence-length', type=int, default=2)
     parser.add_argument('--eval-windows', type=int, default=96)
     parser.add_argument('--seed', type=int, default=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser)
     parser.add_argument(
         '--precision',
         default='32-true',

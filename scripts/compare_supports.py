@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 import torch
-from compare_dubai import HeldOutDubai, make_task, make_trainer
+from compare_dubai import HeldOutDubai, add_common_arguments, make_task, make_trainer
 from lightning.pytorch import seed_everything
 
 STRATEGIES = ('random', 'same_source')
@@ -102,14 +102,7 @@ def train_and_score(strategy: str, args: argparse.Namespace) -> list[dict[str, A
 def main() -> None:
     """Run the comparison, print the table and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--root', default='data/dubai_aerial/data')
-    parser.add_argument('--preset', default='tiny')
-    parser.add_argument('--steps', type=int, default=200)
-    parser.add_argument('--batch-size', type=int, default=4)
-    parser.add_argument('--patch-size', type=int, default=64)
-    parser.add_argument('--sequence-length', type=int, default=2)
-    parser.add_argument('--eval-windows', type=int, default=96)
-    parser.add_argument('--seed', type=int, default=0)
+    add_common_arguments(parser)
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument(
         '--json',
