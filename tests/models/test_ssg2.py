@@ -132,9 +132,12 @@ def test_batched_equals_per_support_loop(mode: str) -> None:
             torch.testing.assert_close(g, g_ref, atol=1e-8, rtol=1e-7)
 
 
-@pytest.mark.parametrize(('length', 'chunk'), [(1, None), (3, None), (3, 1), (3, 2)])
+@pytest.mark.parametrize(
+    ('length', 'chunk', 'momentum'),
+    [(1, None, 0.1), (3, None, 0.1), (3, 1, 0.1), (3, 2, 0.1), (3, 2, None)],
+)
 def test_running_statistics_follow_the_per_support_loop(
-    length: int, chunk: int | None
+    length: int, chunk: int | None, momentum: float | None
 ) -> None:
     # the official loop updates every BatchNorm once per (target, support) pair
     # and stream, in pair order; the batched pass records and replays that order
@@ -148,7 +151,12 @@ def test_running_statistics_follow_the_per_support_loop(
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.running_mean.uniform_(-1, 1)
                 module.running_var.uniform_(0.5, 2)
+                module.num_batches_tracked.fill_(3)
     loop.load_state_dict(batched.state_dict())
+    for model in (batched, loop):  # None: cumulative average
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = momentum
     image, support = (x.double() for x in _inputs(2, length, 32, 32))
     for _ in range(2):
         batched(image, support)
@@ -163,7 +171,7 @@ def test_running_statistics_follow_the_per_support_loop(
     norm = batched.encoder.encoder.stages[0][0].mbconv.bn_in
     assert norm.recorder is None
     # two steps: the target's first stage and each support once per pair
-    assert int(norm.num_batches_tracked) == 2 * 2 * length
+    assert int(norm.num_batches_tracked) == 3 + 2 * 2 * length
 
 
 def test_support_chunks_equal_one_pass() -> None:

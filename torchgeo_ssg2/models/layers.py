@@ -377,14 +377,25 @@ class BatchNormUpdateRecorder:
         for norm, updates in events.items():
             assert norm.running_mean is not None and norm.running_var is not None
             assert norm.num_batches_tracked is not None
-            for _, _, mean, var in sorted(updates, key=lambda e: e[:2]):
-                norm.num_batches_tracked.add_(1)
-                if norm.momentum is None:
-                    factor = 1.0 / float(norm.num_batches_tracked)
-                else:
-                    factor = norm.momentum
-                norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
-                norm.running_var.lerp_(var.to(norm.running_var.dtype), factor)
+            updates.sort(key=lambda e: e[:2])
+            # n sequential updates r <- (1 - f_k) r + f_k u_k in closed form:
+            # r_n = prod(1 - f) r_0 + sum_k f_k prod_{j > k}(1 - f_j) u_k,
+            # two weighted sums per buffer instead of n in-place updates
+            done = int(norm.num_batches_tracked)
+            factors = [
+                norm.momentum if norm.momentum is not None else 1.0 / (done + k + 1)
+                for k in range(len(updates))
+            ]
+            weights, keep = [], 1.0
+            for f in reversed(factors):
+                weights.append(f * keep)
+                keep *= 1.0 - f
+            weights.reverse()
+            for buffer, column in ((norm.running_mean, 2), (norm.running_var, 3)):
+                stacked = torch.stack([e[column] for e in updates]).to(buffer.dtype)
+                w = torch.tensor(weights, dtype=buffer.dtype, device=buffer.device)
+                buffer.mul_(keep).add_(w @ stacked)
+            norm.num_batches_tracked.add_(len(updates))
 
 
 class GroupedBatchNorm(nn.modules.batchnorm._BatchNorm):
