@@ -380,8 +380,10 @@ class BatchNormUpdateRecorder:
             updates.sort(key=lambda e: e[:2])
             # n sequential updates r <- (1 - f_k) r + f_k u_k in closed form:
             # r_n = prod(1 - f) r_0 + sum_k f_k prod_{j > k}(1 - f_j) u_k,
-            # two weighted sums per buffer instead of n in-place updates
-            done = int(norm.num_batches_tracked)
+            # two weighted sums per buffer instead of n in-place updates; the
+            # count is read only for a cumulative average (no sync otherwise)
+            cumulative = norm.momentum is None
+            done = int(norm.num_batches_tracked) if cumulative else 0
             factors = [
                 norm.momentum if norm.momentum is not None else 1.0 / (done + k + 1)
                 for k in range(len(updates))
