@@ -1,4 +1,4 @@
-"""Shared parts of the SSG2 and PTAViT tasks: optimisers, metrics, plotting."""
+"""Shared parts of the SSG2 and PTAViT tasks: optimisers, metrics, statistics, plots."""
 
 import math
 from collections.abc import Sequence
@@ -6,6 +6,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor
 from torch.optim import AdamW, Optimizer, RAdam
@@ -13,6 +14,8 @@ from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 from torchgeo.datamodules import BaseDataModule
 from torchgeo.datasets import RGBBandsMissingError
 from torchgeo.tasks import SemanticSegmentation
+
+from ..normalization import Normalization
 
 __all__ = ('MultitaskSegmentationTask', 'normalise_probabilities')
 
@@ -55,6 +58,121 @@ class MultitaskSegmentationTask(SemanticSegmentation):
 
     #: Largest number of validation batches plotted per epoch.
     max_plots = 10
+
+    #: Stride of the models' deepest feature map: an input of H x W pixels gives
+    #: (H / 32) x (W / 32) values per channel to the last BatchNorm layers.
+    deepest_stride = 32
+
+    #: The statistics the inputs are normalised with (None until known).
+    normalization: Normalization | None
+
+    def configure_metrics(self) -> None:
+        """Initialize the metrics and the normalisation buffers.
+
+        ``BaseTask.__init__`` calls :meth:`configure_models`,
+        :meth:`configure_losses` and this method last, so the buffers of the
+        statistics are registered here: ``normalization_mean`` and
+        ``normalization_std`` (C, float32; empty while unknown), persistent, so
+        they travel with the weights in every ``state_dict``.
+        """
+        super().configure_metrics()
+        self.normalization = None
+        self.register_buffer('normalization_mean', torch.empty(0))
+        self.register_buffer('normalization_std', torch.empty(0))
+        self.register_load_state_dict_post_hook(_sync_normalization)
+
+    def set_normalization(self, normalization: Normalization) -> None:
+        """Set the statistics the task's inputs are normalised with.
+
+        :meth:`on_fit_start` calls this with the datamodule's
+        ``normalization``; call it by hand for a task trained on other data, so
+        that its checkpoints and ``predict`` know the statistics.
+
+        Args:
+            normalization: Per-band statistics: one value per input channel (or
+                a single value for all of them).
+
+        Raises:
+            ValueError: If the band count differs from ``in_channels``.
+        """
+        if not isinstance(normalization, Normalization):
+            raise TypeError(
+                f'set_normalization takes a Normalization, got '
+                f'{type(normalization).__name__}'
+            )
+        channels = self.hparams.get('in_channels')
+        if channels is not None and normalization.num_bands not in (1, channels):
+            raise ValueError(
+                f'normalization has {normalization.num_bands} bands but the task '
+                f'has in_channels={channels}'
+            )
+        device = self.normalization_mean.device
+        self.normalization = normalization
+        self.normalization_mean = torch.tensor(
+            normalization.mean, dtype=torch.float32, device=device
+        )
+        self.normalization_std = torch.tensor(
+            normalization.std, dtype=torch.float32, device=device
+        )
+
+    def on_fit_start(self) -> None:
+        """Take the statistics of the datamodule, if it exposes them.
+
+        A datamodule with a ``normalization`` (every datamodule of this package)
+        sets the task's statistics; otherwise those set with
+        :meth:`set_normalization` stay, and a warning says when there are none.
+        """
+        datamodule = getattr(self.trainer, 'datamodule', None)
+        normalization = getattr(datamodule, 'normalization', None)
+        if isinstance(normalization, Normalization):
+            if self.normalization not in (None, normalization):
+                rank_zero_warn(
+                    f'{type(self).__name__}: the datamodule normalises with '
+                    f'{normalization}, not with the statistics set on the task '
+                    f"({self.normalization}); the datamodule's are kept"
+                )
+            self.set_normalization(normalization)
+        elif self.normalization is None:
+            rank_zero_warn(
+                f'{type(self).__name__}: the datamodule has no normalization, so '
+                'checkpoints will carry no statistics for predict; call '
+                'task.set_normalization(Normalization(mean, std)) before fitting'
+            )
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Refuse a training batch too small for the BatchNorm layers.
+
+        In training, BatchNorm needs more than one value per channel; the deepest
+        layers see ``B * (H / 32) * (W / 32)`` of them, so one 32 x 32 image
+        cannot be trained on. Checked before the forward pass, with a message
+        that says what to change.
+
+        Args:
+            batch: The training batch (``image`` BxCxHxW).
+            batch_idx: Index of the batch.
+
+        Raises:
+            ValueError: If the deepest BatchNorm layers would see one value per
+                channel.
+        """
+        image = batch.get('image') if isinstance(batch, dict) else None
+        if not isinstance(image, Tensor) or image.ndim != 4:
+            return
+        b, _, h, w = image.shape
+        s = self.deepest_stride
+        values = b * max(h // s, 1) * max(w // s, 1)
+        uses_batchnorm = any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
+            for m in self.modules()
+        )
+        if values < 2 and uses_batchnorm:
+            raise ValueError(
+                f'a training batch of {b} image(s) of {h} x {w} px gives the '
+                f"model's deepest BatchNorm layers (1/{s} of the input) a single "
+                'value per channel, and BatchNorm cannot compute batch statistics '
+                'from one value; use a batch size of at least 2 or patches of at '
+                f'least {2 * s} px'
+            )
 
     def _check_hparams(self) -> None:
         """Reject settings the Tanimoto-based multitask losses cannot honour.
@@ -181,7 +299,10 @@ class MultitaskSegmentationTask(SemanticSegmentation):
         self._log_metrics(self.test_metrics)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the task's class path in the checkpoint's hyper-parameters.
+        """Record the statistics and the task's class path in the checkpoint.
+
+        ``checkpoint['normalization']`` is :attr:`normalization` as a plain dict
+        (see :meth:`Normalization.from_checkpoint`), when known.
 
         LightningCLI (``torchgeo fit|validate|test|predict --ckpt_path``) rebuilds
         the model from ``hyper_parameters['_class_path']``, which it only adds
@@ -192,10 +313,26 @@ class MultitaskSegmentationTask(SemanticSegmentation):
         Args:
             checkpoint: The checkpoint dictionary being saved.
         """
+        if self.normalization is not None:
+            checkpoint['normalization'] = self.normalization.to_dict()
         hparams = checkpoint.get('hyper_parameters')
         if isinstance(hparams, dict) and '_class_path' not in hparams:
             cls = type(self)
             hparams['_class_path'] = f'{cls.__module__}.{cls.__qualname__}'
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the statistics of a checkpoint (before its weights load).
+
+        The task's own record, else its datamodule's
+        (:meth:`Normalization.from_checkpoint`). A ``state_dict`` without the
+        normalisation buffers then loads with these statistics in place.
+
+        Args:
+            checkpoint: The checkpoint dictionary being loaded.
+        """
+        normalization = Normalization.from_checkpoint(checkpoint)
+        if normalization is not None:
+            self.set_normalization(normalization)
 
     def segmentation(self, maps: Tensor) -> Tensor:
         """The segmentation channels of the real classes (NULL excluded).
@@ -262,6 +399,41 @@ class MultitaskSegmentationTask(SemanticSegmentation):
             )
             plt.close(fig)
 
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Load the normalisation buffers whatever their length, or keep them.
+
+        The buffers are empty while the statistics are unknown, so a loaded
+        buffer of another length replaces them instead of being a size mismatch,
+        and a ``state_dict`` without them (weights converted from elsewhere, or
+        saved before the statistics existed) keeps the current ones.
+        """
+        for name in ('normalization_mean', 'normalization_std'):
+            buffer = getattr(self, name)
+            value = state_dict.get(prefix + name)
+            if value is None:
+                state_dict[prefix + name] = buffer
+            elif isinstance(value, Tensor) and value.ndim == 1:
+                if buffer.shape != value.shape:
+                    setattr(self, name, buffer.new_empty(value.shape))
+        super()._load_from_state_dict(
+            state_dict,
+            prefix,
+            local_metadata,
+            strict,
+            missing_keys,
+            unexpected_keys,
+            error_msgs,
+        )
+
     @staticmethod
     def _first(batch: dict[str, Any], keys: Sequence[str]) -> dict[str, Tensor]:
         """The first sample of a batch, restricted to *keys*, on the CPU.
@@ -278,3 +450,22 @@ class MultitaskSegmentationTask(SemanticSegmentation):
             for k in keys
             if isinstance(batch.get(k), Tensor)
         }
+
+
+def _sync_normalization(task: MultitaskSegmentationTask, incompatible: Any) -> None:
+    """Keep ``task.normalization`` equal to its buffers after ``load_state_dict``.
+
+    Args:
+        task: The task whose state was loaded.
+        incompatible: The missing and unexpected keys (unused).
+    """
+    mean, std = task.normalization_mean, task.normalization_std
+    if mean.numel() == 0 or mean.shape != std.shape:
+        return
+    current = task.normalization
+    if current is not None and (
+        torch.equal(torch.tensor(current.mean, dtype=torch.float32), mean.cpu())
+        and torch.equal(torch.tensor(current.std, dtype=torch.float32), std.cpu())
+    ):
+        return
+    task.normalization = Normalization(mean.tolist(), std.tolist())
