@@ -13,8 +13,10 @@ from torchgeo_ssg2.datamodules.base import (
     _starts,
     augment_episode,
     plot_episode,
+    statistic_values,
 )
 from torchgeo_ssg2.datasets import EpisodeDataset
+from torchgeo_ssg2.normalization import Normalization
 from torchgeo_ssg2.samplers import EpisodeIndex, EpisodeSampler
 
 
@@ -341,3 +343,27 @@ def test_short_epoch_draws_from_every_image() -> None:
     images = {ds.image_index(i) for i in range(len(ds))}
     assert len(images) >= 8
     assert {int(ds[i]['mask'][0, 0]) for i in range(5)} <= set(range(10))
+
+
+class TestNormalization:
+    def test_scalar_statistics(self) -> None:
+        dm = EpisodicNonGeoDataModule(Images, patch_size=16)
+        assert dm.normalization == Normalization((0.0,), (255.0,))
+        assert dm.hparams['normalization'] == dm.normalization.to_dict()
+        assert dm.hparams['mean'] == [0.0]
+        assert dm.hparams['std'] == [255.0]
+
+    def test_bands_repeat_scalar(self) -> None:
+        class Banded(EpisodicNonGeoDataModule):
+            bands = ('a', 'b', 'c')
+            input_dtype = 'uint16'
+
+        dm = Banded(Images, patch_size=16)
+        assert dm.normalization == Normalization(
+            (0.0, 0.0, 0.0), (255.0, 255.0, 255.0), ('a', 'b', 'c'), 'uint16'
+        )
+        assert dm.hparams['normalization']['bands'] == ['a', 'b', 'c']
+
+    def test_statistic_values(self) -> None:
+        assert statistic_values(torch.tensor([107.67, 0.1])) == [107.67, 0.1]
+        assert statistic_values(3) == [3.0]

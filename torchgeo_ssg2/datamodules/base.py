@@ -8,6 +8,7 @@ import kornia.augmentation as K
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from lightning.pytorch import LightningDataModule
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -17,6 +18,7 @@ from torchgeo.datasets import NonGeoDataset
 from torchgeo.datasets.utils import Sample
 
 from ..datasets.episodes import EpisodeDataset
+from ..normalization import Normalization
 from ..samplers.episode import EpisodeIndex, EpisodeSampler
 from ..samplers.support import SupportIndexSampler, SupportStrategy
 
@@ -25,7 +27,46 @@ __all__ = (
     'GridPatchDataset',
     'RandomPatchDataset',
     'plot_episode',
+    'save_normalization',
+    'statistic_values',
 )
+
+
+def statistic_values(values: Any) -> list[float]:
+    """The values of a mean or std tensor, as the decimals they were written as.
+
+    The statistics are float32 tensors (for kornia); each value is given back as
+    the shortest decimal that rounds to the same float32 (107.67 rather than
+    107.66999816894531).
+
+    Args:
+        values: A tensor, or a number or sequence of numbers.
+
+    Returns:
+        The values, flattened.
+    """
+    array = np.asarray(torch.as_tensor(values).detach().cpu(), dtype=np.float32)
+    return [float(str(v)) for v in array.flatten()]
+
+
+def save_normalization(
+    datamodule: LightningDataModule, normalization: Normalization
+) -> None:
+    """Record a datamodule's statistics in its saved hyper-parameters.
+
+    Lightning writes the hyper-parameters into every checkpoint as
+    ``datamodule_hyper_parameters``: ``normalization`` (the record's plain dict,
+    read by :meth:`Normalization.from_checkpoint`) and plain ``mean`` and ``std``
+    lists.
+
+    Args:
+        datamodule: The datamodule.
+        normalization: The statistics it normalises with.
+    """
+    record = normalization.to_dict()
+    datamodule.save_hyperparameters(
+        {'normalization': record, 'mean': record['mean'], 'std': record['std']}
+    )
 
 
 def _to_pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -318,7 +359,17 @@ class EpisodicNonGeoDataModule(NonGeoDataModule):
     the supports are normalised with :attr:`mean`/:attr:`std`; in training they
     are also augmented with random flips and 90° rotations, every support
     independently of the target and of the other supports.
+
+    :attr:`normalization` (:attr:`mean`, :attr:`std`, :attr:`bands`,
+    :attr:`input_dtype`) is saved in the hyper-parameters, so every checkpoint
+    written with the data module carries it (:func:`save_normalization`).
     """
+
+    #: Band names of the images, when known.
+    bands: tuple[str, ...] | None = None
+
+    #: NumPy dtype name of the raw images, when known.
+    input_dtype: str | None = None
 
     def __init__(
         self,
@@ -361,6 +412,7 @@ class EpisodicNonGeoDataModule(NonGeoDataModule):
         self.length = length
         self.support_strategy = support_strategy
         self.seed = seed
+        save_normalization(self, self.normalization)
 
         self.aug = K.AugmentationSequential(
             K.Normalize(mean=self.mean, std=self.std), data_keys=None, keepdim=True
@@ -376,6 +428,18 @@ class EpisodicNonGeoDataModule(NonGeoDataModule):
             self.train_aug = K.AugmentationSequential(
                 *transforms, data_keys=None, keepdim=True
             )
+
+    @property
+    def normalization(self) -> Normalization:
+        """The statistics the images are normalised with.
+
+        A single :attr:`mean` / :attr:`std` value is repeated for every band
+        when :attr:`bands` is known.
+        """
+        mean, std = statistic_values(self.mean), statistic_values(self.std)
+        if self.bands is not None and len(mean) == len(std) == 1:
+            mean, std = mean * len(self.bands), std * len(self.bands)
+        return Normalization(mean, std, self.bands, self.input_dtype)
 
     def _episodes(self, split: str) -> EpisodeDataset:
         """Build the episode dataset of one split.

@@ -24,6 +24,8 @@ class DubaiAerialDataModule(EpisodicNonGeoDataModule):
 
     mean = torch.tensor(DubaiAerial.mean)
     std = torch.tensor(DubaiAerial.std)
+    bands = ('R', 'G', 'B')
+    input_dtype = 'uint8'
 
     def __init__(
         self,

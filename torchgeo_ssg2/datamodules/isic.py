@@ -28,6 +28,8 @@ class ISIC2018DataModule(EpisodicNonGeoDataModule):
     #: Per-channel mean / std (R, G, B; 0-255) of the ISIC 2017 training images.
     mean = torch.tensor([180.503, 150.847, 139.466])
     std = torch.tensor([39.190, 41.307, 45.015])
+    bands = ('R', 'G', 'B')
+    input_dtype = 'uint8'
 
     def __init__(
         self,

@@ -24,8 +24,14 @@ from ..datasets.potsdam import (
     split_tiles,
 )
 from ..datasets.prepare import prepare_potsdam
+from ..normalization import Normalization
 from ..samplers.geo import GeoStrategy, SupportGeoSampler
-from .base import augment_episode, plot_episode
+from .base import (
+    augment_episode,
+    plot_episode,
+    save_normalization,
+    statistic_values,
+)
 
 __all__ = ('PotsdamDataModule',)
 
@@ -58,8 +64,13 @@ class PotsdamDataModule(GeoDataModule):
 
     The evaluation protocol (``"geoseg"`` or ``"full"``) is kept in
     :attr:`protocol` and saved in the hyperparameters (``protocol``), so that logged
-    metrics say which protocol produced them.
+    metrics say which protocol produced them. The band statistics of the chosen
+    bands (:attr:`normalization`) are saved there too (see
+    :func:`~torchgeo_ssg2.datamodules.base.save_normalization`).
     """
+
+    #: NumPy dtype of the prepared image stacks.
+    input_dtype = 'float32'
 
     def __init__(
         self,
@@ -132,6 +143,7 @@ class PotsdamDataModule(GeoDataModule):
             **kwargs,
         )
         self.save_hyperparameters({'protocol': self.protocol.name})
+        save_normalization(self, self.normalization)
         self.sequence_length = sequence_length
         self.eval_sequence_length = eval_sequence_length or sequence_length
         self.support_strategy: GeoStrategy = support_strategy
@@ -146,6 +158,16 @@ class PotsdamDataModule(GeoDataModule):
                 data_keys=None,
                 keepdim=True,
             )
+
+    @property
+    def normalization(self) -> Normalization:
+        """The statistics of the chosen bands, in their raw units."""
+        return Normalization(
+            statistic_values(self.mean),
+            statistic_values(self.std),
+            self.bands,
+            self.input_dtype,
+        )
 
     @property
     def num_classes(self) -> int:
