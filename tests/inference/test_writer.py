@@ -53,7 +53,7 @@ def lightning_predict(task: Any, raster: Path, out: Path, **kwargs: Any) -> dict
 
 def test_trainer_predict_equals_predict_raster(raster: Path, tmp_path: Path) -> None:
     task = PixelTask()
-    kwargs = {'window': 32, 'overlap': 8, 'batch_size': 3}
+    kwargs = {'window': 32, 'overlap': 8, 'batch_size': 3, 'mean': 0, 'std': 255}
     a = predict_raster(
         task,
         raster,
@@ -95,6 +95,8 @@ def test_writer_cleans_up_on_error(raster: Path, tmp_path: Path) -> None:
             window=32,
             overlap=8,
             batch_size=1,
+            mean=0,
+            std=255,
         )
     assert listing(tmp_path) == before
 

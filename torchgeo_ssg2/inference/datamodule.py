@@ -6,10 +6,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from rasterio.windows import Window
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchgeo.datamodules import NonGeoDataModule
 
+from ..normalization import Normalization
 from ..samplers import SupportBank
 from .dataset import RasterWindowDataset, SupportMode, collate_windows
 from .model import (
@@ -19,9 +22,21 @@ from .model import (
     resolve_normalization,
     task_classes,
 )
-from .output import RasterMeta
+from .output import RasterMeta, open_raster, read_input
 
-__all__ = ('RasterPredictDataModule', 'build_window_dataset', 'check_input')
+__all__ = (
+    'RasterPredictDataModule',
+    'build_window_dataset',
+    'check_input',
+    'check_values',
+)
+
+#: Windows read up front to compare the input's values with the statistics.
+SAMPLE_WINDOWS = 8
+#: Distance from the training mean, in std, beyond which a pixel is unusual.
+OUTLIER_STD = 4.0
+#: Share of unusual pixels in a band above which the input is reported.
+OUTLIER_FRACTION = 0.01
 
 
 def check_input(model: nn.Module, input: str | os.PathLike[str]) -> RasterMeta:
@@ -65,8 +80,10 @@ def build_window_dataset(
     """Check the input against the model and build its window dataset.
 
     Every check that can fail runs here, before any prediction: the input is
-    readable, its band count equals the model's ``in_channels``, the normalisation
-    matches the bands, and the support source is usable.
+    readable and not truncated, its band count equals the model's
+    ``in_channels``, normalisation statistics are given or recorded and match
+    the bands, and the support source is usable. Inputs unlike the training
+    data are reported by :func:`check_values`.
 
     Args:
         model: The task (or plain module) that will predict.
@@ -75,7 +92,7 @@ def build_window_dataset(
             datamodule's normalisation statistics).
         window: Window side in pixels.
         overlap: Pixels shared by neighbouring windows.
-        mean: Explicit per-band mean (else recovered, see
+        mean: Explicit per-band mean (else the recorded statistics, see
             :func:`~torchgeo_ssg2.inference.model.resolve_normalization`).
         std: Explicit per-band std.
         supports: ``"raster"`` (windows of the input itself) or ``"bank"``;
@@ -104,15 +121,7 @@ def build_window_dataset(
             UserWarning,
             stacklevel=2,
         )
-    mean_, std_, source = resolve_normalization(model, checkpoint, mean, std)
-    if source.startswith("torchgeo's default"):
-        warnings.warn(
-            'the normalisation used in training is not recorded in the task or its '
-            f'checkpoint: using {source}; pass mean and std if the training '
-            'datamodule used others',
-            UserWarning,
-            stacklevel=2,
-        )
+    normalization, source = resolve_normalization(model, checkpoint, mean, std)
     mode: SupportMode = supports if needs_supports(model) else 'none'
     if mode == 'raster' and sequence_length is None:
         hparams = getattr(model, 'hparams', None) or {}
@@ -126,26 +135,99 @@ def build_window_dataset(
         meta.path,
         window=window,
         overlap=overlap,
-        mean=mean_,
-        std=std_,
+        mean=list(normalization.mean),
+        std=list(normalization.std),
         supports=mode,
         sequence_length=sequence_length,
         support_bank=support_bank,
         support_seed=support_seed,
     )
+    check_values(dataset, normalization, source)
     if mode == 'bank':
         # Fail now, not after hours, if the bank's chips do not fit the windows.
         dataset[0]
     return dataset
 
 
+def check_values(
+    dataset: RasterWindowDataset,
+    normalization: Normalization,
+    source: str,
+    windows: int = SAMPLE_WINDOWS,
+) -> None:
+    """Warn when the input does not look like what the model was trained on.
+
+    Two checks, both warnings (the prediction still runs):
+
+    * the input's dtype differs from :attr:`Normalization.dtype` (e.g. uint16
+      input to a model trained on uint8 images);
+    * in a sample of ``windows`` windows spread over the raster, more than
+      :data:`OUTLIER_FRACTION` of the valid (finite, not nodata) pixels of some
+      band lie more than
+      :data:`OUTLIER_STD` standard deviations from the training mean.
+
+    Args:
+        dataset: The window dataset (its raster, grid and statistics).
+        normalization: The statistics the input is normalised with.
+        source: Where the statistics come from, for messages.
+        windows: Windows sampled for the value range.
+    """
+    meta = dataset.meta
+    dtypes = sorted(set(meta.dtypes))
+    if normalization.dtype is not None and dtypes != [normalization.dtype]:
+        warnings.warn(
+            f'input raster {meta.path} is {"/".join(dtypes)} but the model was '
+            f'trained on {normalization.dtype} input (statistics from the {source}): '
+            'pass --mean and --std in the units of this raster if it is scaled '
+            'differently',
+            UserWarning,
+            stacklevel=3,
+        )
+    grid = dataset.grid
+    picks = np.unique(np.linspace(0, len(grid) - 1, windows).round().astype(int))
+    mean = dataset.mean.reshape(-1, 1)
+    std = dataset.std.reshape(-1, 1)
+    outside = np.zeros(meta.count)
+    total = np.zeros(meta.count)
+    low = np.full(meta.count, np.inf)
+    high = np.full(meta.count, -np.inf)
+    with open_raster(meta.path) as src:
+        for index in picks:
+            row_off, col_off = grid[int(index)]
+            h, w = grid.valid_shape(row_off, col_off)
+            data = read_input(
+                src, Window(col_off, row_off, w, h), out_dtype='float64', masked=True
+            )
+            data = np.ma.filled(data, np.nan).reshape(meta.count, -1)
+            finite = np.isfinite(data)
+            z = np.abs(np.where(finite, data, mean) - mean) / std
+            outside += ((z > OUTLIER_STD) & finite).sum(axis=1)
+            total += finite.sum(axis=1)
+            low = np.minimum(low, np.where(finite, data, np.inf).min(axis=1))
+            high = np.maximum(high, np.where(finite, data, -np.inf).max(axis=1))
+    fraction = outside / np.maximum(total, 1)
+    bad = np.flatnonzero(fraction > OUTLIER_FRACTION)
+    if len(bad):
+        b = int(bad[0])
+        warnings.warn(
+            f'input raster {meta.path} does not match the training statistics '
+            f'(from the {source}): in band {b + 1}, {fraction[b]:.0%} of the '
+            f'sampled pixels lie beyond mean +- {OUTLIER_STD:g} std (values '
+            f'{low[b]:g} to {high[b]:g}; mean {float(mean[b, 0]):g}, std '
+            f'{float(std[b, 0]):g}); predictions may be meaningless: pass --mean '
+            'and --std in the units of this raster',
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 class RasterPredictDataModule(NonGeoDataModule):
     """Predict the sliding windows of one raster with ``torchgeo predict``.
 
-    Normalisation happens in the dataset (from ``mean``/``std``, else recovered
-    from the task and its checkpoint as
-    :func:`~torchgeo_ssg2.inference.model.resolve_normalization` does), so this
-    datamodule applies no batch augmentation. Pair it with
+    Normalisation happens in the dataset (from ``mean``/``std``, else the
+    statistics recorded in the checkpoint or the task, as
+    :func:`~torchgeo_ssg2.inference.model.resolve_normalization` finds them), so
+    this datamodule applies no batch augmentation. Pair it with
     :class:`~torchgeo_ssg2.inference.RasterPredictionWriter`; the same windows,
     normalisation, supports and blending as :func:`predict_raster` give the same
     file.
@@ -156,8 +238,8 @@ class RasterPredictDataModule(NonGeoDataModule):
         overlap: Pixels shared by neighbouring windows.
         batch_size: Windows per batch.
         num_workers: DataLoader workers.
-        mean: Per-band mean (None: recover).
-        std: Per-band std (None: recover).
+        mean: Per-band mean (None: the recorded statistics).
+        std: Per-band std (None: the recorded statistics).
         supports: ``"raster"`` or ``"bank"``.
         support_bank: The bank for ``supports="bank"``.
         sequence_length: Supports per window (None: the task's).

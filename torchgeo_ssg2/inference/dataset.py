@@ -1,6 +1,7 @@
 """Windows of one raster as normalised samples, with optional support sequences."""
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -11,7 +12,7 @@ from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .output import RasterMeta, open_raster
+from .output import RasterMeta, open_raster, read_input
 from .windows import WindowGrid
 
 __all__ = ('RasterWindowDataset', 'SupportMode', 'collate_windows')
@@ -77,13 +78,16 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
 
     * ``"raster"``: T other windows of the same raster chosen by
       :class:`torchgeo_ssg2.samplers.RasterSupportSelector` (images only; a
-      raster smaller than a window is its own support, T times);
+      raster smaller than a window is its own support, T times, with a warning
+      when T > 1);
     * ``"bank"``: T images of a labelled dataset from a
       :class:`torchgeo_ssg2.samplers.SupportBank` (normalised the same way);
     * ``"none"``: no supports (single-image models such as PTAViT).
 
     Each item also carries ``row_off`` and ``col_off`` (the window's pixel offsets),
-    and torchgeo's ``bounds`` and ``transform`` (9 values each).
+    and torchgeo's ``bounds`` and ``transform`` (9 values each). NaN and inf
+    pixels of a floating-point raster are fed to the model as the band mean (0
+    after normalisation); the output marks them nodata.
 
     Args:
         path: Input raster.
@@ -103,8 +107,9 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         path: str | os.PathLike[str],
         window: int = 256,
         overlap: int = 64,
-        mean: float | Sequence[float] | Tensor = 0.0,
-        std: float | Sequence[float] | Tensor = 1.0,
+        *,
+        mean: float | Sequence[float] | Tensor,
+        std: float | Sequence[float] | Tensor,
         supports: SupportMode = 'none',
         sequence_length: int | None = None,
         support_bank: Any = None,
@@ -137,6 +142,14 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
                     sequence_length,
                     seed=support_seed,
                 )
+            elif sequence_length > 1:
+                warnings.warn(
+                    f'input raster {self.meta.path} is smaller than one window: it '
+                    f'is its own support, repeated sequence_length={sequence_length} '
+                    'times',
+                    UserWarning,
+                    stacklevel=2,
+                )
         elif supports == 'bank':
             if support_bank is None:
                 msg = 'supports="bank" needs a support_bank'
@@ -146,8 +159,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             raise ValueError(msg)
         self._src: Any = None
         self._pid: int | None = None
-        with open_raster(self.meta.path) as src:
-            self._floating = any(np.dtype(d).kind == 'f' for d in src.dtypes)
+        self._floating = self.meta.floating
 
     def __len__(self) -> int:
         """Number of windows."""
@@ -182,11 +194,14 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
 
         Returns:
             float32 Cxwindowxwindow, reflection-padded beyond the raster.
+
+        Raises:
+            OSError: If the window cannot be read (naming the file and window).
         """
         window = self.grid.window
         h, w = self.grid.valid_shape(row_off, col_off)
-        data = self._reader().read(
-            window=Window(col_off, row_off, w, h), out_dtype='float32'
+        data = read_input(
+            self._reader(), Window(col_off, row_off, w, h), out_dtype='float32'
         )
         if (h, w) != (window, window):
             data = np.pad(

@@ -1,9 +1,22 @@
-"""Load and inspect the model that predicts: SSG2Task / PTAViTTask or a plain module."""
+"""Load and inspect the model that predicts: SSG2Task / PTAViTTask or a plain module.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` only, so a file can
+hold tensors and plain Python values but no code: :func:`read_checkpoint` allows
+the few extra types in :data:`CHECKPOINT_SAFE_GLOBALS` and refuses every other
+pickled object with a message that names it. The task class is chosen by
+comparing the checkpoint's ``_class_path`` *string* with the accepted task
+classes before anything is imported, and the task is built from its
+hyper-parameters and weights (never through
+:meth:`~lightning.pytorch.LightningModule.load_from_checkpoint`, which unpickles
+whatever ``torch.load`` defaults to).
+"""
 
 import importlib
+import inspect
 import os
-import warnings
-from collections.abc import Mapping
+import pathlib
+import pickle
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +24,11 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from ..normalization import Normalization
+
 __all__ = (
+    'CHECKPOINT_SAFE_GLOBALS',
+    'check_device',
     'load_task',
     'model_in_channels',
     'needs_supports',
@@ -20,6 +37,18 @@ __all__ = (
     'resolve_normalization',
     'task_classes',
 )
+
+#: Types a task checkpoint may hold besides what ``weights_only=True`` allows by
+#: default: paths in hyper-parameters (their construction runs no user code).
+CHECKPOINT_SAFE_GLOBALS: tuple[type, ...] = (
+    pathlib.PosixPath,
+    pathlib.PurePosixPath,
+    pathlib.WindowsPath,
+    pathlib.PureWindowsPath,
+)
+
+#: Names listed in messages about many state_dict keys.
+_KEYS_SHOWN = 3
 
 
 def task_classes() -> tuple[type, ...]:
@@ -36,8 +65,49 @@ def task_classes() -> tuple[type, ...]:
     )
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a Lightning checkpoint's dictionary on the CPU.
+def _accepted_class_paths() -> dict[str, type]:
+    """Every spelling of an accepted task class in a checkpoint's ``_class_path``.
+
+    Returns:
+        ``{class path: class}``: the defining module's path, the
+        ``torchgeo_ssg2.trainers`` and ``torchgeo_ssg2.tasks`` aliases and the
+        short name.
+    """
+    paths: dict[str, type] = {}
+    for cls in task_classes():
+        for path in (
+            f'{cls.__module__}.{cls.__qualname__}',
+            f'torchgeo_ssg2.trainers.{cls.__name__}',
+            f'torchgeo_ssg2.tasks.{cls.__name__}',
+            cls.__name__,
+        ):
+            paths[path] = cls
+    return paths
+
+
+def _first(names: Sequence[str]) -> str:
+    """A few names of a long list, for one-line messages.
+
+    Args:
+        names: The names.
+
+    Returns:
+        The first :data:`_KEYS_SHOWN` names, with ``...`` when there are more.
+    """
+    shown = ', '.join(names[:_KEYS_SHOWN])
+    return shown + (', ...' if len(names) > _KEYS_SHOWN else '')
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a Lightning checkpoint's dictionary on the CPU, safely.
+
+    The file is read with ``torch.load(weights_only=True)``, which builds only
+    tensors, plain containers and numbers, plus :data:`CHECKPOINT_SAFE_GLOBALS`.
+    A checkpoint that needs any other Python object is refused: unpickling it
+    could run code. To use such a file that you trust on purpose, allow its types
+    with :func:`torch.serialization.add_safe_globals` before loading, or load the
+    task yourself and pass the task object to
+    :func:`~torchgeo_ssg2.inference.predict_raster`.
 
     Args:
         path: Checkpoint file.
@@ -47,76 +117,207 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: If the file is not a Lightning checkpoint.
+        ValueError: If the file is not a Lightning checkpoint or holds objects
+            that a weights-only load refuses.
     """
+    path = Path(path)
     if not path.is_file():
         msg = f'checkpoint {path} does not exist or is not a file'
         raise FileNotFoundError(msg)
+    allowed = set(torch.serialization.get_safe_globals())
+    extra = [g for g in CHECKPOINT_SAFE_GLOBALS if g not in allowed]
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception:
+        with torch.serialization.safe_globals(extra):
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
         try:
-            ckpt = torch.load(path, map_location='cpu', weights_only=False)
-        except Exception as err:
-            msg = f'cannot read checkpoint {path}: {err}'
-            raise ValueError(msg) from err
+            with torch.serialization.safe_globals(extra):
+                unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:
+            unsafe = []
+        if unsafe:
+            msg = (
+                f'checkpoint {path} refused: it holds Python objects that a safe '
+                f'(weights_only) load does not allow ({_first(unsafe)}); loading '
+                'them could run code. If you trust the file, allow them with '
+                'torch.serialization.add_safe_globals([...]) before loading, or '
+                'load the task yourself and pass it to predict_raster'
+            )
+        else:
+            msg = f'cannot read checkpoint {path}: {str(err).splitlines()[0]}'
+        raise ValueError(msg) from None
+    except Exception as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        msg = f'cannot read checkpoint {path}: {detail}'
+        raise ValueError(msg) from err
     if not isinstance(ckpt, Mapping) or 'state_dict' not in ckpt:
         msg = f'checkpoint {path} is not a Lightning checkpoint (no state_dict)'
         raise ValueError(msg)
     return dict(ckpt)
 
 
+def _load_weights(task: nn.Module, state_dict: Mapping[str, Any], path: Path) -> None:
+    """Load a state_dict strictly, with a short message when it does not fit.
+
+    Args:
+        task: The freshly built task.
+        state_dict: The checkpoint's ``state_dict``.
+        path: Checkpoint file, for messages.
+
+    Raises:
+        ValueError: If keys are missing or unexpected or tensors differ in shape.
+    """
+    if not isinstance(state_dict, Mapping):
+        msg = f'checkpoint {path} has a state_dict of type {type(state_dict).__name__}'
+        raise ValueError(msg)
+    own = task.state_dict()
+    missing: list[str] = []
+    unexpected: list[str] = []
+    reshaped: list[str] = []
+    try:
+        result = task.load_state_dict(state_dict, strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    except RuntimeError as err:
+        reshaped = [
+            f'{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}'
+            for k in own
+            if k in state_dict
+            and isinstance(state_dict[k], Tensor)
+            and state_dict[k].shape != own[k].shape
+            and own[k].numel()  # empty buffers take any length
+        ]
+        if not reshaped:
+            msg = f'checkpoint {path}: {str(err).strip().splitlines()[0]}'
+            raise ValueError(msg) from None
+    problems = [
+        f'{len(names)} {what} ({_first(names)})'
+        for names, what in (
+            (missing, 'missing keys'),
+            (unexpected, 'unexpected keys'),
+            (reshaped, 'tensors of another shape (checkpoint vs model)'),
+        )
+        if names
+    ]
+    if problems:
+        msg = (
+            f'checkpoint {path} does not fit a {type(task).__name__} built from its '
+            f'hyper-parameters ({len(own)} tensors): ' + '; '.join(problems)
+        )
+        raise ValueError(msg)
+
+
+def _build_task(cls: type, ckpt: Mapping[str, Any], path: Path) -> LightningModule:
+    """Build a task from a checkpoint's hyper-parameters and load its weights.
+
+    What :meth:`LightningModule.load_from_checkpoint` does after reading the
+    file: the constructor's arguments from ``hyper_parameters``, then
+    ``on_load_checkpoint`` (which restores the normalisation) and the weights.
+
+    Args:
+        cls: The task class.
+        ckpt: The checkpoint, as :func:`read_checkpoint` returns it.
+        path: Checkpoint file, for messages.
+
+    Returns:
+        The task.
+
+    Raises:
+        ValueError: If the hyper-parameters or weights do not fit the class.
+    """
+    hparams = ckpt.get('hyper_parameters') or {}
+    if not isinstance(hparams, Mapping):
+        msg = f'checkpoint {path} has hyper_parameters of type {type(hparams).__name__}'
+        raise ValueError(msg)
+    names = set(inspect.signature(cls.__init__).parameters) - {'self'}
+    kwargs = {k: v for k, v in hparams.items() if k in names}
+    try:
+        task = cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        msg = (
+            f'checkpoint {path}: cannot build a {cls.__name__} from its '
+            f'hyper-parameters: {err}'
+        )
+        raise ValueError(msg) from err
+    task.on_load_checkpoint(dict(ckpt))
+    _load_weights(task, ckpt['state_dict'], path)
+    return task
+
+
 def load_task(
     checkpoint: str | os.PathLike[str], map_location: str | torch.device = 'cpu'
 ) -> tuple[LightningModule, dict[str, Any]]:
-    """Load an SSG2Task or PTAViTTask checkpoint.
+    """Load an SSG2Task or PTAViTTask checkpoint safely.
 
-    The class is taken from the checkpoint's ``_class_path`` hyper-parameter when
-    the Lightning CLI saved one; otherwise each accepted task class is tried.
+    The file is read by :func:`read_checkpoint`. The class is the one named by
+    the checkpoint's ``_class_path`` hyper-parameter, compared as a string with
+    the accepted task classes (nothing the checkpoint names is imported);
+    without a class path each accepted class is tried.
 
     Args:
         checkpoint: Checkpoint file.
-        map_location: Where to load the weights.
+        map_location: Where to put the weights.
 
     Returns:
-        The task in eval mode, and the raw checkpoint dictionary (for the
-        datamodule's hyper-parameters).
+        The task in eval mode, and the checkpoint dictionary.
 
     Raises:
-        ValueError: If the checkpoint holds another kind of model.
+        ValueError: If the checkpoint holds another kind of model or does not fit
+            the class it names.
     """
     path = Path(checkpoint)
     ckpt = read_checkpoint(path)
-    classes = task_classes()
-    names = ' or '.join(c.__name__ for c in classes) or 'SSG2Task/PTAViTTask'
+    accepted = _accepted_class_paths()
+    names = ' or '.join(c.__name__ for c in task_classes()) or 'SSG2Task/PTAViTTask'
     hparams = ckpt.get('hyper_parameters') or {}
-    class_path = hparams.get('_class_path')
-    candidates: list[type] = list(classes)
-    if class_path:
-        module, _, name = str(class_path).rpartition('.')
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, ValueError) as err:
-            msg = f'checkpoint {path} holds a {class_path}, not an {names}'
-            raise ValueError(msg) from err
-        if not (isinstance(cls, type) and issubclass(cls, classes)):
-            msg = f'checkpoint {path} holds a {class_path}, not an {names}'
+    class_path = hparams.get('_class_path') if isinstance(hparams, Mapping) else None
+    if class_path is not None:
+        if not isinstance(class_path, str) or class_path not in accepted:
+            msg = f'checkpoint {path} holds a {class_path!s}, not an {names}'
             raise ValueError(msg)
-        candidates = [cls]
-    errors = []
-    for cls in candidates:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                task = cls.load_from_checkpoint(path, map_location=map_location)
-        except Exception as err:
-            errors.append(f'{cls.__name__}: {type(err).__name__}: {err}')
-            continue
-        task.eval()
-        return task, ckpt
-    detail = '; '.join(errors)
-    msg = f'checkpoint {path} is not an {names} checkpoint ({detail})'
-    raise ValueError(msg)
+        task = _build_task(accepted[class_path], ckpt, path)
+    else:
+        errors = []
+        for cls in task_classes():
+            try:
+                task = _build_task(cls, ckpt, path)
+                break
+            except ValueError as err:
+                errors.append(f'{cls.__name__}: {err}')
+        else:
+            msg = (
+                f'checkpoint {path} is not an {names} checkpoint ({"; ".join(errors)})'
+            )
+            raise ValueError(msg)
+    task.to(map_location)
+    task.eval()
+    return task, ckpt
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """Refuse a device that this machine does not have, in one line.
+
+    Args:
+        device: A torch device or its name (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: If the name is not a device or the device is unavailable.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        msg = f'unknown device {device!r}: {err}'
+        raise ValueError(msg) from None
+    try:
+        torch.empty(0, device=dev)
+    except Exception as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ''
+        msg = f'device {str(dev)!r} is not available on this machine'
+        msg += f' ({detail})' if detail else ''
+        raise ValueError(msg) from None
+    return dev
 
 
 def model_in_channels(model: nn.Module) -> int | None:
@@ -155,75 +356,51 @@ def needs_supports(model: nn.Module) -> bool:
     return ssg2 is not None and isinstance(model, ssg2)
 
 
-def _stat(value: Any) -> list[float] | None:
-    """Turn a mean/std value into a list of floats.
-
-    Args:
-        value: Scalar, sequence or tensor, or None.
-
-    Returns:
-        The values, or None.
-    """
-    if value is None:
-        return None
-    if isinstance(value, Tensor):
-        return [float(v) for v in value.detach().cpu().reshape(-1)]
-    if isinstance(value, int | float):
-        return [float(value)]
-    return [float(v) for v in value]
-
-
 def resolve_normalization(
     model: nn.Module,
     checkpoint: Mapping[str, Any] | None = None,
-    mean: Any = None,
-    std: Any = None,
-) -> tuple[list[float], list[float], str]:
-    """Find the mean and std the training datamodule normalised with.
+    mean: float | Sequence[float] | Tensor | None = None,
+    std: float | Sequence[float] | Tensor | None = None,
+) -> tuple[Normalization, str]:
+    """The statistics to normalise the input with.
 
-    In order: explicit ``mean``/``std``; the task's hyper-parameters ``mean``/``std``;
-    the checkpoint's ``datamodule_hyper_parameters`` ``mean``/``std``; the class
-    attributes of the datamodule class named there by ``_class_path`` (torchgeo
-    datamodules keep them as class attributes); the model's ``mean``/``std``
-    attributes; and finally torchgeo's ``BaseDataModule`` default (0, 255).
+    Explicit ``mean`` and ``std`` when given; else the checkpoint's record
+    (:meth:`Normalization.from_checkpoint`) when predicting from a checkpoint,
+    or the task's ``normalization`` attribute when predicting with a task object.
+    Nothing is guessed.
 
     Args:
         model: Task or plain module.
-        checkpoint: Raw checkpoint dictionary, if loaded from one.
+        checkpoint: The checkpoint the task was loaded from, if any.
         mean: Explicit mean (scalar or per band).
         std: Explicit std (scalar or per band).
 
     Returns:
-        ``(mean, std, source)``, the source naming where they came from.
+        ``(normalization, source)``, the source naming where it came from.
+
+    Raises:
+        ValueError: If only one of ``mean``/``std`` is given, or no statistics
+            are recorded and none are given.
     """
-    sources: list[tuple[str, Any, Any]] = [('arguments', mean, std)]
-    hparams = getattr(model, 'hparams', None) or {}
-    sources.append(('task hyper-parameters', hparams.get('mean'), hparams.get('std')))
-    dm = (checkpoint or {}).get('datamodule_hyper_parameters') or {}
-    sources.append(('datamodule hyper-parameters', dm.get('mean'), dm.get('std')))
-    class_path = dm.get('_class_path')
-    if class_path:
-        module, _, name = str(class_path).rpartition('.')
-        try:
-            cls = getattr(importlib.import_module(module), name)
-            sources.append(
-                (
-                    f'{class_path} attributes',
-                    getattr(cls, 'mean', None),
-                    getattr(cls, 'std', None),
-                )
-            )
-        except (ImportError, AttributeError, ValueError):
-            pass
-    sources.append(
-        ('model attributes', getattr(model, 'mean', None), getattr(model, 'std', None))
+    if mean is not None or std is not None:
+        if mean is None or std is None:
+            msg = 'pass both --mean and --std (mean and std), one value per band'
+            raise ValueError(msg)
+        return Normalization(mean=mean, std=std), 'arguments'  # type: ignore[arg-type]
+    if checkpoint is not None:
+        record = Normalization.from_checkpoint(checkpoint)
+        source, absent = 'checkpoint', 'the checkpoint records none'
+    else:
+        record = getattr(model, 'normalization', None)
+        source = f'{type(model).__name__}.normalization'
+        absent = f'{source} is not set'
+    if isinstance(record, Normalization):
+        return record, source
+    msg = (
+        f'no normalisation statistics: {absent}; pass --mean and --std (mean=..., '
+        'std=... in Python), one value per band in the units of the input raster'
     )
-    for source, m, s in sources:
-        if m is not None or s is not None:
-            m_list = _stat(m) if m is not None else [0.0]
-            s_list = _stat(s) if s is not None else [1.0]
-            return m_list or [0.0], s_list or [1.0], source
-    return [0.0], [255.0], "torchgeo's default (mean 0, std 255)"
+    raise ValueError(msg)
 
 
 def predict_batch(

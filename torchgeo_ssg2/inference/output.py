@@ -10,16 +10,25 @@ The prediction of ``OUT.tif`` is written as:
   uncertainty, nodata NaN.
 
 All files share the input's CRS, transform, width and height, are tiled
-(``block_size`` x ``block_size``) and DEFLATE-compressed. Each is first written to a
-hidden temporary file in the output's folder and moved into place with
-:func:`os.replace` only once every file is complete, so an output path holds either
-nothing or a complete file; on error the temporary files are removed.
+(``block_size`` x ``block_size``) and DEFLATE-compressed, BigTIFF when they could pass 4 GB (``BIGTIFF=IF_SAFER``), and
+get the mode the process's umask gives new files.
+
+Each is first written to a staging file beside it, ``OUT.tif.partial-<pid>``, and
+moved into place with :func:`os.replace` only once every file is complete, so an
+output path holds either nothing or a complete file. On error (and on SIGTERM in
+``torchgeo-ssg2 predict``) the staging files are removed; a staging file left by a
+killed process (``kill -9``, power loss) is removed by the next prediction of the
+same output once no process with its pid runs (:func:`sweep_staging`).
+
+No output, sidecar or staging file may be an input of the prediction: paths that
+resolve to the input raster, the checkpoint or a support-bank image (same file,
+symbolic or hard link) are refused, even with ``overwrite``.
 """
 
+import glob
 import os
-import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +45,14 @@ from rasterio.windows import Window
 __all__ = (
     'GeoTIFFSink',
     'RasterMeta',
+    'check_blocks',
     'check_output_free',
     'gdal_cache_limit',
     'open_raster',
     'output_paths',
+    'read_input',
+    'staging_path',
+    'sweep_staging',
 )
 
 #: GDAL block cache used while predicting, in MB: bounds memory whatever the size.
@@ -80,6 +93,76 @@ def gdal_cache_limit(megabytes: int = GDAL_CACHE_MB) -> Iterator[None]:
         yield
 
 
+def read_input(src: Any, window: Window, **kwargs: Any) -> np.ndarray:
+    """Read a window of the input raster; a failure names the file and the window.
+
+    Args:
+        src: The open input raster.
+        window: The window to read.
+        **kwargs: Passed to ``src.read`` (or ``src.dataset_mask`` with
+            ``mask=True``).
+
+    Returns:
+        The data.
+
+    Raises:
+        OSError: If GDAL cannot read the window (a truncated or corrupt file).
+    """
+    mask = kwargs.pop('mask', False)
+    try:
+        if mask:
+            return src.dataset_mask(window=window)
+        return src.read(window=window, **kwargs)
+    except rasterio.errors.RasterioError as err:
+        msg = (
+            f'cannot read input raster {src.name} at rows {window.row_off}:'
+            f'{window.row_off + window.height}, columns {window.col_off}:'
+            f'{window.col_off + window.width}: {err}'
+        )
+        raise OSError(msg) from err
+
+
+def check_blocks(src: Any, path: Path) -> None:
+    """Refuse a truncated raster before any work.
+
+    For a GeoTIFF, the offset and byte count of every block of every band (from
+    the TIFF block index) must lie within the file: this catches truncated and
+    partly copied files without reading the pixels. Blocks that are not written
+    (sparse files) are valid. For other formats the first and the last pixel are
+    read. Corruption inside a block is found only when the block is read, with an
+    error that names the file and the window (:func:`read_input`).
+
+    Args:
+        src: The open raster.
+        path: Its file.
+
+    Raises:
+        ValueError: If a block lies beyond the end of the file or a probe read
+            fails.
+    """
+    if src.driver != 'GTiff':
+        for row, col in ((0, 0), (src.height - 1, src.width - 1)):
+            read_input(src, Window(col, row, 1, 1))
+        return
+    size = os.path.getsize(path)
+    pixel = src.interleaving is not None and src.interleaving.name.lower() == 'pixel'
+    for bidx in src.indexes[:1] if pixel else src.indexes:
+        bh, bw = src.block_shapes[bidx - 1]
+        for i in range(-(-src.height // bh)):
+            for j in range(-(-src.width // bw)):
+                offset = src.get_tag_item(f'BLOCK_OFFSET_{j}_{i}', 'TIFF', bidx=bidx)
+                count = src.get_tag_item(f'BLOCK_SIZE_{j}_{i}', 'TIFF', bidx=bidx)
+                if offset is None or count is None:
+                    continue
+                if int(offset) + int(count) > size:
+                    msg = (
+                        f'input raster {path} is truncated or corrupt: block '
+                        f'(row {i}, column {j}) of band {bidx} ends at byte '
+                        f'{int(offset) + int(count)} but the file has {size} bytes'
+                    )
+                    raise ValueError(msg)
+
+
 @dataclass(frozen=True)
 class RasterMeta:
     """What the prediction needs to know about the input raster.
@@ -92,6 +175,7 @@ class RasterMeta:
         crs: Coordinate reference system, or None (pixel space).
         transform: Pixel-to-CRS affine transform (identity without georeferencing).
         has_mask: Whether some pixels may be invalid (nodata value, mask or alpha band).
+        dtypes: NumPy dtype name of each band.
     """
 
     path: Path
@@ -101,10 +185,16 @@ class RasterMeta:
     crs: CRS | None
     transform: Affine
     has_mask: bool
+    dtypes: tuple[str, ...] = ()
+
+    @property
+    def floating(self) -> bool:
+        """Whether a band is floating point (its NaN and inf pixels are nodata)."""
+        return any(np.dtype(d).kind == 'f' for d in self.dtypes)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> 'RasterMeta':
-        """Read the metadata of a raster.
+        """Read the metadata of a raster and check its blocks (:func:`check_blocks`).
 
         Args:
             path: Raster file.
@@ -114,7 +204,7 @@ class RasterMeta:
 
         Raises:
             FileNotFoundError: If the file does not exist.
-            ValueError: If the file cannot be read as a raster.
+            ValueError: If the file cannot be read as a raster or is truncated.
         """
         path = Path(path)
         if not path.is_file():
@@ -124,8 +214,7 @@ class RasterMeta:
             with open_raster(path) as src:
                 flags = src.mask_flag_enums
                 has_mask = any(MaskFlags.all_valid not in f for f in flags)
-                # Touch the data so that a truncated or corrupt file fails here.
-                src.read(1, window=Window(0, 0, 1, 1))
+                check_blocks(src, path)
                 return cls(
                     path=path,
                     height=src.height,
@@ -134,8 +223,9 @@ class RasterMeta:
                     crs=src.crs,
                     transform=src.transform,
                     has_mask=has_mask,
+                    dtypes=tuple(src.dtypes),
                 )
-        except rasterio.errors.RasterioError as err:
+        except (rasterio.errors.RasterioError, OSError) as err:
             msg = f'cannot read input raster {path}: {err}'
             raise ValueError(msg) from err
 
@@ -167,19 +257,106 @@ def output_paths(
     return paths
 
 
-def check_output_free(paths: dict[str, Path], overwrite: bool) -> None:
-    """Refuse to clobber existing outputs and check the folder exists.
+def staging_path(path: Path, pid: int | None = None) -> Path:
+    """The file an output is written to before it is moved into place.
+
+    Args:
+        path: The output file.
+        pid: Process id (default: this process).
+
+    Returns:
+        ``path.partial-<pid>`` beside the output.
+    """
+    return path.with_name(f'{path.name}.partial-{os.getpid() if pid is None else pid}')
+
+
+def _pid_running(pid: int) -> bool:
+    """Whether a process with this id runs (on POSIX; elsewhere: assume it does).
+
+    Args:
+        pid: Process id.
+
+    Returns:
+        False only when the process certainly does not exist.
+    """
+    if os.name != 'posix':
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (links and hard links included).
+
+    Args:
+        a: A path.
+        b: Another path.
+
+    Returns:
+        True if both exist and are one file.
+    """
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def sweep_staging(path: Path, protected: Mapping[str, Path] | None = None) -> None:
+    """Remove staging files of an output left by processes that no longer run.
+
+    The staging files of every sidecar of *path* are swept too. Staging files of
+    a running process (this one included) are kept, and so is any file that is
+    one of the *protected* inputs.
+
+    Args:
+        path: Class-index output file.
+        protected: Inputs that must never be removed, by role.
+    """
+    for target in output_paths(path, True, True).values():
+        pattern = glob.escape(str(target)) + '.partial-*'
+        for stale in glob.glob(pattern):
+            stale_path = Path(stale)
+            pid = stale_path.name.rpartition('.partial-')[2]
+            if not pid.isdigit() or int(pid) == os.getpid() or _pid_running(int(pid)):
+                continue
+            if any(_same_file(stale_path, p) for p in (protected or {}).values()):
+                continue
+            stale_path.unlink(missing_ok=True)
+
+
+def check_output_free(
+    paths: Mapping[str, Path],
+    overwrite: bool,
+    protected: Mapping[str, Path] | None = None,
+) -> None:
+    """Refuse to clobber existing outputs or any input, and check the folder exists.
 
     Args:
         paths: Output files, as from :func:`output_paths`.
-        overwrite: Whether existing files may be replaced.
+        overwrite: Whether existing outputs may be replaced.
+        protected: Inputs of the prediction by role (``"input raster"``,
+            ``"checkpoint"``, ``"support image"``, ...); an output or staging
+            file that is one of them is refused even with ``overwrite``.
 
     Raises:
+        ValueError: If an output would replace an input.
         FileExistsError: If a file exists and ``overwrite`` is False.
         FileNotFoundError: If an output folder does not exist.
         IsADirectoryError: If an output path is a folder.
     """
     for path in paths.values():
+        for role, source in (protected or {}).items():
+            if _same_file(path, source) or _same_file(staging_path(path), source):
+                msg = (
+                    f'output {path} is {source} (the {role}): choose another output '
+                    'path (an input is never overwritten, not even with --overwrite)'
+                )
+                raise ValueError(msg)
         if path.is_dir():
             msg = f'output {path} is a directory'
             raise IsADirectoryError(msg)
@@ -206,6 +383,8 @@ class GeoTIFFSink:
         uncertainty: Whether to write the uncertainty map.
         overwrite: Whether existing outputs may be replaced.
         block_size: Tile side of the outputs.
+        protected: Inputs besides ``meta.path`` that no output may replace, by
+            role (see :func:`check_output_free`).
     """
 
     def __init__(
@@ -217,11 +396,14 @@ class GeoTIFFSink:
         uncertainty: bool = False,
         overwrite: bool = False,
         block_size: int = 256,
+        protected: Mapping[str, Path] | None = None,
     ) -> None:
         self.meta = meta
         self.num_classes = num_classes
         self.paths = output_paths(output, probabilities, uncertainty)
-        check_output_free(self.paths, overwrite)
+        protected = {'input raster': meta.path, **(protected or {})}
+        check_output_free(self.paths, overwrite, protected)
+        sweep_staging(self.paths['classes'], protected)
         n_labels = max(num_classes, 2)
         self.class_dtype = 'uint8' if n_labels <= 255 else 'uint16'
         self.class_nodata = 255 if self.class_dtype == 'uint8' else 65535
@@ -236,6 +418,7 @@ class GeoTIFFSink:
             'blockysize': block_size,
             'compress': 'deflate',
             'interleave': 'band',
+            'BIGTIFF': 'IF_SAFER',
         }
         profiles = {
             'classes': base
@@ -255,15 +438,13 @@ class GeoTIFFSink:
         self._mask_src: Any = None
         try:
             for key, path in self.paths.items():
-                fd, tmp = tempfile.mkstemp(
-                    prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent
-                )
-                os.close(fd)
-                self._tmp[key] = Path(tmp)
+                tmp = staging_path(path)
+                self._tmp[key] = tmp
+                tmp.unlink(missing_ok=True)
                 dst = open_raster(tmp, 'w', **profiles[key])
                 self._dst[key] = dst
                 dst.descriptions = descriptions[key]
-            if meta.has_mask:
+            if meta.has_mask or meta.floating:
                 self._mask_src = open_raster(meta.path)
         except BaseException:
             self.abort()
@@ -288,8 +469,14 @@ class GeoTIFFSink:
             for r in range(0, n, 32):  # bounded int64 temporaries
                 classes[r : r + 32] = probabilities[:, r : r + 32].argmax(axis=0)
         invalid = None
-        if self._mask_src is not None:
-            invalid = self._mask_src.dataset_mask(window=window) == 0
+        if self.meta.has_mask:
+            invalid = read_input(self._mask_src, window, mask=True) == 0
+        if self.meta.floating:
+            # NaN and inf are nodata even where the file declares no nodata value.
+            values = read_input(self._mask_src, window)
+            finite = np.isfinite(values).all(axis=0)
+            invalid = ~finite if invalid is None else invalid | ~finite
+        if invalid is not None:
             classes[invalid] = self.class_nodata
         self._dst['classes'].write(classes, 1, window=window)
         if 'probabilities' in self._dst:
@@ -307,7 +494,7 @@ class GeoTIFFSink:
             self._dst['uncertainty'].write(unc, 1, window=window)
 
     def commit(self) -> dict[str, Path]:
-        """Close the temporary files and move them onto the output paths.
+        """Close the staging files and move them onto the output paths.
 
         Returns:
             The written files.
@@ -322,7 +509,7 @@ class GeoTIFFSink:
         return dict(self.paths)
 
     def abort(self) -> None:
-        """Close and delete whatever temporary files remain."""
+        """Close and delete whatever staging files remain."""
         self._close()
         for tmp in self._tmp.values():
             tmp.unlink(missing_ok=True)

@@ -3,9 +3,11 @@
 import argparse
 import os
 import queue
+import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .datamodule import build_window_dataset
 from .dataset import SupportMode, collate_windows
-from .model import load_task, needs_supports, predict_batch, task_classes
+from .model import check_device, load_task, needs_supports, predict_batch, task_classes
 from .output import RasterMeta, check_output_free, gdal_cache_limit, output_paths
 from .writer import PredictionAssembler
 
@@ -130,9 +132,11 @@ def predict_raster(
     CRS, transform, width and height (see :mod:`torchgeo_ssg2.inference.output`
     for its bands and sidecars); input nodata becomes output nodata.
 
-    Everything that can fail (unreadable input, band count, wrong checkpoint,
-    existing output) is checked before any window is predicted, and no file is
-    left at the output paths on error.
+    Everything that can fail (unavailable device, output that would replace an
+    input, unreadable or truncated input, band count, unsafe or wrong checkpoint,
+    missing normalisation statistics, existing output) is checked before any
+    window is predicted, and no file is left at the output paths on error (see
+    :mod:`torchgeo_ssg2.inference.output` for the staging files).
 
     Args:
         checkpoint_or_task: An SSG2Task/PTAViTTask checkpoint file (checkpoints
@@ -153,8 +157,10 @@ def predict_raster(
             ``support_bank`` (``"bank"``); ignored for single-image models.
         support_bank: A :class:`torchgeo_ssg2.samplers.SupportBank`.
         sequence_length: Supports per window (default: the task's).
-        mean: Per-band mean (default: recovered from the task/checkpoint).
-        std: Per-band std (default: recovered from the task/checkpoint).
+        mean: Per-band mean in the input's units (default: the statistics
+            recorded in the checkpoint, or the task's ``normalization``; without
+            either, ``mean`` and ``std`` must be given).
+        std: Per-band std (default: as ``mean``).
         support_seed: Seed of the raster support selector.
         blend_floor: Smallest blending weight at a window's edge.
         device: Device to run on (default: where the model is; checkpoints load on
@@ -166,12 +172,21 @@ def predict_raster(
         ``"uncertainty"``).
 
     Raises:
-        ValueError: If the checkpoint, input or arguments are unusable.
+        ValueError: If the device, checkpoint, input or arguments are unusable,
+            or an output would replace an input.
         FileExistsError: If an output exists and ``overwrite`` is False.
+        OSError: If a window of the input cannot be read.
     """
+    requested_device = check_device(device) if device is not None else None
     paths = output_paths(output, probabilities, uncertainty)
-    check_output_free(paths, overwrite)
-    RasterMeta.from_file(input)  # unreadable or missing input fails first
+    protected = {'input raster': Path(input)}
+    if not isinstance(checkpoint_or_task, nn.Module):
+        protected['checkpoint'] = Path(checkpoint_or_task)
+    if hasattr(support_bank, 'source_files'):
+        for i, path in enumerate(support_bank.source_files()):
+            protected[f'support-bank image #{i}'] = path
+    check_output_free(paths, overwrite, protected)
+    RasterMeta.from_file(input)  # unreadable, truncated or missing input fails first
     checkpoint: dict[str, Any] | None = None
     if isinstance(checkpoint_or_task, nn.Module):
         model = checkpoint_or_task
@@ -180,7 +195,7 @@ def predict_raster(
     if uncertainty and not needs_supports(model) and isinstance(model, task_classes()):
         msg = f'{type(model).__name__} gives no uncertainty (only SSG2Task does)'
         raise ValueError(msg)
-    run_device = torch.device(device) if device is not None else _model_device(model)
+    run_device = requested_device or _model_device(model)
     was_training = model.training
     model_device = _model_device(model)
     dataset = build_window_dataset(
@@ -209,6 +224,7 @@ def predict_raster(
         uncertainty=uncertainty,
         overwrite=overwrite,
         blend_floor=blend_floor,
+        protected=protected,
     )
     reader = _prefetch(loader)
     try:
@@ -235,21 +251,70 @@ def predict_raster(
         model.train(was_training)
 
 
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM.
+
+    A ``BaseException`` like ``KeyboardInterrupt``, so that clean-up code that
+    catches ``BaseException`` runs and ordinary ``except Exception`` does not
+    swallow it.
+
+    Args:
+        signum: The signal number.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while predicting (main thread only).
+
+    Yields:
+        Nothing; the previous handler is restored on exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_command(args: argparse.Namespace) -> int:
     """Run ``torchgeo-ssg2 predict``.
+
+    User errors (bad paths, inputs, checkpoints, arguments, devices) print one
+    line and return 1; SIGTERM and Ctrl-C abort cleanly (no output or staging
+    file is left) and return 143 and 130.
 
     Args:
         args: Parsed arguments.
 
     Returns:
-        The exit status: 0, or 1 after printing the error for bad inputs.
+        The exit status.
     """
+    prefix = 'torchgeo-ssg2 predict: error:'
     try:
-        written = _predict_from_args(args)
+        with _sigterm_raises():
+            written = _predict_from_args(args)
     except (ValueError, KeyError, OSError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f'torchgeo-ssg2 predict: error: {message}', file=sys.stderr)
+        print(f'{prefix} {message}', file=sys.stderr)
         return 1
+    except Terminated as err:
+        print(f'{prefix} stopped by {err}; no output written', file=sys.stderr)
+        return 128 + err.signum
+    except KeyboardInterrupt:
+        print(f'{prefix} interrupted; no output written', file=sys.stderr)
+        return 130
     for role, path in written.items():
         print(f'{role}: {path}')
     return 0
@@ -326,10 +391,18 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument('--sequence-length', type=int, default=None)
     parser.add_argument('--support-seed', type=int, default=0)
     parser.add_argument(
-        '--mean', type=float, nargs='+', default=None, help='per-band mean'
+        '--mean',
+        type=float,
+        nargs='+',
+        default=None,
+        help='per-band mean in the units of the input (default: from the checkpoint)',
     )
     parser.add_argument(
-        '--std', type=float, nargs='+', default=None, help='per-band std'
+        '--std',
+        type=float,
+        nargs='+',
+        default=None,
+        help='per-band std (default: from the checkpoint)',
     )
     parser.add_argument('--device', default=None, help='torch device (default: cpu)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')

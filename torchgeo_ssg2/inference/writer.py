@@ -1,7 +1,7 @@
 """From batches of window predictions to GeoTIFF: the shared assembler and its callback."""
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class PredictionAssembler:
         overwrite: Whether existing outputs may be replaced.
         blend_floor: Smallest blending weight (see :func:`blend_weight`).
         block_size: Output tile side, also the rows flushed at a time.
+        protected: Inputs besides the raster (checkpoint, support images) that no
+            output may replace, by role.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class PredictionAssembler:
         overwrite: bool = False,
         blend_floor: float = 0.01,
         block_size: int = 256,
+        protected: Mapping[str, Path] | None = None,
     ) -> None:
         self.meta = meta
         self.grid = grid
@@ -59,7 +62,8 @@ class PredictionAssembler:
         self.sink: GeoTIFFSink | None = None
         self.blender: StripBlender | None = None
         self.windows_done = 0
-        check_output_free(self.output_paths, overwrite)
+        self.protected = {'input raster': meta.path, **(protected or {})}
+        check_output_free(self.output_paths, overwrite, self.protected)
 
     @property
     def output_paths(self) -> dict[str, Path]:
@@ -80,6 +84,7 @@ class PredictionAssembler:
             uncertainty=self.uncertainty,
             overwrite=self.overwrite,
             block_size=self.block_size,
+            protected=self.protected,
         )
         self.blender = StripBlender(
             self.meta.height,
@@ -159,6 +164,29 @@ class PredictionAssembler:
         self.blender = None
 
 
+def _protected_inputs(trainer: pl.Trainer) -> dict[str, Path]:
+    """The inputs of a ``Trainer.predict`` run that no output may replace.
+
+    Args:
+        trainer: The trainer.
+
+    Returns:
+        The input raster, the checkpoint and the support-bank images, by role.
+    """
+    protected: dict[str, Path] = {}
+    ckpt_path = getattr(trainer, 'ckpt_path', None)
+    if ckpt_path:
+        protected['checkpoint'] = Path(ckpt_path)
+    datamodule = getattr(trainer, 'datamodule', None)
+    if isinstance(getattr(datamodule, 'input', None), str | os.PathLike):
+        protected['input raster'] = Path(datamodule.input)
+    bank = getattr(datamodule, 'support_bank', None)
+    if hasattr(bank, 'source_files'):
+        for i, path in enumerate(bank.source_files()):
+            protected[f'support-bank image #{i}'] = path
+    return protected
+
+
 class RasterPredictionWriter(BasePredictionWriter):
     """Lightning callback writing ``Trainer.predict`` output as a GeoTIFF.
 
@@ -210,7 +238,7 @@ class RasterPredictionWriter(BasePredictionWriter):
         """
         if stage == 'predict':
             paths = _output_paths(self.output, self.probabilities, self.uncertainty)
-            check_output_free(paths, self.overwrite)
+            check_output_free(paths, self.overwrite, _protected_inputs(trainer))
 
     def on_predict_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
@@ -255,6 +283,7 @@ class RasterPredictionWriter(BasePredictionWriter):
             overwrite=self.overwrite,
             blend_floor=self.blend_floor,
             block_size=self.block_size,
+            protected=_protected_inputs(trainer),
         )
 
     def write_on_batch_end(

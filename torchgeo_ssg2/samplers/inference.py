@@ -17,10 +17,18 @@ domain serve as supports. Two sources, chosen in the config by the string option
 Both are deterministic: the supports of a window depend only on the seed and on
 the window (its pixel offsets, or its key), so a prediction is reproducible and
 independent of batch size, worker count and tiling order.
+
+When the pool of candidates holds fewer distinct supports than the sequence
+length T (a bank of fewer than T images, or a raster with fewer than T
+non-overlapping windows), supports repeat within a sequence; both classes warn
+about it once.
 """
 
 import math
-from collections.abc import Sequence
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -129,6 +137,25 @@ class RasterSupportSelector:
         self.min_gap = int(min_gap)
         self.max_distance = max_distance
         self.seed = int(seed)
+        self._warned = False
+
+    def _warn_repeats(self, distinct: int) -> None:
+        """Warn, once per selector, that a target's supports repeat.
+
+        Args:
+            distinct: Number of distinct supports available to the target.
+        """
+        if self._warned:
+            return
+        self._warned = True
+        warnings.warn(
+            f'RasterSupportSelector: only {distinct} distinct support window(s) of '
+            f'{self.window[0]}x{self.window[1]} px fit beside some target windows '
+            f'of the {self.height}x{self.width} raster, fewer than '
+            f'sequence_length={self.sequence_length}: supports repeat',
+            UserWarning,
+            stacklevel=3,
+        )
 
     def _check(self, row_off: int, col_off: int) -> None:
         wh, ww = self.window
@@ -283,10 +310,14 @@ class RasterSupportSelector:
             dist = np.hypot(corners[:, 0] - row_off, corners[:, 1] - col_off)
             order = np.argsort(-dist, kind='stable')
             picks = [tuple(corners[order[i % 4]]) for i in range(t)]
+            if len(set(picks)) < t:
+                self._warn_repeats(len(set(picks)))
             return [(int(r), int(c)) for r, c in picks]
         # Deduplicate candidates, then pick T (with replacement only if needed).
         unique = np.unique(np.stack([rows, cols], axis=1), axis=0)
         unique = unique[rng.permutation(len(unique))]
+        if len(unique) < t:
+            self._warn_repeats(len(unique))
         pos = draw_without_target(rng, len(unique), None, t)
         return [(int(unique[p, 0]), int(unique[p, 1])) for p in pos]
 
@@ -334,7 +365,8 @@ class SupportBank:
     gets the same supports. Loaded items are cached when ``cache`` is True.
 
     The bank's images must all have the size of the predicted windows (the model
-    takes supports of the target's height and width).
+    takes supports of the target's height and width). A bank of fewer than T
+    images repeats supports within each sequence (with a warning).
 
     Args:
         dataset: Map-style dataset whose samples hold ``image`` (C x H x W) and
@@ -366,10 +398,52 @@ class SupportBank:
         self.seed = int(seed)
         self.cache = cache
         self._cache: dict[int, dict[str, Any]] = {}
+        if n < self.sequence_length:
+            warnings.warn(
+                f'support bank {type(dataset).__name__} holds {n} image(s), fewer '
+                f'than sequence_length={self.sequence_length}: supports repeat',
+                UserWarning,
+                stacklevel=2,
+            )
 
     def __len__(self) -> int:
         """Number of items in the bank."""
         return len(self.dataset)  # type: ignore[arg-type]
+
+    def source_files(self) -> list[Path]:
+        """Files the bank's images are read from, as far as its dataset says.
+
+        Taken from the ``files`` attribute of the dataset (and of the datasets a
+        ``Subset`` or ``ConcatDataset`` wraps): paths, or lists, tuples and dicts
+        of them, as torchgeo's and this package's datasets keep them. Prediction
+        refuses to write over any of them.
+
+        Returns:
+            The existing files.
+        """
+
+        def walk(value: Any, depth: int = 0) -> Iterator[Path]:
+            if isinstance(value, str | os.PathLike):
+                path = Path(value)
+                if path.is_file():
+                    yield path
+            elif depth < 4 and isinstance(value, dict):
+                for item in value.values():
+                    yield from walk(item, depth + 1)
+            elif depth < 4 and isinstance(value, list | tuple | set):
+                for item in value:
+                    yield from walk(item, depth + 1)
+
+        found: list[Path] = []
+        stack: list[Any] = [self.dataset]
+        while stack:
+            dataset = stack.pop()
+            stack.extend(getattr(dataset, 'datasets', None) or [])
+            inner = getattr(dataset, 'dataset', None)
+            if inner is not None:
+                stack.append(inner)
+            found.extend(walk(getattr(dataset, 'files', None)))
+        return found
 
     def indices(self, key: int) -> list[int]:
         """Bank indices of the supports of *key*.
