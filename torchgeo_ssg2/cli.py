@@ -17,7 +17,11 @@ from collections.abc import Sequence
 __all__ = ('LIGHTNING_SUBCOMMANDS', 'build_parser', 'main')
 
 #: Modules that register a sub-command through ``add_subcommand(subparsers)``.
-_SUBCOMMAND_MODULES = ('torchgeo_ssg2.datasets.prepare', 'torchgeo_ssg2.inference')
+_SUBCOMMAND_MODULES = (
+    'torchgeo_ssg2.datasets.prepare',
+    'torchgeo_ssg2.inference',
+    'torchgeo_ssg2.models.convert',
+)
 
 #: Sub-commands handed to torchgeo's Lightning CLI.
 LIGHTNING_SUBCOMMANDS = ('fit', 'validate', 'test', 'predict')
