@@ -163,6 +163,36 @@ class TestPrepare:
         mask = read(prepared_paths(dst, '2_11')['full'])[0]
         assert (mask[5, :4] == IGNORE_INDEX).all()
 
+    def test_unknown_colours_counted_over_strips(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Strips of 4 rows: the colours of every strip are counted together.
+        monkeypatch.setattr(prepare_module, '_STRIP_ROWS', 4)
+        src = copy_extracted(tmp_path / 'src')
+        label = src / '5_Labels_all' / 'top_potsdam_2_10_label.tif'
+        rgb = read(label)
+        rgb[:, 1, :3] = 9
+        rgb[:, 30, :5] = 9
+        rgb[:, 17, :1] = 8
+        rewrite(label, rgb)
+        with pytest.raises(ValueError, match='nothing written') as info:
+            prepare_potsdam(src, tmp_path / 'dst', tiles=['2_10'], progress=False)
+        message = str(info.value)
+        assert 'RGB(9, 9, 9): 8 px, RGB(8, 8, 8): 1 px' in message
+        assert message.count('top_potsdam_2_10_label.tif') == 1
+
+    def test_truncated_image(self, tmp_path: Path) -> None:
+        src = copy_extracted(tmp_path / 'src')
+        image = src / '4_Ortho_RGBIR' / 'top_potsdam_2_11_RGBIR.tif'
+        image.write_bytes(image.read_bytes()[:-200])
+        dst = tmp_path / 'dst'
+        with pytest.raises(ValueError, match='nothing written') as info:
+            prepare_potsdam(src, dst, tiles=['2_10', '2_11'], progress=False)
+        assert 'top_potsdam_2_11_RGBIR.tif: unreadable pixels in rows' in str(
+            info.value
+        )
+        assert not dst.exists()
+
     def test_problems_listed_together(self, tmp_path: Path) -> None:
         src = copy_extracted(tmp_path / 'src')
         eroded = (
@@ -317,6 +347,13 @@ class TestPrepare:
         )
         assert args.func(args) == 0
         assert 'skipped 1 complete' in capsys.readouterr().out
+        args = parser.parse_args(
+            ['prepare', 'potsdam', str(tmp_path / 'none'), str(tmp_path / 'x')]
+        )
+        assert args.func(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('torchgeo-ssg2 prepare potsdam: error: ')
+        assert 'Traceback' not in err
 
 
 class TestPreparedPotsdam:

@@ -2,8 +2,9 @@
 
 ``torchgeo-ssg2 prepare potsdam SRC DST`` (or :func:`prepare_potsdam`) checks every
 input of the ISPRS Potsdam distribution first (missing tiles, unreadable zips or
-rasters, unknown label colours, size mismatches, missing georeferencing), and only then
-writes, per tile:
+rasters, every pixel of every image, DSM and label read once strip by strip so that a
+truncated or corrupt file is found, unknown label colours, size mismatches, missing
+georeferencing), and only then writes, per tile:
 
 * ``DST/images/top_potsdam_<tile>_image.tif``: float32 R, G, B, IR, DSM stack;
 * ``DST/labels_full/top_potsdam_<tile>_label.tif``: uint8 class indices of
@@ -20,13 +21,16 @@ interrupted run leaves no partial output and a rerun skips what is done.
 import argparse
 import json
 import os
-from collections.abc import Sequence
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
+from rasterio.errors import RasterioError
 from rasterio.transform import Affine
 from rasterio.windows import Window
 from tqdm import tqdm
@@ -90,13 +94,51 @@ def _strips(height: int, width: int) -> list[Window]:
     ]
 
 
+def _scan(
+    source: SourceFile, indexes: Sequence[int] | None = None
+) -> Iterator[tuple[Window, np.typing.NDArray[Any]]]:
+    """Read every pixel of a raster once, strip by strip (bounded memory).
+
+    Args:
+        source: the file.
+        indexes: 1-based bands to read (all when None).
+
+    Yields:
+        Each strip's window and its pixels.
+
+    Raises:
+        RuntimeError: If a strip cannot be read (a truncated or corrupt file); the
+            message names the file and the rows.
+    """
+    with open_raster(source) as ds:
+        for window in _strips(ds.height, ds.width):
+            try:
+                data = ds.read(indexes=indexes, window=window)
+            except RasterioError as err:
+                rows = f'{window.row_off}-{window.row_off + window.height - 1}'
+                raise RuntimeError(
+                    f'{source.display}: unreadable pixels in rows {rows} '
+                    f'(truncated or corrupt file: {err})'
+                ) from err
+            yield window, data
+
+
 def _check_tile(
     plan: _TilePlan,
     band_count: int,
     crs: CRS | None,
     unknown_colors: Literal['error', 'ignore'],
 ) -> list[str]:
-    """Check one tile's inputs; fill in its grid; return the problems found."""
+    """Check one tile's inputs, every pixel of them; fill in its grid.
+
+    Every strip of the image, the DSM and both labels is read once, so that a
+    truncated or corrupt file is found here, before anything is written; the
+    label colours are checked strip by strip, their unknown colours counted over
+    the whole file.
+
+    Returns:
+        The problems found, one line each.
+    """
     problems: list[str] = []
     try:
         with open_raster(plan.image) as ds:
@@ -108,15 +150,18 @@ def _check_tile(
             has_transform = not ds.transform.is_identity
             plan.transform = ds.transform if has_transform else None
             plan.crs = ds.crs
+        for _ in _scan(plan.image):
+            pass
     except RuntimeError as err:
-        return [str(err)]
+        return [*problems, str(err)]
     try:
         if plan.transform is None:
             plan.transform = world_file_transform(plan.image)
         with open_raster(plan.dsm) as ds:
             dsm_crs, dsm_transform = ds.crs, ds.transform
             same_grid = (ds.height, ds.width) == (plan.height, plan.width)
-        read_dsm(plan.dsm, (plan.height, plan.width))
+        for _ in _scan(plan.dsm, [1]):
+            pass
     except (RuntimeError, ValueError) as err:
         problems.append(str(err))
         dsm_crs, dsm_transform, same_grid = None, None, False
@@ -146,28 +191,19 @@ def _check_tile(
                     f'{plan.image.display} size {(plan.height, plan.width)}'
                 )
                 continue
-            for window in _strips(*shape):
-                rgb = read_raster(source, [1, 2, 3], window=window)
-                decode_potsdam_labels(
-                    rgb, source.display, part == 'eroded', unknown_colors
-                )
-        except PotsdamLabelError as err:
-            # Report the whole file's unknown colours, not just one strip's.
-            problems.append(str(_whole_file_colors(source, part, err)))
+            unknown: Counter[tuple[int, int, int]] = Counter()
+            for _, rgb in _scan(source, [1, 2, 3]):
+                try:
+                    decode_potsdam_labels(
+                        rgb, source.display, part == 'eroded', unknown_colors
+                    )
+                except PotsdamLabelError as err:
+                    unknown.update(err.colors)
+            if unknown:
+                problems.append(str(PotsdamLabelError(source.display, unknown)))
         except RuntimeError as err:
             problems.append(str(err))
     return problems
-
-
-def _whole_file_colors(
-    source: SourceFile, part: str, first: PotsdamLabelError
-) -> PotsdamLabelError:
-    rgb = read_raster(source, [1, 2, 3])
-    try:
-        decode_potsdam_labels(rgb, source.display, part == 'eroded', 'error')
-    except PotsdamLabelError as err:
-        return err
-    return first  # pragma: no cover - the strip check found these colours
 
 
 def _write_atomic(path: str, profile: dict[str, Any], fill: Any) -> None:
@@ -360,17 +396,30 @@ def prepare_potsdam(
 
 
 def _run_potsdam(args: argparse.Namespace) -> int:
-    result = prepare_potsdam(
-        args.src,
-        args.dst,
-        tiles=args.tiles,
-        band_order=args.band_order,
-        crs=args.crs,
-        unknown_colors=args.unknown_colors,
-        block_size=args.block_size,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
+    """Run ``prepare potsdam``; errors go to stderr without a traceback.
+
+    Returns:
+        0 on success, 2 for invalid or missing inputs and options (nothing
+        written), 1 when writing fails.
+    """
+    try:
+        result = prepare_potsdam(
+            args.src,
+            args.dst,
+            tiles=args.tiles,
+            band_order=args.band_order,
+            crs=args.crs,
+            unknown_colors=args.unknown_colors,
+            block_size=args.block_size,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f'torchgeo-ssg2 prepare potsdam: error: {err}', file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f'torchgeo-ssg2 prepare potsdam: error: {err}', file=sys.stderr)
+        return 1
     print(
         f'prepared {len(result.written)} tile(s), skipped {len(result.skipped)} '
         f'complete tile(s); manifest: {result.manifest}'
