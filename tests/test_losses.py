@@ -109,8 +109,37 @@ class TestTanimotoWithComplement:
         _, label = random_pair()
         label[0, 1] = 0  # an empty channel
         label[1, 2] = 1  # a full channel
-        loss = tanimoto_with_complement(label.clone(), label, depth, mode)
+        loss = tanimoto_with_complement(
+            label.clone(), label, depth, mode, empty='smoothed'
+        )
         assert loss.item() == pytest.approx(0, abs=1e-6)
+        # official: an empty (or full) channel floors at 0.5, whatever is predicted
+        loss = tanimoto_with_complement(label.clone(), label, depth, mode)
+        assert loss.item() == pytest.approx(2 * 0.5 / 8, abs=1e-6)
+
+    def test_official_empty_channel_has_no_first_term_gradient(self) -> None:
+        label = torch.zeros(2, 3, 8, 8)
+        label[0, 0, :4] = 1
+        pred = torch.rand(2, 3, 8, 8, requires_grad=True)
+        sim = fractal_tanimoto(pred, label)
+        assert bool((sim[label.sum((-2, -1)) == 0] == 0).all())
+        sim.sum().backward()
+        empty = label.sum((-2, -1), keepdim=True).expand_as(pred) == 0
+        assert bool((pred.grad[empty] == 0).all())
+        assert bool((pred.grad[~empty] != 0).any())
+        # smoothed: an empty label rewards a prediction that collapses to zero
+        near = fractal_tanimoto(
+            torch.full((1, 1, 8, 8), 1e-4), label[:1, 1:2], empty='smoothed'
+        )
+        far = fractal_tanimoto(
+            torch.full((1, 1, 8, 8), 1e-2), label[:1, 1:2], empty='smoothed'
+        )
+        assert near.item() > 0.5 > far.item()
+
+    def test_bad_empty(self) -> None:
+        pred, label = random_pair()
+        with pytest.raises(ValueError, match='empty'):
+            fractal_tanimoto(pred, label, empty='zero')  # type: ignore[arg-type]
 
     def test_bounded(self) -> None:
         for seed in range(5):
@@ -148,23 +177,28 @@ class TestTanimotoWithComplement:
     ) -> None:
         pred = torch.full((2, 3, 4, 4), pred_fill, requires_grad=True)
         label = torch.full((2, 3, 4, 4), label_fill)
-        loss = tanimoto_with_complement(pred, label, depth)
-        loss.backward()
-        assert torch.isfinite(loss)
-        assert torch.isfinite(pred.grad).all()
-        expected = 0.0 if pred_fill == label_fill else 1.0
-        assert loss.item() == pytest.approx(expected, abs=1e-5)
+        for empty, same in (('smoothed', 0.0), ('official', 0.5)):
+            pred.grad = None
+            loss = tanimoto_with_complement(pred, label, depth, empty=empty)
+            loss.backward()
+            assert torch.isfinite(loss)
+            assert torch.isfinite(pred.grad).all()
+            expected = same if pred_fill == label_fill else 1.0
+            assert loss.item() == pytest.approx(expected, abs=1e-5)
 
     def test_empty_channel_predicted_almost_empty(self) -> None:
         label = torch.zeros(1, 1, 8, 8)
-        pred = torch.full((1, 1, 8, 8), 1e-4, requires_grad=True)
-        loss = tanimoto_with_complement(pred, label)
-        loss.backward()
-        assert torch.isfinite(pred.grad).all()
-        assert 0 <= loss.item() < 0.5
-        # predicting more of an empty channel costs more
-        worse = tanimoto_with_complement(torch.full((1, 1, 8, 8), 0.3), label)
-        assert worse.item() > loss.item()
+        for empty, low, high in (('smoothed', 0, 0.5), ('official', 0.5, 1)):
+            pred = torch.full((1, 1, 8, 8), 1e-4, requires_grad=True)
+            loss = tanimoto_with_complement(pred, label, empty=empty)
+            loss.backward()
+            assert torch.isfinite(pred.grad).all()
+            assert low <= loss.item() < high
+            # predicting more of an empty channel costs more
+            worse = tanimoto_with_complement(
+                torch.full((1, 1, 8, 8), 0.3), label, empty=empty
+            )
+            assert worse.item() > loss.item()
 
     def test_all_ignore(self) -> None:
         pred, label = random_pair()
@@ -226,7 +260,9 @@ class TestMultitaskLoss:
     def test_perfect_targets(self) -> None:
         targets = make_batch()
         for depth, mode in ((0, 'exact'), (2, 'exact'), (2, 'avg')):
-            loss = MultitaskLoss(depth, mode)(targets['target'], targets['target'])
+            loss = MultitaskLoss(depth, mode, empty='smoothed')(
+                targets['target'], targets['target']
+            )
             assert loss.item() == pytest.approx(0, abs=1e-6)
 
     def test_bad_channels(self) -> None:
@@ -250,19 +286,51 @@ class TestSSG2Loss:
 
     @pytest.mark.parametrize('t', [1, 3])
     @pytest.mark.parametrize(('depth', 'mode'), [(0, 'exact'), (2, 'avg')])
-    def test_zero_for_perfect(self, t: int, depth: int, mode: str) -> None:
+    @pytest.mark.parametrize('fuzzy', ['official', 'one', 'drop'])
+    def test_zero_for_perfect(self, t: int, depth: int, mode: str, fuzzy: str) -> None:
         targets = make_batch(t=t)
         outputs = perfect_outputs(targets)
-        out = SSG2Loss(depth, mode)(outputs, targets)
+        if fuzzy == 'one':  # the true union of the two NULL channels
+            outputs['fuzzy_target'][:, :, -1] = 1
+        elif fuzzy == 'drop':  # anything: left out
+            outputs['fuzzy_target'][:, :, -1] = 0.3
+        loss = SSG2Loss(depth, mode, empty='smoothed', fuzzy_target_null=fuzzy)
+        out = loss(outputs, targets)
         for key, value in out.items():
             assert value.item() == pytest.approx(0, abs=1e-6), key
+
+    def test_fuzzy_target_null_of_true_set_operations(self) -> None:
+        # Hamacher union of the true intersection and difference maps: its NULL
+        # channel is 1 at every pixel, which only 'one' and 'drop' accept as right.
+        targets = make_batch(t=2)
+        inter = targets['intersection'][:, :, :K]
+        diff = targets['difference'][:, :, :K]
+        union = inter + diff - inter * diff
+        assert bool((union[:, :, -1] == 1).all())
+        outputs = perfect_outputs(targets)
+        outputs['fuzzy_target'] = union
+        terms = {
+            f: SSG2Loss(empty='smoothed', fuzzy_target_null=f)(outputs, targets)[
+                'fuzzy_target'
+            ].item()
+            for f in ('official', 'one', 'drop')
+        }
+        assert terms['one'] == pytest.approx(0, abs=1e-6)
+        assert terms['drop'] == pytest.approx(0, abs=1e-6)
+        assert terms['official'] > 0.1
+
+    def test_bad_options(self) -> None:
+        with pytest.raises(ValueError, match='empty'):
+            SSG2Loss(empty='zero')  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match='fuzzy_target_null'):
+            SSG2Loss(fuzzy_target_null='half')  # type: ignore[arg-type]
 
     def test_weighting(self) -> None:
         t = 3
         targets = make_batch(t=t)
         outputs = random_outputs(2, t, 8, 8)
         gen = torch.Generator().manual_seed(5)
-        out = SSG2Loss()(outputs, targets, generator=gen)
+        out = SSG2Loss(fuzzy_target_null='official')(outputs, targets, generator=gen)
         perm = torch.randperm(t, generator=torch.Generator().manual_seed(5))
         valid, svalid = targets['valid'], targets['support_valid']
         mtsk = MultitaskLoss()
@@ -319,10 +387,9 @@ class TestSSG2Loss:
             assert bool((outputs[key].grad[..., :2, :] == 0).all()), key
         # perfect predictions on the valid pixels still give zero loss
         perfect = perfect_outputs(targets)
+        loss = SSG2Loss(empty='smoothed', fuzzy_target_null='official')
         for key in TERMS:
-            assert SSG2Loss()(perfect, targets)[key].item() == pytest.approx(
-                0, abs=1e-6
-            )
+            assert loss(perfect, targets)[key].item() == pytest.approx(0, abs=1e-6)
 
     def test_all_ignore(self) -> None:
         g = torch.Generator().manual_seed(0)

@@ -2,10 +2,13 @@ import pytest
 import torch
 
 from torchgeo_ssg2.metrics import (
+    SET_OPERATIONS,
+    SetOperationIoU,
     ThresholdedJaccard,
     binary_jaccard_per_image,
     thresholded_jaccard,
 )
+from torchgeo_ssg2.targets import set_operation_targets
 
 
 def square(top: int, left: int, size: int, shape=(6, 6)) -> torch.Tensor:
@@ -83,3 +86,57 @@ class TestThresholdedJaccard:
         truth = square(0, 0, 4)
         metric.update(square(0, 0, 2)[None], truth[None])
         assert metric.compute().item() == pytest.approx(0.25)
+
+
+class TestSetOperationIoU:
+    def _batch(self, ignore: bool = False) -> tuple[dict, dict]:
+        g = torch.Generator().manual_seed(0)
+        mask = torch.randint(0, 3, (2, 8, 8), generator=g)
+        support = torch.randint(0, 3, (2, 2, 8, 8), generator=g)
+        if ignore:
+            mask[:, :2] = 255
+        targets = set_operation_targets(mask, support, 3, 255 if ignore else None)
+        outputs = {k: targets[k].clone() for k in SET_OPERATIONS}
+        return outputs, targets
+
+    def test_perfect_heads_score_one(self) -> None:
+        outputs, targets = self._batch()
+        metric = SetOperationIoU(3)
+        metric.update(outputs, targets)
+        for name, value in metric.compute().items():
+            assert value.item() == pytest.approx(1), name
+
+    def test_empty_heads_score_zero_and_partial_in_between(self) -> None:
+        outputs, targets = self._batch()
+        empty = {k: torch.zeros_like(v) for k, v in outputs.items()}
+        metric = SetOperationIoU(3)
+        metric.update(empty, targets)
+        assert all(v.item() == 0 for v in metric.compute().values())
+        # predicting only the NULL channel right: IoU = |NULL| / |all labels|
+        metric = SetOperationIoU(3)
+        null_only = {k: torch.zeros_like(v) for k, v in outputs.items()}
+        for k in null_only:
+            null_only[k][:, :, 3] = targets[k][:, :, 3]
+        metric.update(null_only, targets)
+        inter = targets['intersection'][:, :, :4]
+        expected = inter[:, :, 3].sum() / inter.sum()
+        got = metric.compute()['intersection']
+        assert got.item() == pytest.approx(expected.item())
+
+    def test_ignored_pixels_do_not_count(self) -> None:
+        outputs, targets = self._batch(ignore=True)
+        noisy = {k: v.clone() for k, v in outputs.items()}
+        for v in noisy.values():
+            v[:, :, :, :2] = 1  # every channel "predicted" on the ignored rows
+        metric = SetOperationIoU(3)
+        metric.update(noisy, targets)
+        for name, value in metric.compute().items():
+            assert value.item() == pytest.approx(1), name
+
+    def test_accumulates_over_batches(self) -> None:
+        outputs, targets = self._batch()
+        half = {k: torch.zeros_like(v) for k, v in outputs.items()}
+        metric = SetOperationIoU(3)
+        metric.update(outputs, targets)
+        metric.update(half, targets)
+        assert metric.compute()['union'].item() == pytest.approx(0.5)

@@ -1,13 +1,17 @@
 """Losses of SSG2: fractal Tanimoto with complement, multitask and total SSG2 loss.
 
-Convention for empty channels: the Tanimoto similarity is smoothed,
-``T = (sum pl + eps) / (den + eps)`` with ``eps = 1e-5``, so a channel that is empty
-in both prediction and label has similarity 1 (loss 0) instead of the 0/0 of the
-plain formula, and values and gradients stay finite for empty channels, empty masks
-and all-ignore masks. For any non-trivial channel (sums over a chip of order 1 or
-more) eps changes the value by a negligible amount. The official code instead maps
-the 0/0 to similarity 0 (so an empty channel predicted empty floors at loss 0.5); the
-complement term ``T(1-p, 1-l)`` carries the signal for such channels in both.
+Empty channels (``empty``): with ``'official'`` the similarity is the plain
+``T = sum pl / den``, and a zero denominator (a channel empty in both prediction and
+label) gives 0, as in the official code. A channel whose label is empty then always
+has ``T(p, l) = 0`` with zero gradient, its loss floors at 0.5, and only the
+complement ``T(1-p, 1-l)`` pulls the prediction towards 0. With ``'smoothed'`` the
+similarity is ``(sum pl + eps) / (den + eps)`` with ``eps = 1e-5``: an empty label
+predicted exactly empty scores 1 (loss 0), but the score falls to about 0 as soon as
+``sum p^2`` exceeds a few eps, so the loss rewards collapsing an uncertain channel to
+exactly zero (a cliff worth 0.5 per empty channel). Set-operation heads see many
+empty channels, and under ``'smoothed'`` they learn to predict nothing.
+``'official'`` is the default. Values and gradients stay finite for empty channels,
+empty masks and all-ignore masks in both.
 
 Ignored pixels: a validity weight multiplies p, l and both complements inside the
 sums, so an ignored pixel contributes nothing; a sample or channel whose pixels are
@@ -22,9 +26,24 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ['MultitaskLoss', 'SSG2Loss', 'fractal_tanimoto', 'tanimoto_with_complement']
+__all__ = [
+    'EMPTY_CHANNELS',
+    'FUZZY_TARGET_NULL',
+    'MultitaskLoss',
+    'SSG2Loss',
+    'fractal_tanimoto',
+    'tanimoto_with_complement',
+]
 
 _EPS = 1e-5
+
+EmptyChannels = Literal['official', 'smoothed']
+#: How the Tanimoto similarity treats a channel with an empty label.
+EMPTY_CHANNELS: tuple[str, ...] = ('official', 'smoothed')
+
+FuzzyTargetNull = Literal['official', 'one', 'drop']
+#: What the fuzzy-target term compares the NULL channel of ``I_t u D_t`` with.
+FUZZY_TARGET_NULL: tuple[str, ...] = ('official', 'one', 'drop')
 _OUTPUT_KEYS = (
     'target',
     'intersection',
@@ -47,8 +66,9 @@ def fractal_tanimoto(
     depth: int = 0,
     mode: Literal['exact', 'avg'] = 'exact',
     dims: int | Sequence[int] = (-2, -1),
+    empty: EmptyChannels = 'official',
 ) -> Tensor:
-    """Smoothed fractal Tanimoto similarity.
+    """Fractal Tanimoto similarity.
 
     ``T_d(p, l) = sum pl / (2^d (sum p^2 + sum l^2) - (2^{d+1} - 1) sum pl)``, sums over *dims*;
     ``mode="exact"`` returns ``T_depth``, ``mode="avg"`` the mean of ``T_0..T_depth``.
@@ -59,6 +79,8 @@ def fractal_tanimoto(
         depth: fractal depth d >= 0.
         mode: ``"exact"`` or ``"avg"``.
         dims: dimensions to sum over.
+        empty: ``'official'`` (0/0 is 0) or ``'smoothed'`` (eps added to the
+            numerator and denominator); see the module docstring.
 
     Returns:
         similarity in [0, 1] with *dims* reduced (kept as size 1).
@@ -69,6 +91,10 @@ def fractal_tanimoto(
         raise ValueError(
             f"fractal_tanimoto: mode must be 'exact' or 'avg', got {mode!r}"
         )
+    if empty not in EMPTY_CHANNELS:
+        raise ValueError(
+            f'fractal_tanimoto: empty must be one of {EMPTY_CHANNELS}, got {empty!r}'
+        )
     dims = _as_dims(dims)
     pl = (pred * label).sum(dim=dims, keepdim=True)
     pp_ll = (pred * pred + label * label).sum(dim=dims, keepdim=True)
@@ -77,7 +103,12 @@ def fractal_tanimoto(
     for d in depths:
         a = 2.0**d
         den = (a * pp_ll - (2.0 * a - 1.0) * pl).clamp_min(0.0)
-        total = total + (pl + _EPS) / (den + _EPS)
+        if empty == 'smoothed':
+            total = total + (pl + _EPS) / (den + _EPS)
+        else:
+            nonzero = den > 0
+            safe = torch.where(nonzero, den, torch.ones_like(den))
+            total = total + torch.where(nonzero, pl / safe, torch.zeros_like(pl))
     return total / len(depths)
 
 
@@ -88,6 +119,7 @@ def tanimoto_with_complement(
     mode: Literal['exact', 'avg'] = 'exact',
     weight: Tensor | None = None,
     dims: int | Sequence[int] = (-2, -1),
+    empty: EmptyChannels = 'official',
 ) -> Tensor:
     """Fractal Tanimoto loss with complement, ``mean(1 - 0.5[T(p,l) + T(1-p,1-l)])``.
 
@@ -100,9 +132,12 @@ def tanimoto_with_complement(
             it multiplies p, l and both complements inside the sums, so pixels of
             weight 0 contribute nothing.
         dims: dimensions summed over; the result is averaged over all the others.
+        empty: ``'official'`` or ``'smoothed'`` empty-channel similarity (see the
+            module docstring).
 
     Returns:
-        scalar loss in [0, 1]; 0 for a perfect prediction.
+        scalar loss in [0, 1]; 0 for a perfect prediction (0.5 for a perfectly
+        predicted empty channel with ``'official'``).
     """
     work = torch.promote_types(pred.dtype, torch.float32)
     p = pred.to(work)
@@ -113,8 +148,13 @@ def tanimoto_with_complement(
         w = weight.to(work)
         pc, lc = (1 - p) * w, (1 - lbl) * w
         p, lbl = p * w, lbl * w
-    sim = fractal_tanimoto(p, lbl, depth, mode, dims)
-    sim_c = fractal_tanimoto(pc, lc, depth, mode, dims)
+    sim = fractal_tanimoto(p, lbl, depth, mode, dims, empty)
+    sim_c = fractal_tanimoto(pc, lc, depth, mode, dims, empty)
+    if weight is not None and empty == 'official':
+        # no valid pixel: no label either way, so no loss (not the 0/0 floor)
+        seen = w.sum(dim=_as_dims(dims), keepdim=True) > 0
+        sim = torch.where(seen, sim, torch.ones_like(sim))
+        sim_c = torch.where(seen, sim_c, torch.ones_like(sim_c))
     return (1 - 0.5 * (sim + sim_c)).mean()
 
 
@@ -130,6 +170,7 @@ class MultitaskLoss(nn.Module):
         depth: int = 0,
         mode: Literal['exact', 'avg'] = 'exact',
         channel_dim: int = 1,
+        empty: EmptyChannels = 'official',
     ) -> None:
         """Initialise the loss.
 
@@ -137,11 +178,13 @@ class MultitaskLoss(nn.Module):
             depth: fractal depth of the Tanimoto similarity.
             mode: ``"exact"`` or ``"avg"``.
             channel_dim: dimension holding the 3K channels.
+            empty: ``'official'`` or ``'smoothed'`` empty-channel similarity.
         """
         super().__init__()
         self.depth = depth
         self.mode = mode
         self.channel_dim = channel_dim
+        self.empty = empty
 
     def forward(
         self, pred: Tensor, label: Tensor, weight: Tensor | None = None
@@ -174,6 +217,7 @@ class MultitaskLoss(nn.Module):
                 self.depth,
                 self.mode,
                 weight,
+                empty=self.empty,
             )
             for i in range(3)
         ]
@@ -192,6 +236,15 @@ class SSG2Loss(nn.Module):
     by ``valid``. In the symmetry term the permuted copy plays the label and carries no
     gradient (as in the official custom autograd, which differentiates the prediction
     only).
+
+    ``fuzzy_target_null`` chooses the label of the NULL channel in the fuzzy-target
+    term ``L(FT_t, y[:K])``. At every valid pixel exactly one of the intersection's and
+    the difference's NULL channels is 1 (the target's class is in the support there, or
+    it is not), so the true Hamacher union of the two NULL channels is 1 everywhere,
+    while the target's own NULL channel is 0 everywhere. ``'official'`` compares it
+    with the target's NULL channel (0), as the official code does, and so trains both
+    heads' NULL channels away from their own targets; ``'one'`` compares it with its
+    true value 1; ``'drop'`` leaves the NULL channel out of the term.
     """
 
     def __init__(
@@ -199,6 +252,8 @@ class SSG2Loss(nn.Module):
         depth: int = 0,
         mode: Literal['exact', 'avg'] = 'exact',
         generator: torch.Generator | None = None,
+        empty: EmptyChannels = 'official',
+        fuzzy_target_null: FuzzyTargetNull = 'one',
     ) -> None:
         """Initialise the loss.
 
@@ -208,13 +263,43 @@ class SSG2Loss(nn.Module):
             generator: default generator for the support permutation of the symmetry
                 term (a call's own *generator* takes precedence); None uses the global
                 RNG.
+            empty: ``'official'`` or ``'smoothed'`` empty-channel similarity (see the
+                module docstring).
+            fuzzy_target_null: label of the NULL channel in the fuzzy-target term:
+                ``'official'`` (the target's NULL, 0), ``'one'`` (its true value) or
+                ``'drop'``.
+
+        Raises:
+            ValueError: for an unknown *empty* or *fuzzy_target_null*.
         """
         super().__init__()
+        if empty not in EMPTY_CHANNELS:
+            raise ValueError(
+                f'SSG2Loss: empty must be one of {EMPTY_CHANNELS}, got {empty!r}'
+            )
+        if fuzzy_target_null not in FUZZY_TARGET_NULL:
+            raise ValueError(
+                f'SSG2Loss: fuzzy_target_null must be one of {FUZZY_TARGET_NULL}, '
+                f'got {fuzzy_target_null!r}'
+            )
         self.depth = depth
         self.mode = mode
         self.generator = generator
-        self.mtsk = MultitaskLoss(depth, mode, channel_dim=2)
-        self.target_loss = MultitaskLoss(depth, mode)
+        self.empty = empty
+        self.fuzzy_target_null = fuzzy_target_null
+        self.mtsk = MultitaskLoss(depth, mode, channel_dim=2, empty=empty)
+        self.target_loss = MultitaskLoss(depth, mode, empty=empty)
+
+    def _tanimoto(
+        self,
+        pred: Tensor,
+        label: Tensor,
+        weight: Tensor | None = None,
+        dims: int | Sequence[int] = (-2, -1),
+    ) -> Tensor:
+        return tanimoto_with_complement(
+            pred, label, self.depth, self.mode, weight, dims, self.empty
+        )
 
     def _permutation(self, t: int, device: torch.device, gen: torch.Generator | None):
         if gen is None:
@@ -274,12 +359,15 @@ class SSG2Loss(nn.Module):
         }
         fuzzy_target = outputs['fuzzy_target']
         y = targets['target'][:, :k].unsqueeze(1).expand_as(fuzzy_target)
-        terms['fuzzy_target'] = t * tanimoto_with_complement(
-            fuzzy_target, y, self.depth, self.mode, valid_t
-        )
+        if self.fuzzy_target_null == 'drop':
+            fuzzy_target, y = fuzzy_target[:, :, : k - 1], y[:, :, : k - 1]
+        elif self.fuzzy_target_null == 'one':
+            ones = torch.ones_like(y[:, :, -1:])
+            y = torch.cat([y[:, :, : k - 1], ones], dim=2)
+        terms['fuzzy_target'] = t * self._tanimoto(fuzzy_target, y, valid_t)
         fuzzy_null = outputs['fuzzy_null']
-        terms['fuzzy_null'] = t * tanimoto_with_complement(
-            fuzzy_null, torch.zeros_like(fuzzy_null), self.depth, self.mode, valid_t
+        terms['fuzzy_null'] = t * self._tanimoto(
+            fuzzy_null, torch.zeros_like(fuzzy_null), valid_t
         )
         terms['target'] = self.target_loss(outputs['target'], targets['target'], valid)
         seq = torch.sigmoid(outputs['sequence'])
@@ -288,8 +376,8 @@ class SSG2Loss(nn.Module):
             seq.device,
             generator if generator is not None else self.generator,
         )
-        terms['symmetry'] = tanimoto_with_complement(
-            seq, seq[:, perm].detach(), self.depth, self.mode, dims=(-4, -2, -1)
+        terms['symmetry'] = self._tanimoto(
+            seq, seq[:, perm].detach(), dims=(-4, -2, -1)
         )
         total = sum(terms.values()) / (5 * t + 2)
         return {'loss': total, **terms}

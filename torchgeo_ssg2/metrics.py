@@ -1,8 +1,11 @@
-"""Segmentation metrics: the thresholded Jaccard index of the ISIC 2018 challenge.
+"""Segmentation metrics: the ISIC 2018 thresholded Jaccard, and SSG2's head fit.
 
 The ISIC 2018 lesion segmentation task (task 1) scores each image by its Jaccard index
 (IoU) between the predicted and the true lesion mask, set to 0 when it falls below
 0.65, and averages these per-image scores over the images.
+
+:class:`SetOperationIoU` measures how well SSG2's per-support heads (intersection,
+union, difference) fit their own set-operation targets.
 """
 
 from typing import Any
@@ -11,7 +14,16 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-__all__ = ['ThresholdedJaccard', 'binary_jaccard_per_image', 'thresholded_jaccard']
+__all__ = [
+    'SET_OPERATIONS',
+    'SetOperationIoU',
+    'ThresholdedJaccard',
+    'binary_jaccard_per_image',
+    'thresholded_jaccard',
+]
+
+#: The per-support heads of SSG2 that :class:`SetOperationIoU` scores.
+SET_OPERATIONS: tuple[str, ...] = ('intersection', 'union', 'difference')
 
 
 def _binarise(
@@ -144,3 +156,70 @@ class ThresholdedJaccard(Metric):
     def compute(self) -> Tensor:
         """Return the mean thresholded Jaccard index over the images seen."""
         return self.score_sum / self.num_images.clamp_min(1)
+
+
+class SetOperationIoU(Metric):
+    """IoU of each SSG2 set-operation head against its own target.
+
+    Each head's K = num_classes + 1 segmentation channels (NULL included) are
+    thresholded at 0.5 and compared, as multi-label maps, with the set-operation
+    labels built from the target and support masks
+    (:func:`torchgeo_ssg2.targets.set_operation_targets`). The IoU is micro-averaged:
+    ``sum |pred & label| / sum |pred | label|`` over the channels, supports and
+    valid pixels (target and support both not ignored) of all batches seen. A head
+    that fits its target scores near 1; one that predicts nothing scores 0.
+
+    :meth:`compute` returns one value per head: ``{'intersection': ..., 'union': ...,
+    'difference': ...}``.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, num_classes: int, threshold: float = 0.5, **kwargs: Any) -> None:
+        """Initialise the metric.
+
+        Args:
+            num_classes: Number of real classes (the heads carry one more, NULL).
+            threshold: Probability above which a channel counts as predicted.
+            **kwargs: Passed to :class:`torchmetrics.Metric`.
+        """
+        super().__init__(**kwargs)
+        self.k = num_classes + 1
+        self.threshold = threshold
+        for name in SET_OPERATIONS:
+            self.add_state(f'{name}_inter', torch.zeros((), dtype=torch.float64), 'sum')
+            self.add_state(f'{name}_union', torch.zeros((), dtype=torch.float64), 'sum')
+
+    def update(self, outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> None:
+        """Accumulate one batch.
+
+        Args:
+            outputs: SSG2 outputs with ``intersection``, ``union`` and ``difference``
+                B x T x 3K x H x W (probabilities).
+            targets: :func:`~torchgeo_ssg2.targets.set_operation_targets` output
+                (the same keys, B x T x 3K x H x W, and ``support_valid``
+                B x T x 1 x H x W).
+        """
+        valid = targets['support_valid'] > 0.5
+        for name in SET_OPERATIONS:
+            pred = (outputs[name][:, :, : self.k] > self.threshold) & valid
+            label = (targets[name][:, :, : self.k] > 0.5) & valid
+            inter = getattr(self, f'{name}_inter')
+            union = getattr(self, f'{name}_union')
+            inter += (pred & label).sum()
+            union += (pred | label).sum()
+
+    def compute(self) -> dict[str, Tensor]:
+        """The IoU of each head over the batches seen.
+
+        Returns:
+            ``{'intersection': iou, 'union': iou, 'difference': iou}`` (0 when a
+            head's union is empty).
+        """
+        result = {}
+        for name in SET_OPERATIONS:
+            inter = getattr(self, f'{name}_inter')
+            union = getattr(self, f'{name}_union')
+            result[name] = (inter / union.clamp_min(1)).float()
+        return result

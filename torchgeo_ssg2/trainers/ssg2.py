@@ -7,6 +7,7 @@ from torch import Tensor
 from torchgeo.tasks import SemanticSegmentation
 
 from ..losses import SSG2Loss
+from ..metrics import SetOperationIoU
 from ..models import SSG2
 from ..targets import set_operation_targets
 from .base import MultitaskSegmentationTask, normalise_probabilities
@@ -76,6 +77,8 @@ class SSG2Task(MultitaskSegmentationTask):
         loss: Literal['tanimoto'] = 'tanimoto',
         loss_depth: int = 0,
         loss_mode: Literal['exact', 'avg'] = 'exact',
+        loss_empty: Literal['official', 'smoothed'] = 'official',
+        loss_fuzzy_target_null: Literal['official', 'one', 'drop'] = 'one',
         class_weights: Sequence[float] | None = None,
         pos_weight: Tensor | None = None,
         ignore_index: int | None = None,
@@ -109,6 +112,13 @@ class SSG2Task(MultitaskSegmentationTask):
             loss: Loss name (only 'tanimoto': fractal Tanimoto with complement).
             loss_depth: Fractal depth of the Tanimoto similarity (0 in the paper).
             loss_mode: 'exact' or 'avg' fractal Tanimoto.
+            loss_empty: How a channel with an empty label scores in the Tanimoto
+                loss: 'official' (similarity 0, loss floor 0.5, as the official
+                code) or 'smoothed' (eps-smoothed; rewards collapsing uncertain
+                channels to zero). See :mod:`torchgeo_ssg2.losses`.
+            loss_fuzzy_target_null: Label of the NULL channel in the fuzzy-target
+                term: 'one' (its true value), 'official' (the target's NULL, 0, as
+                the official code; it fights both heads' NULL targets) or 'drop'.
             class_weights: Must be None (not supported by the Tanimoto loss).
             pos_weight: Must be None (binary cross-entropy only).
             ignore_index: Mask value excluded from losses and metrics (must not be
@@ -155,7 +165,25 @@ class SSG2Task(MultitaskSegmentationTask):
             raise ValueError(
                 f"SSG2Task supports loss='tanimoto' only, got {self.hparams['loss']!r}"
             )
-        self.criterion = SSG2Loss(self.hparams['loss_depth'], self.hparams['loss_mode'])
+        hp = self.hparams
+        self.criterion = SSG2Loss(
+            hp['loss_depth'],
+            hp['loss_mode'],
+            empty=hp['loss_empty'],
+            fuzzy_target_null=hp['loss_fuzzy_target_null'],
+        )
+
+    def configure_metrics(self) -> None:
+        """Initialize torchgeo's metrics and the set-operation head fit.
+
+        ``{stage}_IoU_intersection``, ``_union`` and ``_difference`` (validation and
+        test) are the IoU of each per-support head against its own target
+        (:class:`~torchgeo_ssg2.metrics.SetOperationIoU`).
+        """
+        super().configure_metrics()
+        nc = self.hparams['num_classes']
+        self.val_head_fit = SetOperationIoU(nc)
+        self.test_head_fit = SetOperationIoU(nc)
 
     def forward(self, image: Tensor, support_image: Tensor) -> dict[str, Tensor]:
         """Run the model with all outputs.
@@ -220,6 +248,8 @@ class SSG2Task(MultitaskSegmentationTask):
             )
             losses = self.criterion(outputs, targets)
             loss = losses['loss']
+            if stage != 'train':
+                getattr(self, f'{stage}_head_fit').update(outputs, targets)
             sync = stage != 'train'
             self.log(f'{stage}_loss', loss, batch_size=batch_size, sync_dist=sync)
             for key, value in losses.items():
@@ -235,6 +265,28 @@ class SSG2Task(MultitaskSegmentationTask):
         metrics = getattr(self, f'{stage}_metrics')
         metrics(self.segmentation(outputs['target']).float(), mask)
         return outputs, loss
+
+    def _log_head_fit(self, stage: str) -> None:
+        """Log and reset the set-operation head fit of a stage, if it saw a batch.
+
+        Args:
+            stage: 'val' or 'test'.
+        """
+        metric = getattr(self, f'{stage}_head_fit')
+        if metric.update_called:
+            for name, value in metric.compute().items():
+                self.log(f'{stage}_IoU_{name}', value, sync_dist=True)
+        metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the validation metrics and the set-operation head fit."""
+        super().on_validation_epoch_end()
+        self._log_head_fit('val')
+
+    def on_test_epoch_end(self) -> None:
+        """Log the test metrics and the set-operation head fit."""
+        super().on_test_epoch_end()
+        self._log_head_fit('test')
 
     def training_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
