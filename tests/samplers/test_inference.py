@@ -19,6 +19,19 @@ def gap(a: tuple[int, int], b: tuple[int, int], window: tuple[int, int]) -> int:
 
 
 class TestRasterSupportSelector:
+    def test_small_pool_warns_once(self, recwarn: pytest.WarningsRecorder) -> None:
+        # A 10 x 20 raster of 10 px windows: one window beside each target.
+        sel = RasterSupportSelector(10, 20, 10, 3, seed=0)
+        assert sel.supports(0, 0) == [(0, 10)] * 3
+        assert sel.supports(0, 10) == [(0, 0)] * 3
+        repeats = [w for w in recwarn if 'supports repeat' in str(w.message)]
+        assert len(repeats) == 1
+        assert 'only 1 distinct' in str(repeats[0].message)
+        assert 'sequence_length=3' in str(repeats[0].message)
+        # a large enough pool gives no warning
+        RasterSupportSelector(100, 100, 10, 4, seed=0).supports(40, 40)
+        assert len([w for w in recwarn if 'supports repeat' in str(w.message)]) == 1
+
     @pytest.mark.parametrize('min_gap', [0, 3])
     @pytest.mark.parametrize('max_distance', [None, 40.0])
     def test_properties(self, min_gap: int, max_distance: float | None) -> None:
@@ -144,7 +157,8 @@ class TestSupportBank:
         assert data.loads == 3
 
     def test_small_bank_repeats(self) -> None:
-        bank = SupportBank(Bank(2), 5)
+        with pytest.warns(UserWarning, match='holds 2 image.*supports repeat'):
+            bank = SupportBank(Bank(2), 5)
         assert len(bank.indices(0)) == 5
         assert set(bank.indices(0)) <= {0, 1}
 
