@@ -7,6 +7,7 @@ from .episodes import (
     GeoEpisodeDataset,
     set_episode_epoch,
 )
+from .images import UnreadableImageError
 from .isic import ISIC2018
 from .potsdam import Potsdam, PotsdamProtocol, PreparedPotsdam
 
@@ -19,5 +20,6 @@ __all__: tuple[str, ...] = (
     'Potsdam',
     'PotsdamProtocol',
     'PreparedPotsdam',
+    'UnreadableImageError',
     'set_episode_epoch',
 )

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from PIL import Image
 from torch import Tensor
 from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
 from torchgeo.datasets.utils import Sample
+
+from .images import image_size, read_image
 
 __all__ = ('DubaiAerial',)
 
@@ -222,6 +223,7 @@ class DubaiAerial(NonGeoDataset):
         Raises:
             ValueError: If the tile has no image, an image has no mask, or the
                 sizes of an image and its mask differ.
+            UnreadableImageError: If a file is not a readable image.
         """
         image_dir = os.path.join(tile_dir, 'images')
         mask_dir = os.path.join(tile_dir, 'masks')
@@ -239,14 +241,14 @@ class DubaiAerial(NonGeoDataset):
             mask = os.path.join(mask_dir, os.path.splitext(name)[0] + '.png')
             if not os.path.isfile(mask):
                 raise ValueError(f'{image}: no mask {mask}')
-            with Image.open(image) as im, Image.open(mask) as ma:
-                if im.size != ma.size:
-                    raise ValueError(
-                        f'{mask}: size {ma.size[0]}x{ma.size[1]} differs from its '
-                        f'image {image} ({im.size[0]}x{im.size[1]})'
-                    )
+            size, mask_size = image_size(image), image_size(mask)
+            if size != mask_size:
+                raise ValueError(
+                    f'{mask}: size {mask_size[1]}x{mask_size[0]} differs from its '
+                    f'image {image} ({size[1]}x{size[0]})'
+                )
             pairs.append((image, mask))
-            sizes.append((im.size[1], im.size[0]))
+            sizes.append(size)
         return pairs, sizes
 
     @staticmethod
@@ -300,14 +302,16 @@ class DubaiAerial(NonGeoDataset):
 
         Returns:
             Image (H, W, 3) uint8 and mask (H, W) uint8.
+
+        Raises:
+            UnreadableImageError: If the image or its mask is corrupt or
+                truncated (the message names the file).
         """
         if index in self._cache:
             return self._cache[index]
         image_path, mask_path = self.files[index]
-        with Image.open(image_path) as im:
-            image = np.array(im.convert('RGB'))
-        with Image.open(mask_path) as ma:
-            mask = self.decode_mask(np.asarray(ma.convert('RGB')), mask_path)
+        image = read_image(image_path, 'RGB')
+        mask = self.decode_mask(read_image(mask_path, 'RGB'), mask_path)
         if self.cache:
             self._cache[index] = (image, mask)
         return image, mask

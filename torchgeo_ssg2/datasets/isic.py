@@ -16,8 +16,10 @@ from torchgeo.datasets.utils import (
     Path,
     Sample,
     draw_semantic_segmentation_masks,
-    extract_archive,
 )
+
+from .archives import extract_staged
+from .images import read_image
 
 __all__ = ('ISIC2018',)
 
@@ -30,7 +32,8 @@ class ISIC2018(NonGeoDataset):
     Reads three layouts under ``root`` (``layout='auto'`` picks the first found):
 
     * ``"2018"``, the official ISIC 2018 distribution, extracted or as its zips
-      (extracted into ``root`` on first use, as torchgeo does):
+      (a zip is extracted on first use where its folder is missing, through a
+      staging folder renamed when complete, so an interrupted extraction is redone):
       ``ISIC2018_Task1-2_{Training,Validation,Test}_Input/ISIC_*.jpg`` and
       ``ISIC2018_Task1_{Training,Validation,Test}_GroundTruth/ISIC_*_segmentation.png``;
     * ``"2017"``, the official ISIC 2017 Part 1 distribution:
@@ -182,21 +185,41 @@ class ISIC2018(NonGeoDataset):
             raise ValueError(f'split {split!r} of {root!r} holds no images')
 
     def _find_layout(self, layout: str) -> str:
+        """Find the layout under :attr:`root`, extracting its missing folders.
+
+        A folder that is absent while its zip is present is extracted
+        (:func:`~torchgeo_ssg2.datasets.archives.extract_staged`: through a
+        staging folder, so a half-done extraction is never taken for a complete
+        folder and is redone by the next run).
+
+        Args:
+            layout: A key of :attr:`layouts`, or ``"auto"``.
+
+        Returns:
+            The layout found.
+
+        Raises:
+            DatasetNotFoundError: If no folder or zip of the layout is found.
+            RuntimeError: If an archive is unreadable.
+        """
+        root = str(self.root)
         candidates = list(self.layouts) if layout == 'auto' else [layout]
         for name in candidates:
-            folders = [f for pair in self.layouts[name].values() for f in pair]
-            if any(os.path.isdir(os.path.join(self.root, f)) for f in folders):
-                return name
-            archives = [os.path.join(self.root, f + '.zip') for f in folders]
-            found = [a for a in archives if os.path.isfile(a)]
+            folders = dict.fromkeys(
+                f for pair in self.layouts[name].values() for f in pair
+            )
+            found = False
+            for folder in folders:
+                directory = os.path.join(root, folder)
+                archive = directory + '.zip'
+                if not os.path.isdir(directory) and os.path.isfile(archive):
+                    extract_staged(
+                        archive,
+                        os.path.dirname(directory),
+                        os.path.basename(directory),
+                    )
+                found = found or os.path.isdir(directory)
             if found:
-                for archive in found:
-                    try:
-                        extract_archive(archive, self.root)
-                    except Exception as err:
-                        raise RuntimeError(
-                            f'{archive}: unreadable archive ({err})'
-                        ) from err
                 return name
         raise DatasetNotFoundError(self)
 
@@ -261,12 +284,12 @@ class ISIC2018(NonGeoDataset):
 
         Raises:
             ValueError: If an image and its mask differ in size.
+            UnreadableImageError: If the image or its mask is corrupt or
+                truncated (the message names the file).
         """
         image_path, mask_path = self.files[index]
-        with Image.open(image_path) as img:
-            image = img.convert('RGB')
-        with Image.open(mask_path) as msk:
-            mask = msk.convert('L')
+        image = Image.fromarray(read_image(image_path, 'RGB'))
+        mask = Image.fromarray(read_image(mask_path, 'L'))
         if image.size != mask.size:
             raise ValueError(
                 f'{mask_path}: mask size {mask.size} differs from the image size '

@@ -35,7 +35,7 @@ import rasterio
 import rasterio.merge
 import torch
 from matplotlib.figure import Figure
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.transform import Affine
 from rasterio.windows import Window
@@ -985,6 +985,8 @@ class PreparedPotsdam(RasterDataset):
         Raises:
             DatasetNotFoundError: If no prepared tile is found.
             FileNotFoundError: If a prepared file of the split is absent.
+            RuntimeError: If a prepared file cannot be opened (truncated or
+                corrupt; the message names it).
             ValueError: If an argument is invalid.
         """
         self.root = root
@@ -1026,6 +1028,20 @@ class PreparedPotsdam(RasterDataset):
             transforms=transforms,
             cache=cache,
         )
+        # torchgeo's index skips files that rasterio cannot open: refuse instead.
+        indexed = set(self.index.filepath)
+        for p in paths:
+            unreadable = [] if p['image'] in indexed else [p['image']]
+            try:
+                with rasterio.open(p[self.labels]):
+                    pass
+            except RasterioError:
+                unreadable.append(p[self.labels])
+            if unreadable:
+                raise RuntimeError(
+                    f'{unreadable[0]}: unreadable raster (truncated or corrupt); '
+                    f'rerun `torchgeo-ssg2 prepare potsdam SRC {root} --overwrite`'
+                )
 
     @property
     def num_classes(self) -> int:
@@ -1043,6 +1059,8 @@ class PreparedPotsdam(RasterDataset):
 
         Raises:
             IndexError: If the window misses every tile.
+            RuntimeError: If the window's pixels cannot be read (the message names
+                the files and the window).
         """
         x, y, t = self._disambiguate_slice(index)
         df = self.index.iloc[self.index.index.overlaps(pd.Interval(t.start, t.stop))]
@@ -1052,23 +1070,37 @@ class PreparedPotsdam(RasterDataset):
             raise IndexError(
                 f'index: {index} not found in dataset with bounds: {self.bounds}'
             )
-        image = self._merge_or_stack(
-            list(df.filepath), index, self.band_indexes, out_crs=self.crs
-        )
-        handles = [
-            self._cached_load_warp_file(self._mask_paths[fp], self.crs)
-            if self.cache
-            else self._load_warp_file(self._mask_paths[fp], self.crs)
-            for fp in df.filepath
-        ]
-        mask, _ = rasterio.merge.merge(
-            handles,
-            bounds=(x.start, y.start, x.stop, y.stop),
-            res=(x.step, y.step),
-            indexes=[1],
-            nodata=IGNORE_INDEX,
-            resampling=rasterio.enums.Resampling.nearest,
-        )
+        files = list(df.filepath)
+        try:
+            image = self._merge_or_stack(
+                files, index, self.band_indexes, out_crs=self.crs
+            )
+        except RasterioError as err:
+            raise RuntimeError(
+                f'{", ".join(files)}: unreadable pixels in window x {x.start}-'
+                f'{x.stop}, y {y.start}-{y.stop} (truncated or corrupt file: {err})'
+            ) from err
+        masks = [self._mask_paths[fp] for fp in files]
+        try:
+            handles = [
+                self._cached_load_warp_file(path, self.crs)
+                if self.cache
+                else self._load_warp_file(path, self.crs)
+                for path in masks
+            ]
+            mask, _ = rasterio.merge.merge(
+                handles,
+                bounds=(x.start, y.start, x.stop, y.stop),
+                res=(x.step, y.step),
+                indexes=[1],
+                nodata=IGNORE_INDEX,
+                resampling=rasterio.enums.Resampling.nearest,
+            )
+        except RasterioError as err:
+            raise RuntimeError(
+                f'{", ".join(masks)}: unreadable pixels in window x {x.start}-'
+                f'{x.stop}, y {y.start}-{y.stop} (truncated or corrupt file: {err})'
+            ) from err
         transform = rasterio.transform.from_origin(x.start, y.stop, x.step, y.step)
         sample: Sample = {
             'image': image.float(),
