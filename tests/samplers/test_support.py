@@ -98,3 +98,28 @@ class TestSupportIndexSampler:
         with pytest.raises(ValueError, match='none besides the target'):
             draw_without_target(rng, 1, 0, 3)
         assert draw_without_target(rng, 1, None, 3).tolist() == [0, 0, 0]
+
+
+class TestRepeatWarning:
+    def test_random_pool_too_small(self) -> None:
+        with pytest.warns(UserWarning, match=r"'random' supports: 3 of 3 target\(s\)"):
+            sampler = SupportIndexSampler(3, 4)
+        supports = sampler.supports(0)
+        assert len(supports) == 4
+        assert set(supports) <= {1, 2}
+
+    def test_same_source_small_group(self) -> None:
+        groups = ['a', 'a', 'b', 'b', 'b', 'b']
+        with pytest.warns(
+            UserWarning, match=r'2 of 6 target\(s\) have as few as 1 distinct'
+        ):
+            SupportIndexSampler(6, 3, strategy='same_source', groups=groups)
+
+    def test_enough_supports(self, recwarn: pytest.WarningsRecorder) -> None:
+        SupportIndexSampler(5, 4)
+        # A lone target falls back to the whole pool: 4 distinct supports.
+        SupportIndexSampler(5, 3, strategy='same_source', groups=list('abbbb'))
+        SupportIndexSampler(
+            6, 2, strategy='same_source', groups=['a', 'a', 'a', 'b', 'b', 'b']
+        )
+        assert not [w for w in recwarn if issubclass(w.category, UserWarning)]

@@ -11,6 +11,7 @@ only on ``(seed, epoch, target)``: not on the order in which targets are visited
 on global RNG state, on the number of DataLoader workers, or on the DDP rank.
 """
 
+import warnings
 from collections.abc import Hashable, Sequence
 from typing import Literal
 
@@ -72,7 +73,11 @@ class SupportIndexSampler:
       tells whether that happens for a target.
 
     Supports are drawn without replacement unless the pool is smaller than T, in
-    which case (and only then) they are drawn with replacement.
+    which case (and only then) they are drawn with replacement. That case is
+    allowed (a small dataset can still be trained on) but not silent: the
+    constructor warns (:class:`UserWarning`) when T exceeds the distinct supports
+    available to some target, saying for how many targets and how many
+    supports they have.
 
     Args:
         num_items: Number of items in the dataset.
@@ -137,6 +142,27 @@ class SupportIndexSampler:
                 position[members] = np.arange(len(members))
             self._group_of = group_of
             self._position = position
+        self._warn_repeats()
+
+    def _warn_repeats(self) -> None:
+        """Warn when some target has fewer distinct supports than T."""
+        t = self.sequence_length
+        if self._group_of is None:
+            available = np.full(self.num_items, self.num_items - 1)
+        else:
+            sizes = np.array([len(m) for m in self._members])[self._group_of]
+            # A target alone in its group falls back to the whole pool.
+            available = np.where(sizes < 2, self.num_items, sizes) - 1
+        short = available < t
+        if short.any():
+            warnings.warn(
+                f'{self.strategy!r} supports: {int(short.sum())} of '
+                f'{self.num_items} target(s) have as few as {int(available.min())} '
+                f'distinct support(s) for sequence_length={t}, so their supports '
+                'repeat; use a shorter sequence_length or more items',
+                UserWarning,
+                stacklevel=3,
+            )
 
     def __repr__(self) -> str:
         return (
