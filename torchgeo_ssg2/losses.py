@@ -233,9 +233,9 @@ class SSG2Loss(nn.Module):
 
     with L the Tanimoto loss with complement and S the sequence-model features. The
     set-operation terms are weighted by ``support_valid``, the target and fuzzy terms
-    by ``valid``. In the symmetry term the permuted copy plays the label and carries no
-    gradient (as in the official custom autograd, which differentiates the prediction
-    only).
+    by ``valid``. In the symmetry term the permuted copy plays the label, and the
+    gradient flows through both the features and their permuted copy, as in the
+    official custom autograd (its backward returns a gradient for the label too).
 
     ``fuzzy_target_null`` chooses the label of the NULL channel in the fuzzy-target
     term ``L(FT_t, y[:K])``. At every valid pixel exactly one of the intersection's and
@@ -376,8 +376,6 @@ class SSG2Loss(nn.Module):
             seq.device,
             generator if generator is not None else self.generator,
         )
-        terms['symmetry'] = self._tanimoto(
-            seq, seq[:, perm].detach(), dims=(-4, -2, -1)
-        )
+        terms['symmetry'] = self._tanimoto(seq, seq[:, perm], dims=(-4, -2, -1))
         total = sum(terms.values()) / (5 * t + 2)
         return {'loss': total, **terms}
