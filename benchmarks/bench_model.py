@@ -39,7 +39,6 @@ from pathlib import Path
 import torch
 
 from torchgeo_ssg2.models import SSG2, PTAViT
-from torchgeo_ssg2.models.attention import set_attention_chunk_size
 
 
 def _paper_memory_child(size: int, length: int, chunk: int | None) -> None:
@@ -361,7 +360,7 @@ def _gflops(
                 )
         # the function's own work: one block per similarity matrix, so that no
         # block is recomputed in backward (what the blocked default adds)
-        set_attention_chunk_size(model, 2**62)
+        model.set_attention_chunk_size(2**62)
         for t in lengths:
             support = torch.randn(1, t, in_channels, size, size)
             with _flop_counter() as counter:  # type: ignore[attr-defined]

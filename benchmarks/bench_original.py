@@ -44,14 +44,13 @@ temperatures are randomised, every parameter and buffer is loaded into ours
 through the weight converter ``torchgeo_ssg2.models.convert`` (any missing,
 unmatched or mis-shaped tensor is an error), and the hyper-parameters of
 corresponding modules (``extra_repr``: convolution groups, GroupNorm groups, ...;
-attention channel groups and grids) are compared. It reports the largest differences of every
-output in eval mode (and SSG2's ``forward_inference``), in train mode (batch
-statistics, dropout 0) and of the gradients of a random linear functional of all
-outputs (relative to the largest gradient), the BatchNorm running statistics
-after that step and, for information, our per-support reference loop
-(``SSG2._forward_reference``) against the original. Where outputs differ, each
-paired block of ours is fed the inputs its official twin received (forward hooks)
-to name the first differing one; where GroupNorm group counts differ, everything
+attention channel splits and grids) are compared. It reports the largest
+differences of every output in eval mode (and SSG2's ``forward_inference``), in
+train mode (batch statistics, dropout 0) and of the gradients of a random linear
+functional of all outputs (relative to the largest gradient), and of the
+BatchNorm running statistics after that step. Where outputs differ, each paired
+block of ours is fed the inputs its official twin received (forward hooks) to
+name the first differing one; where GroupNorm group counts differ, everything
 is repeated with ours set to the original's counts (``aligned``). ``equivalent``
 is true when every difference is below 1e-8.
 
@@ -64,7 +63,6 @@ Export the official code first (outside this repository), e.g.
 """
 
 import argparse
-import copy
 import importlib
 import json
 import os
@@ -570,7 +568,7 @@ class _Pairing:
 def _pair_attention2d(p: _Pairing, name: str, ours: nn.Module, orig: nn.Module) -> None:
     """Our RelPatchAttention2D and ``ssg2.nn.layers.ptattention.RelPatchAttention2D``."""
     scales = list(orig.patch_attention.scales)
-    p.check(name, 'channel groups', ours.cgroups, int(scales[0]))
+    p.check(name, 'channel splits', ours.channel_splits, int(scales[0]))
     p.check(name, 'spatial grid', ours.grid, int(scales[1]))
     p.check(name, 'similarity eps', ours.eps, 1e-5)  # the original's default smooth
     p.block(name, ours, orig)
@@ -588,10 +586,7 @@ def _pair_block(p: _Pairing, name: str, ours: nn.Module, orig: nn.Module) -> Non
     _pair_mbconv(p, f'{name}.mbconv', ours.mbconv, mbconv)
     _pair_attention2d(p, f'{name}.att', ours.att, att.fn.att)
 
-    def gate(x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(x, x, ours.att(ours.att_norm(x)))
-
-    p.block(f'{name}.att_gate', gate, att)
+    p.block(f'{name}.att_gate', ours.attend, att)
     p.block(f'{name}.ffn', ours.ffn, ffn)
     p.block(name, ours, orig)
 
@@ -602,13 +597,13 @@ def _pair_stage(p: _Pairing, name: str, ours: nn.Module, orig: nn.Module) -> Non
 
 
 def _pair_block3d(p: _Pairing, name: str, ours: nn.Module, orig: nn.Module) -> None:
-    """PTAViTBlock3D and the official block of ``PTAViTStage3D_no_down``."""
+    """A 3D PTAViTBlock and the official block of ``PTAViTStage3D_no_down``."""
     mbconv, att, ffn = orig
     p.block(f'{name}.mbconv', ours.mbconv, mbconv)
     scales = list(att.fn.att.patch_attention.scales)
     p.check(f'{name}.att', 'spatial grid', (ours.att.grid,) * 2, tuple(scales))
     p.block(f'{name}.att', ours.att, att.fn)  # PTAttention3D: BxCxTxHxW out
-    p.block(f'{name}.att_gate', ours._attend, att)
+    p.block(f'{name}.att_gate', ours.attend, att)
     p.block(f'{name}.ffn', ours.ffn, ffn)
     p.block(name, ours, orig)
 
@@ -654,7 +649,7 @@ def _pair_ptavit(ours: PTAViT, orig: nn.Module) -> _Pairing:
     _pair_encoder(p, 'encoder', ours.encoder, orig.features)
     _pair_decoder(p, 'decoder', ours.decoder, orig.features)
     _pair_head(p, 'head', ours.head, orig.head)
-    p.block('features', ours._features, orig.features)
+    p.block('features', ours.forward_features, orig.features)
     return p
 
 
@@ -687,7 +682,7 @@ def _pair_ssg2(ours: SSG2, orig: nn.Module) -> _Pairing:
         _pair_block3d(p, f'head.sequence.{j}', a, b)
 
     def pair_features(image: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-        return ours.decoder(enc.forward_pair(image, support))
+        return ours.forward_features(image, support[:, None])[:, 0]
 
     p.block('features (one target/support pair)', pair_features, feats)
     return p
@@ -940,7 +935,6 @@ def _equivalence_case(
         # before any training step changes the running statistics
         result['localisation'] = _localise(p, run_orig, training=False)
 
-    reference = copy.deepcopy(ours) if kind == 'ssg2' else None
     ours.train()
     orig.train()
     # one model's graph at a time (the official similarity tensors are large)
@@ -968,17 +962,6 @@ def _equivalence_case(
     result['train_running_stats_max_abs_diff'] = stats
     result['train_running_stats_worst_buffer'] = buffer
     diffs['train.running_stats'] = stats
-    if reference is not None:
-        # our plain per-support loop, from the same state, in train mode
-        reference.train()
-        with torch.no_grad():
-            out_r = reference._forward_reference(image, support)
-        result['reference_loop_train'] = {
-            'outputs_max_abs_diff': max(_max_diff(out_r[k], out_a[k]) for k in out_a),
-            'running_stats_max_abs_diff_vs_original': _stats_diff(
-                reference, orig, mapping
-            )[0],
-        }
     result['max_abs_diff'] = diffs
     result['equivalent'] = bool(all(v < EQUIV_TOL for v in diffs.values()))
     if eval_equal and not result['equivalent'] and not align_groups:
@@ -1043,7 +1026,6 @@ def equivalence(args: argparse.Namespace) -> dict[str, object]:
                 'transfer',
                 'train_running_stats_max_abs_diff',
                 'train_running_stats_worst_buffer',
-                'reference_loop_train',
             )
             case['aligned'] = {k: aligned[k] for k in keep if k in aligned}
         case['seconds'] = round(time.perf_counter() - start, 1)

@@ -273,6 +273,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_convert(tmp_path: Path, official_ssg2: tuple[Path, SSG2]) -> None:
+    from torchgeo_ssg2.cli import main
+
     official, _ = official_ssg2
     out = tmp_path / 'out.ckpt'
     common = ['--model', 'ssg2', '--preset', 'test', '--in-channels', '5']
@@ -282,27 +284,21 @@ def test_cli_convert(tmp_path: Path, official_ssg2: tuple[Path, SSG2]) -> None:
     assert torch.load(out, weights_only=True)['epoch'] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ['official.pt', 'out.ckpt']
 
-    again = _cli('--official', str(official), '--output', str(out), *args)
-    assert again.returncode != 0
-    assert 'exists' in again.stderr and 'Traceback' not in again.stderr
-
-    onto_input = _cli('--official', str(official), '--output', str(official), *args)
-    assert onto_input.returncode != 0 and 'overwrite the input' in onto_input.stderr
-
     wrong = tmp_path / 'wrong.ckpt'
-    bad = _cli(
-        '--official',
-        str(official),
-        '--output',
-        str(wrong),
-        *common,
-        '--num-classes',
-        '4',
-    )
-    assert bad.returncode != 0
-    assert str(official) in bad.stderr and 'mis-shaped' in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1
-    assert not wrong.exists()
+    cases = [
+        ([str(out), *args], 'exists'),
+        ([str(official), *args], 'overwrite the input'),
+        ([str(wrong), *common, '--num-classes', '4'], 'mis-shaped'),
+        ([str(wrong), *args, '--mean', '1', '2', '--std', '1', '1'], '2 values'),
+        ([str(wrong), *args, '--mean', '1'], 'give both'),
+    ]
+    for output_and_args, message in cases:
+        with pytest.raises(SystemExit) as info:
+            main(['convert', '--official', str(official), '--output', *output_and_args])
+        text = str(info.value.code)
+        assert message in text and len(text.splitlines()) == 1
+        if message == 'mis-shaped':
+            assert str(official) in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ['official.pt', 'out.ckpt']
 
 

@@ -5,7 +5,7 @@ from torchgeo_ssg2.models.fusion import CombineLayers, FuseHiLo, FusionCAT, Fusi
 
 def test_fusion_v2_broadcasts_target() -> None:
     torch.manual_seed(0)
-    fusion = FusionV2(8, heads=2, cgroups=2, grid=4)
+    fusion = FusionV2(8, heads=2, channel_splits=2, grid=4)
     target = torch.randn(2, 1, 8, 16, 16)
     support = torch.randn(2, 3, 8, 16, 16)
     out = fusion(target, support)
@@ -33,7 +33,7 @@ def test_combine_layers() -> None:
 
 
 def test_fuse_hilo() -> None:
-    layer = FuseHiLo(8, heads=2, cgroups=4, grid=8)
+    layer = FuseHiLo(8, heads=2, channel_splits=4, grid=8)
     out = layer(torch.randn(1, 8, 8, 16), torch.randn(1, 8, 32, 64))
     assert out.shape == (1, 8, 32, 64)
 
@@ -42,7 +42,7 @@ def test_fuse_hilo_concatenates_hi_then_lo() -> None:
     # the official layout: the merge convolution's first C inputs see the
     # full-resolution skip, so an official checkpoint loads without reordering
     torch.manual_seed(0)
-    layer = FuseHiLo(8, heads=2, cgroups=4, grid=8).eval()
+    layer = FuseHiLo(8, heads=2, channel_splits=4, grid=8).eval()
     with torch.no_grad():
         layer.merge[0].weight[:, 8:] = 0  # drop the up-sampled low-resolution half
         x_hi = torch.randn(1, 8, 32, 32)

@@ -1,6 +1,6 @@
 import pytest
 
-from torchgeo_ssg2.models.presets import get_config, list_presets
+from torchgeo_ssg2.models.presets import ModelConfig, get_config, list_presets
 
 
 def test_presets() -> None:
@@ -31,10 +31,23 @@ def test_overrides() -> None:
         ({'spatial_size': 100}, 'spatial_size'),
         ({'dropout': 1.0}, 'dropout'),
         ({'segm_act': 'tanh'}, 'segm_act'),
-        ({'support_chunk_size': 0}, 'support_chunk_size'),
+        ({'expansion': 0}, 'expansion'),
+        ({'se_ratio': 0.0}, 'se_ratio'),
+        ({'norm_groups': 0}, 'norm_groups'),
+        ({'support_chunk_size': 2}, 'unknown'),
         ({'nope': 1}, 'unknown'),
     ],
 )
 def test_bad_overrides(overrides: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         get_config('test', **overrides)
+
+
+def test_config_validates_on_construction() -> None:
+    with pytest.raises(ValueError, match='depths'):
+        ModelConfig(filters=6, depths=(1,))
+    with pytest.raises(ValueError, match='filters'):
+        ModelConfig(filters=6)
+    config = ModelConfig(depths=[1, 1, 1, 1])  # type: ignore[arg-type]
+    assert config.depths == (1, 1, 1, 1)
+    assert hash(config) == hash(ModelConfig(depths=(1, 1, 1, 1)))

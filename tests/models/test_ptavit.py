@@ -1,55 +1,82 @@
+import pytest
 import torch
 
-from torchgeo_ssg2.models.ptavit import MBConv, PTAViTBlock, PTAViTStage, PTAViTStage3D
+from torchgeo_ssg2.models import PTAViT
 
 
-def test_mbconv_shapes_and_residual() -> None:
-    assert MBConv(8, 8).residual
-    assert not MBConv(8, 8, downsample=True).residual
-    assert not MBConv(8, 16).residual
-    assert MBConv(8, 16, downsample=True)(torch.randn(2, 8, 16, 12)).shape == (
-        2,
-        16,
-        8,
-        6,
-    )
-
-
-def test_block_gate_is_multiplicative() -> None:
-    # x * (1 + att): a zero map stays zero through the attention gate
-    block = PTAViTBlock(8, 8, heads=2, cgroups=1, grid=2, dropout=0.0).eval()
-    x = torch.randn(1, 8, 8, 8)
-    y = block.mbconv(x)
-    gated = torch.addcmul(y, y, block.att(block.att_norm(y)))
-    torch.testing.assert_close(gated, y * (1 + block.att(block.att_norm(y))))
-    torch.testing.assert_close(block(x), block.ffn(gated))
-
-
-def test_stage_shapes_and_groups() -> None:
+def test_shapes_and_gradients() -> None:
     torch.manual_seed(0)
-    stage = PTAViTStage(8, 16, depth=2, heads=4, cgroups=2, grid=2, downsample=True)
-    x = torch.randn(2 * 3, 8, 16, 16)
-    out = stage(x, groups=3)
-    assert out.shape == (6, 16, 8, 8)
+    model = PTAViT(4, 3, preset='test')
+    out = model(torch.randn(2, 4, 64, 96))
+    assert out.shape == (2, 9, 64, 96)
+    assert (out >= 0).all() and (out <= 1).all()
     out.sum().backward()
-    assert all(p.grad is not None for p in stage.parameters())
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()
+    )
+    assert model.num_outputs == 3
 
 
-def test_stage_3d_any_length() -> None:
+def test_binary() -> None:
+    model = PTAViT(3, 1, preset='test').eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_bad_input() -> None:
+    model = PTAViT(4, 3, preset='test')
+    with pytest.raises(ValueError, match='channels'):
+        model(torch.randn(1, 3, 32, 32))
+    with pytest.raises(ValueError, match='multiples of 32'):
+        model(torch.randn(1, 4, 40, 32))
+
+
+@pytest.mark.parametrize(
+    ('preset', 'count'),
+    # the official UNet-like baseline instantiated with the same configuration
+    # (benchmarks/bench_original.py), 5 bands, 6 classes
+    [('paper', 72_413_129), ('small', 8_267_753)],
+)
+def test_parameter_parity(preset: str, count: int) -> None:
+    with torch.device('meta'):
+        model = PTAViT(5, 6, preset=preset)
+    assert sum(p.numel() for p in model.parameters()) == count
+
+
+def test_checkpointing_same_gradients() -> None:
     torch.manual_seed(0)
-    stage = PTAViTStage3D(8, depth=2, heads=2, grid=4)
-    for t in (1, 2, 5):
-        x = torch.randn(1, 8, t, 16, 8)
-        assert stage(x).shape == x.shape
+    plain = PTAViT(3, 2, preset='test', dropout=0.0).double()
+    ckpt = PTAViT(3, 2, preset='test', dropout=0.0, checkpointing=True).double()
+    ckpt.load_state_dict(plain.state_dict())
+    assert ckpt.grad_checkpointing and not plain.grad_checkpointing
+    image = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    grads = []
+    for model in (plain, ckpt):
+        grads.append(torch.autograd.grad(model(image).mean(), list(model.parameters())))
+    for g, g_ckpt in zip(*grads, strict=True):
+        torch.testing.assert_close(g, g_ckpt)
 
 
-def test_stage_3d_mixes_time_steps() -> None:
+def test_features_and_head() -> None:
     torch.manual_seed(0)
-    stage = PTAViTStage3D(8, depth=1, heads=2, grid=2).eval()
-    x = torch.randn(1, 8, 3, 8, 8)
-    y0 = stage(x)
-    x2 = x.clone()
-    x2[:, :, 2] += 1
-    y1 = stage(x2)
-    # step 0 sees step 2 through the sequence attention
-    assert not torch.allclose(y0[:, :, 0], y1[:, :, 0])
+    model = PTAViT(3, 2, preset='test').eval()
+    image = torch.randn(1, 3, 64, 32)
+    with torch.no_grad():
+        features = model.forward_features(image)
+        assert features.shape == (1, model.config.filters, 64, 32)
+        torch.testing.assert_close(model.forward_head(features), model(image))
+
+
+def test_runtime_switches() -> None:
+    model = PTAViT(3, 2, preset='test')
+    model.set_grad_checkpointing()
+    assert model.grad_checkpointing
+    model.set_grad_checkpointing(False)
+    assert not model.grad_checkpointing
+    model.set_attention_chunk_size(5)
+    sizes = {m.chunk_size for m in model.modules() if hasattr(m, 'chunk_size')}
+    assert sizes == {5}
+    with pytest.raises(ValueError, match='attention_chunk_size'):
+        model.set_attention_chunk_size(0)
+    with pytest.raises(ValueError, match='unknown'):
+        PTAViT(3, 2, preset='test', support_chunk_size=2)

@@ -1,8 +1,12 @@
+from collections.abc import Callable
+
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from torchgeo_ssg2.models import SSG2
+
+Reference = Callable[[SSG2, Tensor, Tensor], dict[str, Tensor]]
 
 C, NUM_CLASSES, K = 3, 2, 3
 
@@ -107,7 +111,7 @@ def _assert_outputs_close(
 
 
 @pytest.mark.parametrize('mode', ['eval', 'train'])
-def test_batched_equals_per_support_loop(mode: str) -> None:
+def test_batched_equals_per_support_loop(mode: str, ssg2_reference: Reference) -> None:
     # float64 so that only real differences show; train mode checks per-support
     # BatchNorm statistics (dropout off to compare) and the gradients
     torch.manual_seed(0)
@@ -115,7 +119,7 @@ def test_batched_equals_per_support_loop(mode: str) -> None:
     model.train(mode == 'train')
     image, support = (x.double() for x in _inputs(2, 3, 32, 64))
     batched = model(image, support)
-    reference = model._forward_reference(image, support)
+    reference = ssg2_reference(model, image, support)
     _assert_outputs_close(batched, reference, atol=1e-10, rtol=1e-8)
     if mode == 'train':
         params = list(model.parameters())
@@ -137,7 +141,7 @@ def test_batched_equals_per_support_loop(mode: str) -> None:
     [(1, None, 0.1), (3, None, 0.1), (3, 1, 0.1), (3, 2, 0.1), (3, 2, None)],
 )
 def test_running_statistics_follow_the_per_support_loop(
-    length: int, chunk: int | None, momentum: float | None
+    length: int, chunk: int | None, momentum: float | None, ssg2_reference: Reference
 ) -> None:
     # the official loop updates every BatchNorm once per (target, support) pair
     # and stream, in pair order; the batched pass records and replays that order
@@ -160,7 +164,7 @@ def test_running_statistics_follow_the_per_support_loop(
     image, support = (x.double() for x in _inputs(2, length, 32, 32))
     for _ in range(2):
         batched(image, support)
-        loop._forward_reference(image, support)
+        ssg2_reference(loop, image, support)
     reference = loop.state_dict()
     compared = 0
     for name, value in batched.state_dict().items():
@@ -169,7 +173,6 @@ def test_running_statistics_follow_the_per_support_loop(
             compared += 1
     assert compared > 30
     norm = batched.encoder.encoder.stages[0][0].mbconv.bn_in
-    assert norm.recorder is None
     # two steps: the target's first stage and each support once per pair
     assert int(norm.num_batches_tracked) == 3 + 2 * 2 * length
 
@@ -183,7 +186,7 @@ def test_support_chunks_equal_one_pass() -> None:
     _assert_outputs_close(model(image, support), chunked(image, support), 1e-10, 1e-8)
 
 
-def test_target_side_computed_once(model: SSG2) -> None:
+def test_target_side_computed_once(model: SSG2, ssg2_reference: Reference) -> None:
     # conv1/stem/first stage see the target once and each support once
     seen = []
     hook = model.encoder.encoder.stem.register_forward_hook(
@@ -194,7 +197,7 @@ def test_target_side_computed_once(model: SSG2) -> None:
         model(image, support)
         assert sorted(seen) == [2, 6]
         seen.clear()
-        model._forward_reference(image, support)
+        ssg2_reference(model, image, support)
         assert seen == [2] * 6
     hook.remove()
 
@@ -357,6 +360,35 @@ def test_attention_chunk_size_same_outputs_and_gradients() -> None:
         torch.testing.assert_close(g, g_chunk, atol=1e-10, rtol=1e-8)
     with pytest.raises(ValueError, match='attention_chunk_size'):
         SSG2(C, NUM_CLASSES, preset='test', attention_chunk_size=0)
+
+
+def test_features_and_head(model: SSG2) -> None:
+    model.eval()
+    image, support = _inputs(2, 3, 32, 32)
+    with torch.no_grad():
+        z = model.forward_features(image, support)
+        assert z.shape == (2, 3, model.config.filters, 32, 32)
+        _assert_outputs_close(model.forward_head(z), model(image, support), 0, 0)
+        fast = model.forward_head(z, inference=True)
+        assert set(fast) == {'target', 'intersection', 'union'}
+    model.train()
+
+
+def test_runtime_switches() -> None:
+    model = SSG2(C, NUM_CLASSES, preset='test')
+    assert not model.grad_checkpointing and model.support_chunk_size is None
+    model.set_grad_checkpointing()
+    assert model.grad_checkpointing and model.head.sequence.grad_checkpointing
+    model.set_grad_checkpointing(False)
+    assert not model.head.sequence.grad_checkpointing
+    model.set_support_chunk_size(2)
+    assert model.support_chunk_size == 2
+    with pytest.raises(ValueError, match='support_chunk_size'):
+        model.set_support_chunk_size(0)
+    with pytest.raises(ValueError, match='support_chunk_size'):
+        SSG2(C, NUM_CLASSES, preset='test', support_chunk_size=0)
+    # runtime switches are not part of the architecture
+    assert not hasattr(model.config, 'checkpointing')
 
 
 def test_bfloat16_gradients_finite_over_seeds() -> None:

@@ -5,10 +5,11 @@ The attention of the PTAViT family is not a softmax dot-product. Queries and key
 Tanimoto similarity, the similarities are compacted over the query axis into one
 weight per key token (a learned linear map in 2D, a mean in 3D), and each value
 patch is scaled by its weight before a final D2Sigmoid. Nothing is summed over
-values, so the output keeps the input's layout.
+values, so the output keeps the input's layout. The similarity kernel lives in
+:mod:`torchgeo_ssg2.models.layers.tanimoto`.
 
-Tokens of the 2D attention are blocks of ``C/cs`` channels x ``H/g`` x ``W/g``
-pixels for ``cs`` channel groups and a ``gxg`` spatial grid; tokens of the 3D
+Tokens of the 2D attention are blocks of ``C/s`` channels x ``H/g`` x ``W/g``
+pixels for ``s`` channel splits and a ``gxg`` spatial grid; tokens of the 3D
 attention are ``(t, h-patch, w-patch)`` blocks holding all channels. The grid is
 fixed at construction (so the linear compaction has a fixed number of inputs) and
 the patch size follows the input size; :func:`spatial_grid` chooses grids that
@@ -16,28 +17,19 @@ divide every multiple of 32.
 """
 
 import math
-from collections.abc import Iterator
-from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import FunctionCtx
 
 from .layers import Conv2dNormed, Conv3dNormed, d2sigmoid
+from .layers.tanimoto import EPS, patchify, scale_patches, tanimoto_compaction
 
 __all__ = (
     'RelPatchAttention2D',
     'RelPatchAttention3D',
-    'channel_groups',
-    'patchify',
-    'set_attention_chunk_size',
+    'channel_splits_for',
     'spatial_grid',
-    'tanimoto_compaction',
-    'tanimoto_similarity',
 )
-
-#: numerical guard of the Tanimoto similarity
-EPS = 1e-5
 
 
 def _round_pow2(x: float) -> int:
@@ -68,394 +60,20 @@ def spatial_grid(stride: int, spatial_size: int = 256, base: int = 16) -> int:
     return max(1, min(grid, max(1, 32 // stride)))
 
 
-def channel_groups(base: float, channels: int) -> int:
-    """Largest power of two near ``base`` that divides ``channels``.
+def channel_splits_for(base: float, channels: int) -> int:
+    """Token channel splits: the power of two nearest ``base`` that divides ``channels``.
 
     Args:
-        base: wanted number of channel groups.
+        base: wanted number of channel splits.
         channels: number of channels to split.
 
     Returns:
-        the number of channel groups.
+        the number of channel splits of a token.
     """
-    groups = _round_pow2(base)
-    while channels % groups:
-        groups //= 2
-    return groups
-
-
-def patchify(x: Tensor, cgroups: int, grid: int) -> Tensor:
-    """Cut the trailing CxHxW axes of ``x`` into patch tokens.
-
-    Args:
-        x: ...xCxHxW tensor (any number of leading axes).
-        cgroups: channel groups ``cs`` (must divide C).
-        grid: spatial grid ``g`` (must divide H and W).
-
-    Returns:
-        ...xNxD tokens with ``N = cs·g·g`` and ``D = (C/cs)·(H/g)·(W/g)``,
-        ordered (channel group, grid row, grid column).
-    """
-    *lead, c, h, w = x.shape
-    x = x.reshape(*lead, cgroups, c // cgroups, grid, h // grid, grid, w // grid)
-    n = len(lead)
-    x = x.permute(*range(n), n, n + 2, n + 4, n + 1, n + 3, n + 5)
-    return x.reshape(*lead, cgroups * grid * grid, -1)
-
-
-def _scale_patches(v: Tensor, weight: Tensor, cgroups: int, grid: int) -> Tensor:
-    """Multiply every patch of ``v`` by its token weight (without patchifying v).
-
-    Args:
-        v: ...xCxHxW values.
-        weight: ...xN token weights, N = cgroups·grid² (leading axes broadcast).
-        cgroups: channel groups.
-        grid: spatial grid.
-
-    Returns:
-        the broadcast ...xCxHxW product.
-    """
-    *lead, c, h, w = v.shape
-    v = v.reshape(*lead, cgroups, c // cgroups, grid, h // grid, grid, w // grid)
-    weight = weight.reshape(*weight.shape[:-1], cgroups, 1, grid, 1, grid, 1)
-    out = v * weight
-    return out.reshape(*out.shape[:-6], c, h, w)
-
-
-def tanimoto_similarity(q: Tensor, k: Tensor, eps: float = EPS) -> Tensor:
-    """Tanimoto similarity of every query token with every key token.
-
-    ``S_ij = (<q_i,k_j> + eps) / (|q_i|² + |k_j|² - <q_i,k_j> + eps)``, computed
-    through one batched matrix product.
-
-    Args:
-        q: ...xNqxD query tokens.
-        k: ...xNkxD key tokens (leading axes broadcast against q's).
-        eps: numerical guard.
-
-    Returns:
-        ...xNqxNk similarities in ``[-1/3, 1]`` (1 for identical tokens).
-    """
-    qk = torch.matmul(q, k.transpose(-1, -2))
-    qq = q.square().sum(-1).unsqueeze(-1)
-    kk = k.square().sum(-1).unsqueeze(-2)
-    return (qk + eps) / (qq + kk - qk + eps)
-
-
-#: Similarities per block of the blocked compaction (8 MB in float32): the
-#: element-wise work on a block stays in cache instead of streaming whole Nq x Nk
-#: matrices through memory (3x faster for 4 x 4096 x 4096 on one CPU core).
-BLOCK_ELEMENTS = 2**21
-
-#: Smallest automatic block (query rows): smaller blocks make thin matrix products.
-MIN_BLOCK_ROWS = 64
-
-
-def _auto_chunk(q: Tensor, k: Tensor) -> int:
-    """Query rows per block so that a block holds about :data:`BLOCK_ELEMENTS`."""
-    lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]).numel()
-    rows = BLOCK_ELEMENTS // max(1, lead * k.shape[-2])
-    return max(MIN_BLOCK_ROWS, rows)
-
-
-def _buffer(
-    store: dict[str, Tensor], name: str, shape: tuple[int, ...], like: Tensor
-) -> Tensor:
-    """A contiguous ``shape`` tensor in ``store[name]``'s storage, grown on demand.
-
-    The blocks of one compaction reuse the same storage: a fresh multi-megabyte
-    allocation per block costs page faults that take longer than the arithmetic.
-    """
-    numel = math.prod(shape)
-    buf = store.get(name)
-    if buf is None or buf.numel() < numel:
-        buf = store[name] = like.new_empty(numel)
-    return buf[:numel].view(shape)
-
-
-def _matmul(x: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
-    """``x @ y`` without materialising a broadcast ``y``.
-
-    ``torch.matmul`` expands both operands to the common leading shape, which
-    copies ``y`` once per broadcast index (e.g. the target's keys once per
-    support). When ``y``'s broadcast axes are trailing leading axes, they are
-    folded into ``x``'s rows instead: one matrix product, no copy of ``y``.
-
-    Args:
-        x: ...xmxn tensor.
-        y: ...xnxp tensor (leading axes broadcast against x's).
-        out: optional contiguous ...xmxp result tensor.
-
-    Returns:
-        the ...xmxp product.
-    """
-    lead = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
-    n = len(lead)
-    ylead = (1,) * (n - y.dim() + 2) + tuple(y.shape[:-2])
-    fold = [i for i in range(n) if ylead[i] == 1 and lead[i] > 1]
-    if not fold or fold != list(range(n - len(fold), n)):
-        return torch.matmul(x, y) if out is None else torch.matmul(x, y, out=out)
-    keep = n - len(fold)
-    rows = x.expand(*lead, *x.shape[-2:]).reshape(*lead[:keep], -1, x.shape[-1])
-    y = y.reshape(*ylead[:keep], *y.shape[-2:])
-    if out is None:
-        out = torch.matmul(rows, y)
-    else:
-        torch.matmul(rows, y, out=out.view(*lead[:keep], -1, y.shape[-1]))
-    return out.reshape(*lead, x.shape[-2], y.shape[-1])
-
-
-def _weighted_rows(a: Tensor, sim: Tensor) -> Tensor:
-    """``sum_i a_i sim[..., i, :]`` as one ``bmm`` (``matmul`` would copy ``sim^T``).
-
-    Args:
-        a: c row weights.
-        sim: ...xcxNk block.
-
-    Returns:
-        the ...xNk weighted sum.
-    """
-    flat = sim.reshape(-1, *sim.shape[-2:])
-    rows = a.reshape(1, 1, -1).expand(flat.shape[0], 1, -1)
-    return torch.bmm(rows, flat).reshape(*sim.shape[:-2], sim.shape[-1])
-
-
-class _Blocks:
-    """Blocks of query rows of one compaction, with shared norms and buffers."""
-
-    def __init__(self, q: Tensor, k: Tensor, eps: float, chunk: int) -> None:
-        self.q, self.k, self.eps, self.chunk = q, k, eps, chunk
-        self.lead = tuple(torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]))
-        self.qq = q.square().sum(-1, keepdim=True)  # ...xNqx1
-        self.kk = k.square().sum(-1).unsqueeze(-2).add_(eps)  # ...x1xNk, + eps
-        self.kt = k.transpose(-1, -2).contiguous()  # ...xDxNk
-        self.store: dict[str, Tensor] = {}
-
-    def __iter__(self) -> Iterator[slice]:
-        nq = self.q.shape[-2]
-        return (slice(i, i + self.chunk) for i in range(0, nq, self.chunk))
-
-    def dots(self, rows: slice, reuse: bool = True) -> Tensor:
-        """``<q_i, k_j>`` of a block, ...xcxNk (in a reused buffer if ``reuse``)."""
-        qc = self.q[..., rows, :]
-        shape = (*self.lead, qc.shape[-2], self.k.shape[-2])
-        out = _buffer(self.store, 'qk', shape, self.q) if reuse else None
-        return _matmul(qc, self.kt, out)
-
-    def similarity(
-        self, qk: Tensor, rows: slice, inverse: bool, keep: bool = False
-    ) -> tuple[Tensor, Tensor]:
-        """Similarities of a block and its (reciprocal) denominators.
-
-        Args:
-            qk: the block's dot products (overwritten unless ``keep``).
-            rows: the block's query rows.
-            inverse: return ``1 / den`` (for backward) instead of ``den``.
-            keep: leave ``qk`` unchanged.
-
-        Returns:
-            ...xcxNk similarities and ``|q|² + |k|² - <q,k> + eps`` (or its
-            reciprocal), both in buffers reused by the next block.
-        """
-        den = _buffer(self.store, 'den', tuple(qk.shape), qk)
-        torch.sub(self.kk, qk, out=den).add_(self.qq[..., rows, :])
-        if keep:
-            sim = torch.add(
-                qk, self.eps, out=_buffer(self.store, 'sim', tuple(qk.shape), qk)
-            )
-        else:
-            sim = qk.add_(self.eps)
-        if inverse:
-            den.reciprocal_()
-            return sim.mul_(den), den
-        return sim.div_(den), den
-
-
-def _compaction_forward(
-    q: Tensor, k: Tensor, a: Tensor, eps: float, chunk: int, keep: bool = False
-) -> tuple[Tensor, Tensor | None]:
-    """``sum_i a_i S_ij`` over blocks of ``chunk`` query rows.
-
-    Returns:
-        the ...xNk result and, with ``keep`` and a single block, the dot
-        products (for :class:`_TanimotoCompaction` to save); else ``None``.
-    """
-    blocks = _Blocks(q, k, eps, chunk)
-    keep = keep and chunk >= q.shape[-2]
-    out = qk = None
-    for rows in blocks:
-        qk = blocks.dots(rows, reuse=not keep)
-        sim, _ = blocks.similarity(qk, rows, inverse=False, keep=keep)
-        part = _weighted_rows(a[rows], sim)
-        out = part if out is None else out.add_(part)
-    assert out is not None
-    return out, qk if keep else None
-
-
-def _compaction_backward(
-    q: Tensor,
-    k: Tensor,
-    a: Tensor,
-    grad: Tensor,
-    eps: float,
-    chunk: int,
-    needs: tuple[bool, ...],
-    qk_saved: Tensor | None = None,
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """Gradients of ``w_j = sum_i a_i S_ij`` w.r.t. q, k and a, block by block.
-
-    ``dL/dS_ij = a_i g_j``; ``dS/d<q,k> = (1 + S) / den`` and
-    ``dS/d|q|² = dS/d|k|² = -S / den``. With ``qk_saved`` (one block) the dot
-    products are not recomputed. The key gradient is accumulated in place over
-    the blocks (``baddbmm_``), the norm terms once at the end.
-    """
-    blocks = _Blocks(q, k, eps, chunk)
-    lead, nk, d = blocks.lead, k.shape[-2], k.shape[-1]
-    batch = math.prod(lead)
-    g = grad.unsqueeze(-2)  # ...x1xNk
-    grad_qs, grad_as = [], []
-    grad_k = q.new_zeros(batch, nk, d) if needs[1] else None
-    norm_k = None
-    for rows in blocks:
-        qc = q[..., rows, :]
-        qk = qk_saved if qk_saved is not None else blocks.dots(rows)
-        sim, inv_den = blocks.similarity(qk, rows, True, keep=qk_saved is not None)
-        if needs[2]:
-            grad_as.append(torch.matmul(sim, grad.unsqueeze(-1)).squeeze(-1))
-        outer = inv_den.mul_(g).mul_(a[rows].unsqueeze(-1))  # a_i g_j / den
-        g_norm = sim.mul_(outer)  # a_i g_j S / den
-        g_qk = outer.add_(g_norm)  # a_i g_j (1 + S) / den
-        if needs[0]:
-            grad_q = _matmul(g_qk, k)
-            grad_qs.append(grad_q.sub_(2 * qc * g_norm.sum(-1, keepdim=True)))
-        if grad_k is not None:
-            c = qc.shape[-2]
-            grad_k.baddbmm_(
-                g_qk.reshape(batch, c, nk).transpose(1, 2),
-                qc.expand(*lead, c, d).reshape(batch, c, d),
-            )
-            part_norm = g_norm.sum(-2)
-            norm_k = part_norm if norm_k is None else norm_k.add_(part_norm)
-    grad_q = grad_a = None
-    if needs[0]:
-        grad_q = torch.cat(grad_qs, dim=-2).sum_to_size(q.shape)
-    if grad_k is not None:
-        assert norm_k is not None
-        full = grad_k.view(*lead, nk, d).sub_(2 * k * norm_k.unsqueeze(-1))
-        grad_k = full.sum_to_size(k.shape)
-    if needs[2]:
-        grad_a = torch.cat(grad_as, dim=-1).sum_to_size(a.shape)
-    return grad_q, grad_k, grad_a
-
-
-class _TanimotoCompaction(torch.autograd.Function):
-    """``w_j = sum_i a_i S_ij`` keeping one Nq x Nk tensor (the dot products).
-
-    Plain autograd keeps three Nq x Nk tensors alive between forward and backward
-    (numerator, denominator and similarity); the gradient here is computed
-    analytically from the saved dot products, with the same matrix products.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: FunctionCtx, q: Tensor, k: Tensor, a: Tensor, eps: float
-    ) -> Tensor:
-        out, qk = _compaction_forward(q, k, a, eps, q.shape[-2], keep=True)
-        ctx.save_for_backward(q, k, a, qk)
-        ctx.eps = eps  # type: ignore[attr-defined]
-        return out
-
-    @staticmethod
-    def backward(
-        ctx: FunctionCtx, grad: Tensor
-    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
-        q, k, a, qk = ctx.saved_tensors  # type: ignore[attr-defined]
-        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
-        grads = _compaction_backward(
-            q, k, a, grad, ctx.eps, q.shape[-2], needs, qk_saved=qk
-        )  # type: ignore[attr-defined]
-        return (*grads, None)
-
-
-class _ChunkedTanimotoCompaction(torch.autograd.Function):
-    """``w_j = sum_i a_i S_ij`` over blocks of ``chunk`` query rows.
-
-    No Nq x Nk tensor exists at any time, in forward or backward: only
-    ``chunk x Nk`` blocks, recomputed in backward (one more matrix product per
-    block than :class:`_TanimotoCompaction`).
-    """
-
-    @staticmethod
-    def forward(
-        ctx: FunctionCtx, q: Tensor, k: Tensor, a: Tensor, eps: float, chunk: int
-    ) -> Tensor:
-        ctx.save_for_backward(q, k, a)
-        ctx.eps, ctx.chunk = eps, chunk  # type: ignore[attr-defined]
-        return _compaction_forward(q, k, a, eps, chunk)[0]
-
-    @staticmethod
-    def backward(
-        ctx: FunctionCtx, grad: Tensor
-    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
-        q, k, a = ctx.saved_tensors  # type: ignore[attr-defined]
-        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
-        grads = _compaction_backward(q, k, a, grad, ctx.eps, ctx.chunk, needs)  # type: ignore[attr-defined]
-        return (*grads, None, None)
-
-
-#: Dtypes in which the Tanimoto similarity is not computed.
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def tanimoto_compaction(
-    q: Tensor,
-    k: Tensor,
-    weight: Tensor,
-    eps: float = EPS,
-    memory_efficient: bool = True,
-    chunk_size: int | None = None,
-) -> Tensor:
-    """Compact the Tanimoto similarities over the query axis: ``sum_i w_i S_ij``.
-
-    Args:
-        q: ...xNqxD query tokens.
-        k: ...xNkxD key tokens (leading axes broadcast against q's).
-        weight: Nq weights (the linear compaction's weights, or 1/Nq for a mean).
-        eps: numerical guard.
-        memory_efficient: the lean path (custom autograd, blocked work); the
-            result and its gradients are those of the plain autograd path
-            (``False``), which keeps three Nq x Nk tensors for backward.
-        chunk_size: with ``memory_efficient``, process blocks of this many query
-            rows: no Nq x Nk tensor is ever formed and the blocks are recomputed
-            in backward. ``None`` chooses blocks of about
-            :data:`BLOCK_ELEMENTS` similarities (at least :data:`MIN_BLOCK_ROWS`
-            rows) and one block, whose dot products are kept for backward,
-            when the whole matrix is that small.
-
-    Returns:
-        ...xNk key-token weights.
-    """
-    device = q.device.type
-    available = torch.amp.is_autocast_available(device)  # not on e.g. 'meta'
-    if q.dtype in _LOW_PRECISION or (available and torch.is_autocast_enabled(device)):
-        # |q|² + |k|² - <q,k> cancels catastrophically in bf16/fp16 (D2Sigmoid
-        # outputs are small): the denominators can round to 0 and the gradients to
-        # inf. The similarities are computed in float32 whatever the autocast state.
-        with torch.autocast(device, enabled=False) if available else nullcontext():
-            out = tanimoto_compaction(
-                q.float(), k.float(), weight.float(), eps, memory_efficient, chunk_size
-            )
-        return out.to(q.dtype)
-    if not memory_efficient:
-        return torch.matmul(weight, tanimoto_similarity(q, k, eps))
-    chunk = chunk_size if chunk_size is not None else _auto_chunk(q, k)
-    if chunk < q.shape[-2]:
-        if torch.is_grad_enabled():
-            return _ChunkedTanimotoCompaction.apply(q, k, weight, eps, chunk)
-        return _compaction_forward(q, k, weight, eps, chunk)[0]
-    if torch.is_grad_enabled():
-        return _TanimotoCompaction.apply(q, k, weight, eps)
-    return _compaction_forward(q, k, weight, eps, q.shape[-2])[0]
+    splits = _round_pow2(base)
+    while channels % splits:
+        splits //= 2
+    return splits
 
 
 def _flat_apply(module: nn.Module, x: Tensor, dims: int) -> Tensor:
@@ -480,7 +98,7 @@ class RelPatchAttention2D(nn.Module):
         self,
         channels: int,
         heads: int,
-        cgroups: int,
+        channel_splits: int,
         grid: int,
         eps: float = EPS,
         norm_groups: int | None = None,
@@ -491,7 +109,7 @@ class RelPatchAttention2D(nn.Module):
             channels: channels C of both inputs and of the output.
             heads: convolution groups of the query projection (``2·heads`` for
                 the key/value projection); ``2·heads`` must divide C.
-            cgroups: channel groups of a token (must divide C).
+            channel_splits: channel splits of a token (must divide C).
             grid: spatial grid g of the tokens.
             eps: numerical guard of the similarity.
             norm_groups: GroupNorm groups of the projections; ``None`` means
@@ -500,13 +118,13 @@ class RelPatchAttention2D(nn.Module):
                 ``norm_groups``).
         """
         super().__init__()
-        if channels % (2 * heads) or channels % 4 or channels % cgroups:
+        if channels % (2 * heads) or channels % 4 or channels % channel_splits:
             raise ValueError(
                 f'channels={channels} must be divisible by 4, by 2*heads={2 * heads} '
-                f'and by cgroups={cgroups}'
+                f'and by channel_splits={channel_splits}'
             )
         self.channels = channels
-        self.cgroups = cgroups
+        self.channel_splits = channel_splits
         self.grid = grid
         self.eps = eps
         groups = channels // 4 if norm_groups is None else norm_groups
@@ -516,7 +134,7 @@ class RelPatchAttention2D(nn.Module):
         self.key_value = Conv2dNormed(
             channels, 2 * channels, 3, groups=2 * heads, norm_groups=groups
         )
-        self.compact = nn.Linear(cgroups * grid * grid, 1)
+        self.compact = nn.Linear(channel_splits * grid * grid, 1)
         #: lean custom autograd for the similarities (see :func:`tanimoto_compaction`)
         self.memory_efficient = True
         #: query rows per block of the similarity matrix (``None``: one block)
@@ -542,15 +160,15 @@ class RelPatchAttention2D(nn.Module):
         k, v = _flat_apply(self.key_value, x2, 2).chunk(2, dim=-3)
         k = d2sigmoid(k)
         weight = tanimoto_compaction(
-            patchify(q, self.cgroups, self.grid),
-            patchify(k, self.cgroups, self.grid),
+            patchify(q, self.channel_splits, self.grid),
+            patchify(k, self.channel_splits, self.grid),
             self.compact.weight[0],
             self.eps,
             self.memory_efficient,
             self.chunk_size,
         )
         weight = weight + self.compact.bias
-        return d2sigmoid(_scale_patches(v, weight, self.cgroups, self.grid))
+        return d2sigmoid(scale_patches(v, weight, self.channel_splits, self.grid))
 
 
 class RelPatchAttention3D(nn.Module):
@@ -619,13 +237,14 @@ class RelPatchAttention3D(nn.Module):
         return d2sigmoid(out.reshape(b, c, t, h, w))
 
 
-def set_attention_chunk_size(model: nn.Module, chunk_size: int | None) -> None:
-    """Set :attr:`chunk_size` of every Tanimoto attention inside ``model``.
+def _set_chunk_size(model: nn.Module, chunk_size: int | None) -> None:
+    """Set ``chunk_size`` of every Tanimoto attention inside ``model``.
 
-    Args:
-        model: any module.
-        chunk_size: query rows per block of the similarity matrix, or ``None``.
+    Raises:
+        ValueError: for a chunk size below 1.
     """
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f'attention_chunk_size must be >= 1 or None, got {chunk_size}')
     for module in model.modules():
         if isinstance(module, RelPatchAttention2D | RelPatchAttention3D):
             module.chunk_size = chunk_size

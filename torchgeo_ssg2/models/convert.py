@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .baseline import PTAViT
+from .ptavit import PTAViT
 from .ssg2 import SSG2
 
 __all__ = (

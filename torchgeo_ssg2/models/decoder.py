@@ -2,11 +2,10 @@
 
 from torch import Tensor, nn
 
-from .attention import channel_groups, spatial_grid
-from .encoder import stage_attention_scales
+from .attention import channel_splits_for, spatial_grid
+from .encoder import ptavit_stage
 from .fusion import CombineLayers, FuseHiLo
 from .presets import ModelConfig
-from .ptavit import PTAViTStage
 
 __all__ = ('PTAViTDecoder',)
 
@@ -16,7 +15,7 @@ class PTAViTDecoder(nn.Module):
 
     From ``ReLU(f3)`` (H/32), each step is :class:`~torchgeo_ssg2.models.fusion.
     CombineLayers` with the skip of its level followed by a non-down-sampling
-    :class:`~torchgeo_ssg2.models.ptavit.PTAViTStage` (H/16, H/8, H/4); then
+    :class:`~torchgeo_ssg2.models.blocks.PTAViTStage` (H/16, H/8, H/4); then
     :class:`~torchgeo_ssg2.models.fusion.FuseHiLo` merges the H/4 map with the
     full-resolution skip.
     """
@@ -32,38 +31,25 @@ class PTAViTDecoder(nn.Module):
         self.combines = nn.ModuleList()
         self.stages = nn.ModuleList()
         for level, depth in zip((2, 1, 0), config.dec_depths, strict=True):
-            cgroups, grid = stage_attention_scales(config, level)
             self.combines.append(CombineLayers(channels[level], config.norm_groups))
             self.stages.append(
-                PTAViTStage(
-                    channels[level],
-                    channels[level],
-                    depth,
-                    config.stage_heads[level],
-                    cgroups,
-                    grid,
-                    downsample=False,
-                    dropout=config.dropout,
-                    expansion=config.expansion,
-                    se_ratio=config.se_ratio,
-                )
+                ptavit_stage(config, level, channels[level], depth, downsample=False)
             )
         f = config.filters
         self.fuse_hilo = FuseHiLo(
             f,
             config.stage_heads[0],
-            channel_groups(4, f),
+            channel_splits_for(4, f),
             spatial_grid(1, config.spatial_size, base=8),
             config.norm_groups,
         )
 
-    def forward(self, features: list[Tensor], groups: int = 1) -> Tensor:
+    def forward(self, features: list[Tensor]) -> Tensor:
         """Decode.
 
         Args:
             features: ``[BxFxHxW, BxFxH/4xW/4, Bx2FxH/8xW/8, Bx4FxH/16xW/16,
                 Bx8FxH/32xW/32]`` (full-resolution skip first).
-            groups: batch groups with separate BatchNorm statistics.
 
         Returns:
             BxFxHxW features.
@@ -72,5 +58,5 @@ class PTAViTDecoder(nn.Module):
         for level, combine, stage in zip(
             (2, 1, 0), self.combines, self.stages, strict=True
         ):
-            x = stage(combine(x, features[level + 1]), groups)
+            x = stage(combine(x, features[level + 1]))
         return self.fuse_hilo(x, features[0])

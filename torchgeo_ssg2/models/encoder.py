@@ -1,7 +1,7 @@
 """PTAViT encoders: the single-image encoder and SSG2's dual-input encoder.
 
 :class:`PTAViTEncoder` is ``conv1`` (1x1 conv + GN), a two-convolution stem (stride
-2) and four down-sampling :class:`~torchgeo_ssg2.models.ptavit.PTAViTStage` s; it
+2) and four down-sampling :class:`~torchgeo_ssg2.models.blocks.PTAViTStage` s; it
 returns the full-resolution ``conv1`` map and the four stage outputs (smp style).
 
 :class:`DualPTAViTEncoder` applies that encoder, with shared weights, to a target
@@ -11,25 +11,35 @@ information by cross-attention (target first, then the support attending to the
 updated target) and fuses the two streams with
 :class:`~torchgeo_ssg2.models.fusion.FusionCAT`. The support only enters through
 those fusions, so the target's ``conv1``, stem and first stage are computed once
-per target and broadcast over the T supports, which are folded into the batch.
+per target and broadcast over the T supports, which are folded into the batch;
+their BatchNorms take per-support statistics
+(:func:`~torchgeo_ssg2.models.layers.norm.batch_groups`), as in a loop over the
+supports.
 """
+
+from functools import partial
 
 from torch import Tensor, nn
 
-from .attention import RelPatchAttention2D, channel_groups, spatial_grid
+from .attention import RelPatchAttention2D, channel_splits_for, spatial_grid
+from .blocks import PTAViTStage
 from .fusion import FusionCAT, FusionV2
-from .layers import Conv2dNormed
+from .layers import Conv2dNormed, MBConv, batch_groups
 from .presets import ModelConfig
-from .ptavit import PTAViTStage
 
-__all__ = ('DualPTAViTEncoder', 'PTAViTEncoder', 'stage_attention_scales')
+__all__ = (
+    'DualPTAViTEncoder',
+    'PTAViTEncoder',
+    'ptavit_stage',
+    'stage_attention_scales',
+)
 
 
 def stage_attention_scales(config: ModelConfig, level: int) -> tuple[int, int]:
-    """Channel groups and spatial grid of the attention at encoder level ``level``.
+    """Token channel splits and spatial grid of the attention at level ``level``.
 
     Level ``i`` works at stride ``4·2^i`` with ``filters·2^i`` channels. The
-    official schedule (96 filters, 256 px) is 16·2^i channel groups and a
+    official schedule (96 filters, 256 px) is 16·2^i channel splits and a
     (16/2^i)/4 grid; both are rescaled with ``filters/96`` and
     ``spatial_size/256`` and rounded to powers of two.
 
@@ -38,12 +48,46 @@ def stage_attention_scales(config: ModelConfig, level: int) -> tuple[int, int]:
         level: 0..3.
 
     Returns:
-        ``(cgroups, grid)``.
+        ``(channel_splits, grid)``.
     """
     channels = config.stage_channels[level]
-    cgroups = channel_groups(16 * 2**level * config.filters / 96, channels)
+    splits = channel_splits_for(16 * 2**level * config.filters / 96, channels)
     grid = spatial_grid(4 * 2**level, config.spatial_size)
-    return cgroups, grid
+    return splits, grid
+
+
+def ptavit_stage(
+    config: ModelConfig, level: int, dim_in: int, depth: int, downsample: bool
+) -> PTAViTStage:
+    """A 2D PTAViT stage working at encoder level ``level``.
+
+    Args:
+        config: the model configuration.
+        level: 0..3 (channels ``filters·2^level``, stride ``4·2^level``).
+        dim_in: input channels.
+        depth: number of blocks.
+        downsample: halve the resolution in the first block.
+
+    Returns:
+        the stage (MBConv and RelPatchAttention2D blocks).
+    """
+    splits, grid = stage_attention_scales(config, level)
+    return PTAViTStage(
+        dim_in,
+        config.stage_channels[level],
+        depth,
+        mbconv_layer=partial(
+            MBConv, expansion=config.expansion, se_ratio=config.se_ratio
+        ),
+        attn_layer=partial(
+            RelPatchAttention2D,
+            heads=config.stage_heads[level],
+            channel_splits=splits,
+            grid=grid,
+        ),
+        downsample=downsample,
+        dropout=config.dropout,
+    )
 
 
 def _fold(x: Tensor) -> Tensor:
@@ -73,31 +117,17 @@ class PTAViTEncoder(nn.Module):
             nn.Conv2d(f, f, 3, stride=2, padding=1), nn.Conv2d(f, f, 3, padding=1)
         )
         channels = config.stage_channels
-        self.stages = nn.ModuleList()
-        for i, depth in enumerate(config.depths):
-            cgroups, grid = stage_attention_scales(config, i)
-            self.stages.append(
-                PTAViTStage(
-                    channels[i - 1] if i else f,
-                    channels[i],
-                    depth,
-                    config.stage_heads[i],
-                    cgroups,
-                    grid,
-                    downsample=True,
-                    dropout=config.dropout,
-                    expansion=config.expansion,
-                    se_ratio=config.se_ratio,
-                )
-            )
+        self.stages = nn.ModuleList(
+            ptavit_stage(config, i, channels[i - 1] if i else f, depth, True)
+            for i, depth in enumerate(config.depths)
+        )
         self.out_channels = (f, *channels)
 
-    def forward(self, x: Tensor, groups: int = 1) -> list[Tensor]:
+    def forward(self, x: Tensor) -> list[Tensor]:
         """Encode an image batch.
 
         Args:
             x: BxCxHxW images (H, W multiples of 32).
-            groups: batch groups with separate BatchNorm statistics.
 
         Returns:
             ``[conv1 BxFxHxW, BxFxH/4xW/4, Bx2FxH/8xW/8, Bx4FxH/16xW/16,
@@ -107,7 +137,7 @@ class PTAViTEncoder(nn.Module):
         x = self.stem(x0)
         features = [x0]
         for stage in self.stages:
-            x = stage(x, groups)
+            x = stage(x)
             features.append(x)
         return features
 
@@ -126,22 +156,22 @@ class DualPTAViTEncoder(nn.Module):
         self.encoder = PTAViTEncoder(in_channels, config)
         f = config.filters
         # as in the official code: dense projections (one head) and 16 channel
-        # groups whatever the width (the stage attentions scale both with F)
+        # splits whatever the width (the stage attentions scale both with F)
         self.fuse_first = FusionV2(
             f,
             1,
-            channel_groups(16, f),
+            channel_splits_for(16, f),
             spatial_grid(1, config.spatial_size),
             config.norm_groups,
         )
         self.cross = nn.ModuleList()
         self.fusions = nn.ModuleList()
         for i, channels in enumerate(config.stage_channels):
-            cgroups, grid = stage_attention_scales(config, i)
+            splits, grid = stage_attention_scales(config, i)
             heads = config.stage_heads[i]
             self.cross.append(
                 RelPatchAttention2D(
-                    channels, heads, cgroups, grid, norm_groups=config.norm_groups
+                    channels, heads, splits, grid, norm_groups=config.norm_groups
                 )
             )
             self.fusions.append(FusionCAT(channels, heads, config.norm_groups))
@@ -184,37 +214,13 @@ class DualPTAViTEncoder(nn.Module):
         xt0, xt = (x.unsqueeze(1) for x in target_features)
         xs0 = _unfold(enc.conv1(_fold(support_image)), b)
         features = [self.fuse_first(xt0, xs0)]
-        xs = _fold(xs0)
-        xs = _unfold(enc.stages[0](enc.stem(xs), t), b)
+        with batch_groups(t):
+            xs = _unfold(enc.stages[0](enc.stem(_fold(xs0))), b)
         for i, (cross, fusion) in enumerate(zip(self.cross, self.fusions, strict=True)):
             if i:
-                xt = _unfold(enc.stages[i](_fold(xt), t), b)
-                xs = _unfold(enc.stages[i](_fold(xs), t), b)
-            xt = xt + cross(xs, xt)
-            xs = xs + cross(xt, xs)
-            features.append(fusion(xt, xs))
-        return features
-
-    def forward_pair(self, image: Tensor, support: Tensor) -> list[Tensor]:
-        """Reference path: encode one target/support pair the plain way.
-
-        Everything is recomputed for the pair, as in the official per-support loop.
-
-        Args:
-            image: BxCxHxW target images.
-            support: BxCxHxW support images.
-
-        Returns:
-            fused maps ``[BxFxHxW, BxFxH/4xW/4, ..., Bx8FxH/32xW/32]``.
-        """
-        enc = self.encoder
-        xt0, xs0 = enc.conv1(image), enc.conv1(support)
-        features = [self.fuse_first(xt0, xs0)]
-        xt, xs = enc.stem(xt0), enc.stem(xs0)
-        for stage, cross, fusion in zip(
-            enc.stages, self.cross, self.fusions, strict=True
-        ):
-            xt, xs = stage(xt), stage(xs)
+                with batch_groups(t):
+                    xt = _unfold(enc.stages[i](_fold(xt)), b)
+                    xs = _unfold(enc.stages[i](_fold(xs)), b)
             xt = xt + cross(xs, xt)
             xs = xs + cross(xt, xs)
             features.append(fusion(xt, xs))

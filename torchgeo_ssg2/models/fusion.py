@@ -26,20 +26,25 @@ class FusionV2(nn.Module):
     """
 
     def __init__(
-        self, channels: int, heads: int, cgroups: int, grid: int, norm_groups: int = 4
+        self,
+        channels: int,
+        heads: int,
+        channel_splits: int,
+        grid: int,
+        norm_groups: int = 4,
     ) -> None:
         """Initialise the layer.
 
         Args:
             channels: channels C of each stream and of the output.
             heads: attention convolution groups.
-            cgroups: attention channel groups.
+            channel_splits: attention token channel splits.
             grid: attention spatial grid.
             norm_groups: GroupNorm groups of the fusion convolution.
         """
         super().__init__()
         self.att = RelPatchAttention2D(
-            channels, heads, cgroups, grid, norm_groups=norm_groups
+            channels, heads, channel_splits, grid, norm_groups=norm_groups
         )
         self.fuse = Conv2dNormed(2 * channels, channels, 3, norm_groups=norm_groups)
 
@@ -130,14 +135,19 @@ class FuseHiLo(nn.Module):
     """
 
     def __init__(
-        self, channels: int, heads: int, cgroups: int, grid: int, norm_groups: int = 4
+        self,
+        channels: int,
+        heads: int,
+        channel_splits: int,
+        grid: int,
+        norm_groups: int = 4,
     ) -> None:
         """Initialise the layer.
 
         Args:
             channels: channels C of both inputs and of the output.
             heads: attention convolution groups.
-            cgroups: attention channel groups.
+            channel_splits: attention token channel splits.
             grid: attention spatial grid (at full resolution).
             norm_groups: GroupNorm groups.
         """
@@ -147,7 +157,7 @@ class FuseHiLo(nn.Module):
         self.hi_in = Conv2dNormed(channels, channels, 1, norm_groups=norm_groups)
         self.merge = Conv2dNormed(2 * channels, channels, 1, norm_groups=norm_groups)
         self.att = RelPatchAttention2D(
-            channels, heads, cgroups, grid, norm_groups=norm_groups
+            channels, heads, channel_splits, grid, norm_groups=norm_groups
         )
 
     def forward(self, x_lo: Tensor, x_hi: Tensor) -> Tensor:

@@ -18,7 +18,11 @@ __all__ = ('PRESETS', 'ModelConfig', 'get_config', 'list_presets')
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Hyper-parameters shared by SSG2 and PTAViT.
+    """Architecture hyper-parameters shared by SSG2 and PTAViT, checked on construction.
+
+    Runtime switches that do not change the function (activation
+    checkpointing, support and attention chunk sizes) are not part of it: they
+    are arguments and setters of the models.
 
     Attributes:
         filters: channels F of the first stage (doubled at every stage).
@@ -35,22 +39,6 @@ class ModelConfig:
         expansion: MBConv expansion.
         se_ratio: MBConv squeeze-excitation ratio.
         segm_act: ``'sigmoid'`` (SigmoidCrisp) or ``'softmax'`` segmentation output.
-        support_chunk_size: supports processed together in one batched pass
-            (SSG2 only); ``None`` processes all T at once.
-        checkpointing: activation checkpointing (recomputation in backward) of
-            the per-support base passes and of the per-support heads (one
-            checkpoint per chunk of supports), of each part (MBConv, attention
-            gate, feed-forward) of each 3D block and, for PTAViT, of the encoder
-            and decoder. Set it from YAML through the trainers' ``model_kwargs``
-            (``model_kwargs: {checkpointing: true, support_chunk_size: 1}``). Same outputs and gradients, less memory, about one more
-            forward pass of time. BatchNorm running statistics are updated again
-            during the recomputation (as with any checkpointed BatchNorm).
-        attention_chunk_size: query tokens per block of every Tanimoto
-            similarity matrix (forward and backward); no Nq x Nk matrix is
-            formed and the blocks are recomputed in backward. ``None``
-            (default) picks blocks of about 2M similarities, which keeps the
-            element-wise work in cache (faster), and one block, kept for
-            backward, for smaller matrices. Same function either way.
     """
 
     filters: int = 96
@@ -64,9 +52,18 @@ class ModelConfig:
     expansion: int = 4
     se_ratio: float = 0.25
     segm_act: str = 'sigmoid'
-    support_chunk_size: int | None = None
-    checkpointing: bool = False
-    attention_chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        """Store sequences as tuples and check the hyper-parameters.
+
+        Raises:
+            ValueError: for inconsistent values.
+        """
+        for key in ('depths', 'decoder_depths'):
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, tuple(value))
+        self._validate()
 
     @property
     def stage_heads(self) -> tuple[int, ...]:
@@ -86,12 +83,14 @@ class ModelConfig:
             return tuple(self.decoder_depths)
         return tuple(reversed(self.depths[:-1]))
 
-    def validate(self) -> None:
-        """Check the hyper-parameters.
-
-        Raises:
-            ValueError: for inconsistent values.
-        """
+    def _validate(self) -> None:
+        for name in ('filters', 'norm_groups', 'expansion'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
+        if self.heads is not None and self.heads < 1:
+            raise ValueError(f'heads must be >= 1 or None, got {self.heads}')
+        if not 0 < self.se_ratio <= 1:
+            raise ValueError(f'se_ratio must be in (0, 1], got {self.se_ratio}')
         if len(self.depths) != 4 or any(d < 1 for d in self.depths):
             raise ValueError(f'depths must be four positive ints, got {self.depths}')
         if len(self.dec_depths) != 3 or any(d < 1 for d in self.dec_depths):
@@ -120,15 +119,6 @@ class ModelConfig:
             raise ValueError(
                 f"segm_act must be 'sigmoid' or 'softmax', got {self.segm_act!r}"
             )
-        if self.attention_chunk_size is not None and self.attention_chunk_size < 1:
-            raise ValueError(
-                'attention_chunk_size must be >= 1 or None, got '
-                f'{self.attention_chunk_size}'
-            )
-        if self.support_chunk_size is not None and self.support_chunk_size < 1:
-            raise ValueError(
-                f'support_chunk_size must be >= 1 or None, got {self.support_chunk_size}'
-            )
 
 
 PRESETS: dict[str, dict[str, object]] = {
@@ -156,23 +146,15 @@ def get_config(preset: str = 'paper', **overrides: object) -> ModelConfig:
         **overrides: any :class:`ModelConfig` field.
 
     Returns:
-        the validated configuration.
+        the configuration.
 
     Raises:
         ValueError: for an unknown preset, an unknown override or a bad value.
     """
     if preset not in PRESETS:
         raise ValueError(f'unknown preset {preset!r}; choose one of {list_presets()}')
-    names = {
-        f.name for f in dataclasses.fields(ModelConfig) if not f.name.startswith('_')
-    }
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f'unknown model option(s) {unknown}; valid: {sorted(names)}')
-    values = {**PRESETS[preset], **overrides}
-    for key in ('depths', 'decoder_depths'):
-        if values.get(key) is not None:
-            values[key] = tuple(values[key])  # type: ignore[arg-type]
-    config = ModelConfig(**values)  # type: ignore[arg-type]
-    config.validate()
-    return config
+    return ModelConfig(**{**PRESETS[preset], **overrides})  # type: ignore[arg-type]

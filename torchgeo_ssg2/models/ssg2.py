@@ -10,18 +10,20 @@ sequence; a bias-free 1x1 compressor merges the mean sequence features with both
 bounds, and a last multitask head predicts the target.
 """
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ._validation import check_image, check_support
-from .attention import set_attention_chunk_size, spatial_grid
+from .attention import RelPatchAttention3D, _set_chunk_size, spatial_grid
+from .blocks import PTAViTStage
 from .decoder import PTAViTDecoder
 from .encoder import DualPTAViTEncoder
 from .heads import ConditionedMultitaskHead, hamacher_conorm, hamacher_tnorm
-from .layers import BatchNormUpdateRecorder
+from .layers import BatchNormUpdateRecorder, MBConv3D, batch_groups
 from .presets import ModelConfig, get_config
-from .ptavit import PTAViTStage3D
 
 __all__ = ('SSG2', 'SSG2Head')
 
@@ -43,14 +45,22 @@ class SSG2Head(nn.Module):
         self.intersection = ConditionedMultitaskHead(channels, k, act, g)
         self.union = ConditionedMultitaskHead(channels, k, act, g)
         self.difference = ConditionedMultitaskHead(channels, k, act, g)
-        self.sequence = PTAViTStage3D(
+        # the non-recurrent sequence model over BxFxTxHxW: valid for any T >= 1
+        # (padded 3D convolutions, per-step SE, mean compaction), not
+        # permutation invariant in T
+        self.sequence = PTAViTStage(
+            channels,
             channels,
             config.blocks_3d,
-            config.stage_heads[0],
-            spatial_grid(1, config.spatial_size),
+            mbconv_layer=partial(
+                MBConv3D, expansion=config.expansion, se_ratio=config.se_ratio
+            ),
+            attn_layer=partial(
+                RelPatchAttention3D,
+                heads=config.stage_heads[0],
+                grid=spatial_grid(1, config.spatial_size),
+            ),
             dropout=config.dropout,
-            expansion=config.expansion,
-            se_ratio=config.se_ratio,
         )
         self.compressor = nn.Conv2d(channels + 2 * 3 * k, channels, 1, bias=False)
         self.target = ConditionedMultitaskHead(channels, k, act, g)
@@ -94,11 +104,7 @@ class SSG2Head(nn.Module):
         return out
 
     def target_outputs(
-        self,
-        z: Tensor,
-        intersection: Tensor,
-        union: Tensor,
-        checkpointing: bool = False,
+        self, z: Tensor, intersection: Tensor, union: Tensor
     ) -> tuple[Tensor, Tensor]:
         """Sequence model and target prediction.
 
@@ -106,13 +112,11 @@ class SSG2Head(nn.Module):
             z: BxTxFxHxW features.
             intersection: BxTx3KxHxW intersection predictions.
             union: BxTx3KxHxW union predictions.
-            checkpointing: recompute the sequence model in backward (each part
-                of each 3D block separately).
 
         Returns:
             the target prediction Bx3KxHxW and the sequence features BxTxFxHxW.
         """
-        sequence = self.sequence(z.transpose(1, 2), checkpointing).transpose(1, 2)
+        sequence = self.sequence(z.transpose(1, 2)).transpose(1, 2)
         priors = (sequence.mean(1), intersection.amax(1), union.amin(1))
         target = self.target(self.compressor(torch.cat(priors, dim=1)))
         return target, sequence
@@ -126,10 +130,10 @@ class SSG2(nn.Module):
     ``3K`` in all: ``[0:K]`` segmentation, ``[K:2K]`` boundary, ``[2K:3K]``
     distance.
 
-    The T supports run as one batched pass (in chunks of ``support_chunk_size``
-    when set) and the support-independent part of the target stream is computed
-    once; :meth:`_forward_reference` is the plain per-support loop of the
-    original implementation and computes the same function.
+    ``forward = forward_head ∘ forward_features``. The T supports run as one
+    batched pass (in chunks of :meth:`set_support_chunk_size` supports) and the
+    support-independent part of the target stream is computed once; the result
+    is that of the official per-support loop.
     """
 
     def __init__(
@@ -137,6 +141,10 @@ class SSG2(nn.Module):
         in_channels: int,
         num_classes: int,
         preset: str = 'paper',
+        *,
+        checkpointing: bool = False,
+        support_chunk_size: int | None = None,
+        attention_chunk_size: int | None = None,
         **overrides: object,
     ) -> None:
         """Initialise the model.
@@ -145,6 +153,9 @@ class SSG2(nn.Module):
             in_channels: input bands C.
             num_classes: real classes (without NULL).
             preset: a name from :func:`~torchgeo_ssg2.models.presets.list_presets`.
+            checkpointing: see :meth:`set_grad_checkpointing`.
+            support_chunk_size: see :meth:`set_support_chunk_size`.
+            attention_chunk_size: see :meth:`set_attention_chunk_size`.
             **overrides: :class:`~torchgeo_ssg2.models.presets.ModelConfig` fields.
 
         Raises:
@@ -163,21 +174,83 @@ class SSG2(nn.Module):
         self.encoder = DualPTAViTEncoder(in_channels, self.config)
         self.decoder = PTAViTDecoder(self.config)
         self.head = SSG2Head(self.config.filters, self.num_outputs, self.config)
-        set_attention_chunk_size(self, self.config.attention_chunk_size)
+        self.grad_checkpointing = False
+        self.support_chunk_size: int | None = None
+        self.set_grad_checkpointing(checkpointing)
+        self.set_support_chunk_size(support_chunk_size)
+        self.set_attention_chunk_size(attention_chunk_size)
 
-    def _features(self, image: Tensor, support_image: Tensor) -> Tensor:
-        """Batched base pass over the supports (in chunks if configured).
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing (recomputation in backward).
+
+        Covers the per-support base passes and the per-support heads (one
+        checkpoint per chunk of supports) and each part (MBConv, attention gate,
+        feed-forward) of each 3D block. Same outputs and gradients, less memory,
+        about one more forward pass of time; BatchNorm running statistics are
+        updated again during the recomputation (as with any checkpointed
+        BatchNorm). From YAML: the trainers' ``model_kwargs: {checkpointing:
+        true}``.
+
+        Args:
+            enable: on or off.
+        """
+        self.grad_checkpointing = bool(enable)
+        self.head.sequence.grad_checkpointing = bool(enable)
+
+    def set_support_chunk_size(self, chunk_size: int | None) -> None:
+        """Supports processed together in one batched pass (less memory).
+
+        Args:
+            chunk_size: supports per pass (>= 1), or ``None`` for all T at once.
+
+        Raises:
+            ValueError: for a chunk size below 1.
+        """
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(
+                f'support_chunk_size must be >= 1 or None, got {chunk_size}'
+            )
+        self.support_chunk_size = chunk_size
+
+    def set_attention_chunk_size(self, chunk_size: int | None) -> None:
+        """Query tokens per block of every Tanimoto similarity matrix.
+
+        Blocks of ``chunk_size`` query rows, forward and backward, recomputed in
+        backward: no Nq x Nk matrix is formed. ``None`` picks blocks of about 2M
+        similarities (and one block, kept for backward, for smaller matrices).
+        Same function either way.
+
+        Args:
+            chunk_size: rows per block (>= 1) or ``None``.
+
+        Raises:
+            ValueError: for a chunk size below 1.
+        """
+        _set_chunk_size(self, chunk_size)
+
+    def _checkpointing(self) -> bool:
+        return self.grad_checkpointing and torch.is_grad_enabled()
+
+    def forward_features(self, image: Tensor, support_image: Tensor) -> Tensor:
+        """Decoder features of every (target, support) pair, in one batched pass.
 
         In training mode the BatchNorm running statistics are updated as the
         official per-support loop updates them: once per (target, support) pair
         and stream, in pair order (see
         :class:`~torchgeo_ssg2.models.layers.BatchNormUpdateRecorder`).
+
+        Args:
+            image: BxCxHxW target images (H, W multiples of 32).
+            support_image: BxTxCxHxW supports, T >= 1.
+
+        Returns:
+            BxTxFxHxW features.
         """
+        check_image(image, self.in_channels)
+        check_support(image, support_image)
         t = support_image.shape[1]
-        chunk = self.config.support_chunk_size or t
-        recorder = BatchNormUpdateRecorder(t)
-        norms = recorder.attach(self) if self.training else []
-        try:
+        chunk = self.support_chunk_size or t
+        with BatchNormUpdateRecorder(t) as recorder:
             recorder.broadcast = True
             target = self.encoder.target_features(image)
             recorder.broadcast = False
@@ -192,12 +265,7 @@ class SSG2(nn.Module):
                 else:
                     z = self._base_pass(image, support, *target)
                 zs.append(z)
-        finally:
-            recorder.replay(norms)
         return zs[0] if len(zs) == 1 else torch.cat(zs, dim=1)
-
-    def _checkpointing(self) -> bool:
-        return self.config.checkpointing and torch.is_grad_enabled()
 
     def _base_pass(
         self, image: Tensor, support: Tensor, target_x0: Tensor, target_s0: Tensor
@@ -205,21 +273,32 @@ class SSG2(nn.Module):
         """Encoder and decoder for a chunk of supports: BxTxFxHxW features."""
         features = self.encoder(image, support, (target_x0, target_s0))
         tc = support.shape[1]
-        z = self.decoder([f.reshape(-1, *f.shape[2:]) for f in features], tc)
+        with batch_groups(tc):
+            z = self.decoder([f.reshape(-1, *f.shape[2:]) for f in features])
         return z.reshape(image.shape[0], tc, *z.shape[1:])
 
-    def _check(self, image: Tensor, support_image: Tensor) -> None:
-        check_image(image, self.in_channels)
-        check_support(image, support_image)
+    def forward_head(self, z: Tensor, inference: bool = False) -> dict[str, Tensor]:
+        """Set-operation heads, sequence model and target head.
 
-    def _outputs(
-        self, z: Tensor, support: dict[str, Tensor], full: bool
-    ) -> dict[str, Tensor]:
+        Args:
+            z: BxTxFxHxW features from :meth:`forward_features`.
+            inference: only what the target needs: no difference head, no fuzzy
+                outputs, no sequence features.
+
+        Returns:
+            ``"target"`` Bx3KxHxW; ``"intersection"``, ``"union"`` (and
+            ``"difference"``) BxTx3KxHxW; unless ``inference`` also
+            ``"fuzzy_target"``, ``"fuzzy_null"`` BxTxKxHxW and ``"sequence"``
+            BxTxFxHxW (pre-sigmoid sequence features).
+        """
+        support = self.head.support_outputs(
+            z, not inference, self._checkpointing(), self.support_chunk_size
+        )
         target, sequence = self.head.target_outputs(
-            z, support['intersection'], support['union'], self._checkpointing()
+            z, support['intersection'], support['union']
         )
         out = {'target': target, **support}
-        if full:
+        if not inference:
             k = self.num_outputs
             inter, diff = (
                 support['intersection'][:, :, :k],
@@ -242,15 +321,7 @@ class SSG2(nn.Module):
             ``"difference"`` BxTx3KxHxW; ``"fuzzy_target"``, ``"fuzzy_null"``
             BxTxKxHxW; ``"sequence"`` BxTxFxHxW (pre-sigmoid sequence features).
         """
-        self._check(image, support_image)
-        z = self._features(image, support_image)
-        return self._outputs(
-            z,
-            self.head.support_outputs(
-                z, True, self._checkpointing(), self.config.support_chunk_size
-            ),
-            True,
-        )
+        return self.forward_head(self.forward_features(image, support_image))
 
     def forward_inference(
         self, image: Tensor, support_image: Tensor
@@ -264,38 +335,5 @@ class SSG2(nn.Module):
         Returns:
             ``"target"`` Bx3KxHxW, ``"intersection"`` and ``"union"`` BxTx3KxHxW.
         """
-        self._check(image, support_image)
-        z = self._features(image, support_image)
-        return self._outputs(
-            z,
-            self.head.support_outputs(
-                z, False, self._checkpointing(), self.config.support_chunk_size
-            ),
-            False,
-        )
-
-    def _forward_reference(
-        self, image: Tensor, support_image: Tensor
-    ) -> dict[str, Tensor]:
-        """Plain per-support loop, as in the official code (for tests).
-
-        Every support gets its own full base pass (target recomputed) and its own
-        head calls; the outputs equal :meth:`forward`'s.
-
-        Args:
-            image: BxCxHxW target images.
-            support_image: BxTxCxHxW supports.
-
-        Returns:
-            the same mapping as :meth:`forward`.
-        """
-        self._check(image, support_image)
-        zs, parts = [], {'intersection': [], 'union': [], 'difference': []}
-        for t in range(support_image.shape[1]):
-            z = self.decoder(self.encoder.forward_pair(image, support_image[:, t]))
-            zs.append(z)
-            parts['intersection'].append(self.head.intersection(z))
-            parts['union'].append(self.head.union(z))
-            parts['difference'].append(self.head.difference(z))
-        support = {name: torch.stack(v, dim=1) for name, v in parts.items()}
-        return self._outputs(torch.stack(zs, dim=1), support, True)
+        z = self.forward_features(image, support_image)
+        return self.forward_head(z, inference=True)
