@@ -378,7 +378,7 @@ def run_one(
     trainer = lightning.Trainer(
         accelerator='cpu',
         devices=1,
-        max_steps=args.steps,
+        max_steps=args.stop_after or args.steps,
         val_check_interval=args.eval_every,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
@@ -555,6 +555,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         )
         p.add_argument('--seeds', nargs='+', type=int, default=[0])
         p.add_argument('--steps', type=int, default=1500)
+        p.add_argument(
+            '--stop-after',
+            type=int,
+            help='stop after this many updates of a --steps-long schedule (same data '
+            'order as the full run: for short ablations comparable with its curve)',
+        )
         p.add_argument('--eval-every', type=int, default=250)
         p.add_argument(
             '--eval-items', type=int, default=96 if dataset == 'dubai' else 200
