@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from torchgeo_ssg2.models import SSG2, PTAViT
 from torchgeo_ssg2.models.convert import (
@@ -220,44 +219,42 @@ def test_convert_checkpoint_loads_and_predicts(
     assert torch.equal(got, want)
 
 
-def test_convert_checkpoint_fine_tunes_with_ckpt_path(tmp_path: Path) -> None:
-    from lightning import Trainer
+def test_torchgeo_fit_and_test_from_converted_checkpoint(tmp_path: Path) -> None:
+    # Lightning's CLI takes the model's hyper-parameters from the checkpoint:
+    # convert --config records the fine-tuning config's (ignore_index 255 here)
+    from torchgeo.main import main
 
-    from torchgeo_ssg2.trainers import PTAViTTask
+    from torchgeo_ssg2.cli import main as ssg2_main
 
-    model = _randomised(PTAViT(C, NUM_CLASSES, preset='test'), seed=2)
+    config = os.path.join('tests', 'conf', 'ptavit_dubai.yaml')
+    model = _randomised(PTAViT(3, 5, preset='test'), seed=2)
     official = tmp_path / 'official.pt'
     torch.save(_official(model), official)
-    out = convert_official_checkpoint(
-        official, tmp_path / 'ptavit.ckpt', 'ptavit', 'test', C, NUM_CLASSES
+    out = tmp_path / 'ptavit.ckpt'
+    ssg2_main(
+        [
+            'convert',
+            '--official',
+            str(official),
+            '--config',
+            config,
+            '--output',
+            str(out),
+        ]
     )
-    gen = torch.Generator().manual_seed(0)
-    samples = [
-        {
-            'image': torch.randn(C, 32, 32, generator=gen),
-            'mask': torch.randint(0, NUM_CLASSES, (32, 32), generator=gen),
-        }
-        for _ in range(2)
-    ]
-    task = PTAViTTask(preset='test', in_channels=C, num_classes=NUM_CLASSES)
-    trainer = Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        accelerator='cpu',
-    )
-    trainer.fit(task, DataLoader(samples, batch_size=2), ckpt_path=out)
-    assert trainer.global_step == 1
-    # the step started from the official weights, not from the fresh task's
-    start = model.state_dict()
-    moved = task.model.state_dict()
-    key = 'head.segm_logits.3.weight'
-    assert not torch.equal(moved[key], start[key])
-    assert (moved[key] - start[key]).abs().max() < 0.1
+    hparams = torch.load(out, weights_only=True)['hyper_parameters']
+    assert hparams['ignore_index'] == 255 and hparams['labels'][0] == 'Building'
+    args = ['--config', config, '--trainer.accelerator', 'cpu', '--ckpt_path', str(out)]
+    args += ['--trainer.default_root_dir', str(tmp_path / 'logs')]
+    main(['fit', *args, '--trainer.max_steps', '1', '--trainer.limit_val_batches', '0'])
+    main(['test', *args, '--trainer.limit_test_batches', '1'])
+    (saved,) = (tmp_path / 'logs').rglob('*.ckpt')
+    tuned = torch.load(saved, weights_only=False)
+    assert tuned['global_step'] == 1
+    key = 'model.head.segm_logits.3.weight'
+    start = model.state_dict()[key.removeprefix('model.')]
+    assert not torch.equal(tuned['state_dict'][key], start)
+    assert (tuned['state_dict'][key] - start).abs().max() < 0.1
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -328,3 +325,56 @@ def test_cli_convert_killed_leaves_nothing(
     )  # fmt: skip
     assert done.returncode == -9
     assert sorted(p.name for p in tmp_path.iterdir()) == ['official.pt']
+
+
+def test_converted_checkpoint_predicts_a_raster(
+    tmp_path: Path, official_ssg2: tuple[Path, SSG2]
+) -> None:
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    official, _ = official_ssg2
+    ckpt = convert_official_checkpoint(
+        official,
+        tmp_path / 'converted.ckpt',
+        'ssg2',
+        'test',
+        5,
+        NUM_CLASSES,
+        mean=[100.0] * 5,
+        std=[50.0] * 5,
+        task_kwargs={'sequence_length': 2},
+    )
+    assert (
+        torch.load(ckpt, weights_only=True)['hyper_parameters']['sequence_length'] == 2
+    )
+    raster = tmp_path / 'in.tif'
+    profile = {
+        'driver': 'GTiff',
+        'height': 64,
+        'width': 96,
+        'count': 5,
+        'dtype': 'uint8',
+        'crs': 'EPSG:32633',
+        'transform': from_origin(500000, 4000000, 0.5, 0.5),
+    }
+    rng = np.random.default_rng(0)
+    with rasterio.open(raster, 'w', **profile) as dst:
+        dst.write(rng.integers(0, 255, (5, 64, 96), dtype='uint8'))
+    out = tmp_path / 'out.tif'
+    code = 'import sys; from torchgeo_ssg2.cli import main; sys.exit(main())'
+    args = ['predict', '--checkpoint', str(ckpt), '--input', str(raster)]
+    args += ['--output', str(out), '--window', '64', '--overlap', '0', '--no-progress']
+    done = subprocess.run(
+        [sys.executable, '-c', code, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, 'OMP_NUM_THREADS': '1'},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    with rasterio.open(out) as src:
+        classes = src.read(1)
+        assert src.crs == profile['crs'] and classes.shape == (64, 96)
+    assert set(np.unique(classes)) <= set(range(NUM_CLASSES))

@@ -353,21 +353,23 @@ def _task(
     preset: str,
     in_channels: int,
     num_classes: int,
-    spatial_size: int | None,
+    task_kwargs: Mapping[str, Any],
 ) -> Any:
-    """A fresh SSG2Task / PTAViTTask with the given architecture (default hparams)."""
+    """A fresh SSG2Task / PTAViTTask with the given architecture and hparams."""
     from ..trainers import PTAViTTask, SSG2Task
 
-    if model not in ('ssg2', 'ptavit'):
+    classes = {'ssg2': SSG2Task, 'ptavit': PTAViTTask}
+    if model not in classes:
         raise ValueError(f"model must be 'ssg2' or 'ptavit', got {model!r}")
-    cls = SSG2Task if model == 'ssg2' else PTAViTTask
-    kwargs = {'spatial_size': spatial_size} if spatial_size is not None else None
-    return cls(
+    fixed = {'model', 'preset', 'in_channels', 'num_classes'} & set(task_kwargs)
+    if fixed:
+        raise ValueError(f'task_kwargs must not set {sorted(fixed)}')
+    return classes[model](
         model=model,
         preset=preset,
-        model_kwargs=kwargs,
         in_channels=in_channels,
         num_classes=num_classes,
+        **task_kwargs,
     )
 
 
@@ -443,7 +445,7 @@ def convert_official_checkpoint(
     num_classes: int = 6,
     mean: list[float] | None = None,
     std: list[float] | None = None,
-    spatial_size: int | None = None,
+    task_kwargs: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write an official model's weights as an SSG2Task / PTAViTTask checkpoint.
@@ -451,10 +453,12 @@ def convert_official_checkpoint(
     The result loads with ``SSG2Task.load_from_checkpoint`` (and
     :func:`torchgeo_ssg2.inference.model.load_task`), ``torchgeo test
     --ckpt_path`` and ``torchgeo-ssg2 predict --checkpoint``. Its
-    ``hyper_parameters`` are a freshly built task's (default optimiser: RAdam, lr
-    1e-3, constant schedule) and it holds that optimiser's initial state, so
-    ``torchgeo fit --ckpt_path`` starts fine-tuning from the official weights at
-    epoch 0 with these optimiser settings. ``mean``/``std`` (per band, in the raw
+    ``hyper_parameters`` are those of a task built with ``task_kwargs`` (the
+    defaults otherwise: RAdam, lr 1e-3, constant schedule, no ignore index) and
+    it holds that optimiser's initial state, so ``torchgeo fit --ckpt_path``
+    starts fine-tuning from the official weights at epoch 0. Lightning's CLI
+    takes the model's hyper-parameters from the checkpoint then, so pass the
+    fine-tuning settings here (``torchgeo-ssg2 convert --config``). ``mean``/``std`` (per band, in the raw
     input's units) are recorded as ``checkpoint['normalization']`` for
     prediction; without them ``predict`` needs ``--mean/--std``.
 
@@ -470,8 +474,11 @@ def convert_official_checkpoint(
             outputs per task, NULL last).
         mean: per-band means of the input normalisation.
         std: per-band standard deviations of the input normalisation.
-        spatial_size: the official ``spatial_size_init`` when it is not the
-            preset's.
+        task_kwargs: further SSG2Task / PTAViTTask arguments, e.g.
+            ``sequence_length`` (SSG2's T in training, the default T of
+            ``predict``), ``model_kwargs={'spatial_size': ...}`` (the official
+            ``spatial_size_init`` when it is not the preset's),
+            ``ignore_index``, ``labels``, optimiser settings.
         overwrite: replace an existing ``output``.
 
     Returns:
@@ -502,7 +509,7 @@ def convert_official_checkpoint(
             raise ValueError(
                 f'--mean/--std have {norm.num_bands} values for {in_channels} bands'
             )
-    task = _task(model, preset, in_channels, num_classes, spatial_size)
+    task = _task(model, preset, in_channels, num_classes, dict(task_kwargs or {}))
     state = read_official_state_dict(source)
     try:
         ours = from_official_state_dict(state, task.model)
@@ -532,21 +539,69 @@ def convert_official_checkpoint(
     return target
 
 
+#: task class names of a config's ``model.class_path`` and their ``--model``
+_TASKS = {'SSG2Task': 'ssg2', 'PTAViTTask': 'ptavit'}
+
+
+def _config_task(path: str) -> tuple[str | None, dict[str, Any]]:
+    """``--model`` and the task arguments of a Lightning CLI config's ``model:``."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f'{path}: cannot read the config ({err})') from err
+    section = config.get('model') if isinstance(config, dict) else None
+    if not isinstance(section, dict):
+        raise ValueError(f'{path}: no model section')
+    name = str(section.get('class_path', '')).rpartition('.')[2]
+    if name and name not in _TASKS:
+        raise ValueError(f'{path}: model.class_path {name!r} is not {sorted(_TASKS)}')
+    init = section.get('init_args') or {}
+    if not isinstance(init, dict):
+        raise ValueError(f'{path}: model.init_args is not a mapping')
+    return _TASKS.get(name), dict(init)
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
+        model, init = _config_task(args.config) if args.config else (None, {})
+        explicit = {
+            'model': args.model,
+            'preset': args.preset,
+            'in_channels': args.in_channels,
+            'num_classes': args.num_classes,
+        }
+        defaults = {'model': model or 'ssg2', 'preset': 'paper', 'in_channels': 5}
+        chosen: dict[str, Any] = {}
+        for key, value in explicit.items():
+            if value is None:
+                value = init.get(key, defaults.get(key))
+            chosen[key] = value
+        if chosen['num_classes'] is None:
+            raise ValueError('give --num-classes (or a --config that sets it)')
+        kwargs = {k: v for k, v in init.items() if k not in explicit}
+        if args.sequence_length is not None:
+            kwargs['sequence_length'] = args.sequence_length
+        if args.spatial_size is not None:
+            kwargs['model_kwargs'] = {
+                **(kwargs.get('model_kwargs') or {}),
+                'spatial_size': args.spatial_size,
+            }
         path = convert_official_checkpoint(
             args.official,
             args.output,
-            model=args.model,
-            preset=args.preset,
-            in_channels=args.in_channels,
-            num_classes=args.num_classes,
+            model=chosen['model'],
+            preset=chosen['preset'],
+            in_channels=int(chosen['in_channels']),
+            num_classes=int(chosen['num_classes']),
             mean=args.mean,
             std=args.std,
-            spatial_size=args.spatial_size,
+            task_kwargs=kwargs,
             overwrite=args.overwrite,
         )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, TypeError) as err:
         raise SystemExit(f'torchgeo-ssg2 convert: error: {err}') from None
     print(path)
     return 0
@@ -570,17 +625,31 @@ def add_subcommand(subparsers: Any) -> None:
         'inside a dict under state_dict/model_state_dict/model/net)',
     )
     parser.add_argument('--output', required=True, help='task checkpoint to write')
-    parser.add_argument('--model', choices=('ssg2', 'ptavit'), default='ssg2')
-    parser.add_argument('--preset', default='paper')
-    parser.add_argument('--in-channels', type=int, default=5)
     parser.add_argument(
-        '--num-classes', type=int, default=6, help='real classes (without NULL)'
+        '--config',
+        help='a torchgeo fit config: its model section (task class and init_args: '
+        'ignore_index, labels, optimiser, ...) becomes the hyper-parameters; the '
+        'options below override it',
+    )
+    parser.add_argument(
+        '--model', choices=('ssg2', 'ptavit'), default=None, help='default ssg2'
+    )
+    parser.add_argument('--preset', default=None, help='default paper')
+    parser.add_argument('--in-channels', type=int, default=None, help='default 5')
+    parser.add_argument(
+        '--num-classes', type=int, default=None, help='real classes (without NULL)'
     )
     parser.add_argument(
         '--spatial-size',
         type=int,
         default=None,
         help="the official spatial_size_init, if not the preset's",
+    )
+    parser.add_argument(
+        '--sequence-length',
+        type=int,
+        default=None,
+        help='SSG2 only: the T it was trained with, the default T of predict',
     )
     parser.add_argument(
         '--mean', type=float, nargs='+', help='per-band input means (raw units)'
