@@ -1,3 +1,4 @@
+import copy
 import os
 import subprocess
 import sys
@@ -45,9 +46,13 @@ def _official(model: nn.Module) -> dict[str, torch.Tensor]:
     return to_official_state_dict(model.state_dict(), model)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize('kind', ['ssg2', 'ptavit'])
+@pytest.mark.parametrize('kind', ['ssg2', 'ptavit', 'ssg2-deeper'])
 def test_round_trip_bit_identical(kind: str, ssg2: SSG2, ptavit: PTAViT) -> None:
-    model = ssg2 if kind == 'ssg2' else ptavit
+    models = {'ssg2': ssg2, 'ptavit': ptavit}
+    if kind not in models:  # more 3D blocks and deeper stages than any preset
+        deeper = SSG2(C, NUM_CLASSES, preset='test', blocks_3d=2, depths=(1, 2, 3, 1))
+        models[kind] = _randomised(deeper, seed=3)  # type: ignore[assignment]
+    model = models[kind]
     names = official_key_map(model)
     assert len(set(names.values())) == len(names)  # one official key per tensor
     official = _official(model)
@@ -58,12 +63,11 @@ def test_round_trip_bit_identical(kind: str, ssg2: SSG2, ptavit: PTAViT) -> None
     for key, value in state.items():
         assert back[key].dtype == value.dtype
         assert torch.equal(back[key], value), key
-    fresh = (
-        SSG2(C, NUM_CLASSES, preset='tiny')
-        if kind == 'ssg2'
-        else PTAViT(C, NUM_CLASSES, preset='tiny')
-    )
+    fresh = copy.deepcopy(model)
+    for value in fresh.state_dict().values():
+        value.zero_()
     fresh.load_state_dict(back)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ checkpoint (see :func:`convert_official_checkpoint`).
 import argparse
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,9 @@ __all__ = (
 #: how many offending keys an error message lists
 _SHOWN = 5
 
-#: a rule: our key prefix (regex), the official prefix it becomes (a template
-#: of the match, or a function of it), and the rules for the rest of the key
-_Rule = tuple[str, str | Callable[[re.Match[str]], str], 'list[_Rule] | None']
+#: a rule: our key prefix (regex), the official prefix it becomes (a
+#: ``re.Match.expand`` template) and the rules for the rest of the key
+_Rule = tuple[str, str, 'list[_Rule] | None']
 
 
 def _conv_normed(conv: str) -> list[_Rule]:
@@ -166,7 +166,7 @@ def _translate(key: str, rules: list[_Rule]) -> str:
         match = re.match(pattern, key)
         if match is None:
             continue
-        head = official(match) if callable(official) else match.expand(official)
+        head = match.expand(official)
         rest = key[match.end() :]
         return head + (_translate(rest, inner) if inner is not None else rest)
     raise KeyError(key)
@@ -496,7 +496,7 @@ def convert_official_checkpoint(
     source, target = Path(official), Path(output)
     if not source.is_file():
         raise FileNotFoundError(f'{source}: no such file')
-    if target.exists() and target.resolve() == source.resolve():
+    if target.exists() and os.path.samefile(target, source):
         raise ValueError(f'{target}: the output would overwrite the input')
     if not target.parent.is_dir():
         raise FileNotFoundError(f'{target.parent}: no such directory for the output')

@@ -11,10 +11,10 @@ information by cross-attention (target first, then the support attending to the
 updated target) and fuses the two streams with
 :class:`~torchgeo_ssg2.models.fusion.FusionCAT`. The support only enters through
 those fusions, so the target's ``conv1``, stem and first stage are computed once
-per target and broadcast over the T supports, which are folded into the batch;
-their BatchNorms take per-support statistics
-(:func:`~torchgeo_ssg2.models.layers.norm.batch_groups`), as in a loop over the
-supports.
+per target and broadcast over the T supports, which are folded into the batch.
+The stages of the folded streams normalise each support with its own BatchNorm
+statistics (:func:`~torchgeo_ssg2.models.layers.norm.batch_groups`), as a loop
+over the supports does.
 """
 
 from functools import partial
