@@ -3,8 +3,38 @@
 * :mod:`.protocol`: :class:`SupportPolicy` (``draw(target_key, epoch) -> support
   keys``) and :class:`EpisodeIndex` ``(target, epoch)``, the one carrier of the
   epoch.
+* :mod:`.index`: :class:`IndexSupportPolicy` (map-style datasets: ``'random'``,
+  ``'same_source'``).
+* :mod:`.geo`: :class:`GeoSupportPolicy` (GeoDataset windows: ``'random'``,
+  ``'near'``, ``'stratified'``) and :class:`GeoEpisodeSampler` (target windows).
+* :mod:`.sampler`: :class:`EpisodeSampler` (target indices, DDP shares).
+* :mod:`.dataset`: :class:`EpisodeDataset` (target + supports through any
+  :class:`EpisodeReader`).
+* :mod:`.augmentation`: :class:`EpisodeAugmentation` (kornia, for ``train_aug``).
 """
 
+from .augmentation import EpisodeAugmentation
+from .dataset import EpisodeDataset, EpisodeReader, ItemReader, infer_nodata
+from .geo import GeoEpisodeSampler, GeoStrategy, GeoSupportPolicy
+from .index import IndexStrategy, IndexSupportPolicy, draw_without_target
 from .protocol import EpisodeIndex, SupportPolicy, Window2D, check_epoch
+from .sampler import EpisodeSampler
 
-__all__ = ('EpisodeIndex', 'SupportPolicy', 'Window2D', 'check_epoch')
+__all__ = (
+    'EpisodeAugmentation',
+    'EpisodeDataset',
+    'EpisodeIndex',
+    'EpisodeReader',
+    'EpisodeSampler',
+    'GeoEpisodeSampler',
+    'GeoStrategy',
+    'GeoSupportPolicy',
+    'IndexStrategy',
+    'IndexSupportPolicy',
+    'ItemReader',
+    'SupportPolicy',
+    'Window2D',
+    'check_epoch',
+    'draw_without_target',
+    'infer_nodata',
+)
