@@ -35,7 +35,7 @@ _RECORDER: ContextVar['BatchNormUpdateRecorder | None'] = ContextVar(
 
 
 @contextmanager
-def batch_groups(groups: int) -> Iterator[None]:
+def batch_groups(n_groups: int) -> Iterator[None]:
     """Per-group training statistics for every :class:`GroupedBatchNorm` inside.
 
     The batch of every call is read as G groups folded ``b``-major (a BxGx...
@@ -44,7 +44,7 @@ def batch_groups(groups: int) -> Iterator[None]:
     plain BatchNorms.
 
     Args:
-        groups: G >= 1.
+        n_groups: G >= 1.
 
     Yields:
         nothing.
@@ -52,9 +52,9 @@ def batch_groups(groups: int) -> Iterator[None]:
     Raises:
         ValueError: for G < 1.
     """
-    if groups < 1:
-        raise ValueError(f'batch groups must be >= 1, got {groups}')
-    token = _BATCH_GROUPS.set(groups)
+    if n_groups < 1:
+        raise ValueError(f'batch groups must be >= 1, got {n_groups}')
+    token = _BATCH_GROUPS.set(n_groups)
     try:
         yield
     finally:
@@ -187,16 +187,16 @@ class GroupedBatchNorm(nn.modules.batchnorm._BatchNorm):
         Returns:
             a tensor of the shape of ``x``.
         """
-        groups = _BATCH_GROUPS.get()
+        n_groups = _BATCH_GROUPS.get()
         use_batch_stats = self.training or not self.track_running_stats
         recorder = _RECORDER.get()
         if recorder is not None and self.training and self.track_running_stats:
-            return self._recorded(x, groups, recorder)
-        if groups == 1 or not use_batch_stats:
+            return self._recorded(x, n_groups, recorder)
+        if n_groups == 1 or not use_batch_stats:
             return super().forward(x)
         n, c = x.shape[:2]
-        if n % groups:
-            raise ValueError(f'batch of {n} does not split into {groups} groups')
+        if n % n_groups:
+            raise ValueError(f'batch of {n} does not split into {n_groups} groups')
         factor = 0.0
         running_mean = running_var = None
         if self.training and self.track_running_stats:
@@ -207,37 +207,37 @@ class GroupedBatchNorm(nn.modules.batchnorm._BatchNorm):
             else:
                 factor = self.momentum
             assert self.running_mean is not None and self.running_var is not None
-            running_mean = self.running_mean.repeat(groups)
-            running_var = self.running_var.repeat(groups)
-        y = self._batch_norm(x, groups, running_mean, running_var, factor)
+            running_mean = self.running_mean.repeat(n_groups)
+            running_var = self.running_var.repeat(n_groups)
+        y = self._batch_norm(x, n_groups, running_mean, running_var, factor)
         if running_mean is not None and running_var is not None:
             # through .data, like the native kernel, so that autograd nodes of
             # earlier calls that saved the buffers are not invalidated
             assert self.running_mean is not None and self.running_var is not None
-            self.running_mean.data.copy_(running_mean.view(groups, c).mean(0))
-            self.running_var.data.copy_(running_var.view(groups, c).mean(0))
+            self.running_mean.data.copy_(running_mean.view(n_groups, c).mean(0))
+            self.running_var.data.copy_(running_var.view(n_groups, c).mean(0))
         return y.view(x.shape)
 
     def _recorded(
-        self, x: Tensor, groups: int, recorder: BatchNormUpdateRecorder
+        self, x: Tensor, n_groups: int, recorder: BatchNormUpdateRecorder
     ) -> Tensor:
         """Normalise with per-group batch statistics and hand them to ``recorder``."""
         n, c = x.shape[:2]
-        if n % groups:
-            raise ValueError(f'batch of {n} does not split into {groups} groups')
+        if n % n_groups:
+            raise ValueError(f'batch of {n} does not split into {n_groups} groups')
         assert self.running_mean is not None
         # momentum 1 into zeroed buffers: they receive the batch mean and the
         # unbiased variance, exactly what an update would blend in
-        mean = torch.zeros(groups * c, dtype=self.running_mean.dtype, device=x.device)
+        mean = torch.zeros(n_groups * c, dtype=self.running_mean.dtype, device=x.device)
         var = torch.zeros_like(mean)
-        y = self._batch_norm(x, groups, mean, var, 1.0)
-        recorder.record(self, mean.view(groups, c), var.view(groups, c))
+        y = self._batch_norm(x, n_groups, mean, var, 1.0)
+        recorder.record(self, mean.view(n_groups, c), var.view(n_groups, c))
         return y.view(x.shape)
 
     def _batch_norm(
         self,
         x: Tensor,
-        groups: int,
+        n_groups: int,
         running_mean: Tensor | None,
         running_var: Tensor | None,
         momentum: float,
@@ -246,7 +246,7 @@ class GroupedBatchNorm(nn.modules.batchnorm._BatchNorm):
 
         Args:
             x: (B*G)xCx... input.
-            groups: G.
+            n_groups: G.
             running_mean: G·C buffer updated with ``momentum`` (or ``None``).
             running_var: G·C buffer updated with ``momentum`` (or ``None``).
             momentum: update factor of the running buffers.
@@ -255,10 +255,10 @@ class GroupedBatchNorm(nn.modules.batchnorm._BatchNorm):
             the normalised Bx(G·C)x... view.
         """
         n, c = x.shape[:2]
-        weight = self.weight.repeat(groups) if self.weight is not None else None
-        bias = self.bias.repeat(groups) if self.bias is not None else None
+        weight = self.weight.repeat(n_groups) if self.weight is not None else None
+        bias = self.bias.repeat(n_groups) if self.bias is not None else None
         return F.batch_norm(
-            x.reshape(n // groups, groups * c, *x.shape[2:]),
+            x.reshape(n // n_groups, n_groups * c, *x.shape[2:]),
             running_mean,
             running_var,
             weight,
