@@ -26,12 +26,28 @@ def test_help_lists_own_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
         (['predict', '--config', 'x.yaml'], True),
         (['predict', '--checkpoint', 'a.ckpt', '--input', 'a.tif'], False),
         (['predict', '--checkpoint=a.ckpt'], False),
+        (['predict', '--help'], False),
+        (['predict'], False),
+        (['predict', '-c', 'x.yaml'], True),
         (['prepare', 'potsdam', 'a', 'b'], False),
         ([], False),
     ],
 )
 def test_dispatch(argv: list[str], lightning: bool) -> None:
     assert cli._is_lightning_call(argv) is lightning
+
+
+def test_predict_help_shows_the_raster_options(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(['predict', '--help'])
+    assert info.value.code == 0
+    out = ' '.join(capsys.readouterr().out.split())
+    for option in ('--output-dir', '--devices', '--vrt', '--cog', '--bank-images'):
+        assert option in out
+    assert '(default: auto)' in out  # --device
+    assert '(default: 256)' in out  # --window
 
 
 def test_tasks_alias() -> None:

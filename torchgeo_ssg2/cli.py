@@ -6,8 +6,9 @@
   datamodules also resolve by their short class names (``class_path: SSG2Task``);
   ``torchgeo fit ...`` works too, with dotted class paths.
 
-``torchgeo-ssg2 predict`` is the large-raster predictor when it is given
-``--checkpoint``; with ``--config`` it is Lightning's ``predict`` sub-command.
+``torchgeo-ssg2 predict`` is the raster predictor (``torchgeo-ssg2 predict --help``
+lists its options); it is Lightning's ``predict`` sub-command only when its first
+option is ``--config``/``-c`` (the same as ``torchgeo predict --config ...``).
 """
 
 import argparse
@@ -57,10 +58,10 @@ def _is_lightning_call(argv: Sequence[str]) -> bool:
     if not argv or argv[0] not in LIGHTNING_SUBCOMMANDS:
         return False
     if argv[0] == 'predict':
-        # The raster predictor is selected by its required --checkpoint option.
-        return not any(
-            a == '--checkpoint' or a.startswith('--checkpoint=') for a in argv
-        )
+        # Lightning's predict is the explicit config form; all else (--help
+        # included) is the raster predictor.
+        first = argv[1] if len(argv) > 1 else ''
+        return first in ('--config', '-c') or first.startswith('--config=')
     return True
 
 

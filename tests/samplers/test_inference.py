@@ -22,14 +22,14 @@ class TestRasterSupportSelector:
     def test_small_pool_warns_once(self, recwarn: pytest.WarningsRecorder) -> None:
         # A 10 x 20 raster of 10 px windows: one window beside each target.
         sel = RasterSupportSelector(10, 20, 10, 3, seed=0)
-        assert sel.supports(0, 0) == [(0, 10)] * 3
-        assert sel.supports(0, 10) == [(0, 0)] * 3
+        assert sel.draw((0, 0)) == [(0, 10)] * 3
+        assert sel.draw((0, 10)) == [(0, 0)] * 3
         repeats = [w for w in recwarn if 'supports repeat' in str(w.message)]
         assert len(repeats) == 1
         assert 'only 1 distinct' in str(repeats[0].message)
         assert 'sequence_length=3' in str(repeats[0].message)
         # a large enough pool gives no warning
-        RasterSupportSelector(100, 100, 10, 4, seed=0).supports(40, 40)
+        RasterSupportSelector(100, 100, 10, 4, seed=0).draw((40, 40))
         assert len([w for w in recwarn if 'supports repeat' in str(w.message)]) == 1
 
     @pytest.mark.parametrize('min_gap', [0, 3])
@@ -41,8 +41,8 @@ class TestRasterSupportSelector:
         for _ in range(300):
             r = int(rng.integers(0, h - win[0] + 1))
             c = int(rng.integers(0, w - win[1] + 1))
-            supports = sel.supports(r, c)
-            assert supports == sel.supports(r, c)
+            supports = sel.draw((r, c))
+            assert supports == sel.draw((r, c))
             assert len(supports) == 4
             assert len(set(supports)) == 4
             for s in supports:
@@ -54,11 +54,9 @@ class TestRasterSupportSelector:
     def test_uses_whole_feasible_set(self) -> None:
         # 3 x 3 grid of exact window positions at stride = window + gap.
         sel = RasterSupportSelector(30, 30, 10, 1, seed=0)
-        seen = {tuple(sel.supports(10, 10)[0])}
+        seen = {tuple(sel.draw((10, 10))[0])}
         for seed in range(1, 300):
-            seen.add(
-                RasterSupportSelector(30, 30, 10, 1, seed=seed).supports(10, 10)[0]
-            )
+            seen.add(RasterSupportSelector(30, 30, 10, 1, seed=seed).draw((10, 10))[0])
         # Target in the middle: supports lie on the border ring.
         assert all(gap(s, (10, 10), (10, 10)) >= 0 for s in seen)
         assert {(0, 0), (20, 20), (0, 20), (20, 0), (0, 10)} <= seen
@@ -66,19 +64,19 @@ class TestRasterSupportSelector:
     def test_depends_on_seed_and_window(self) -> None:
         a = RasterSupportSelector(200, 200, 16, 3, seed=0)
         b = RasterSupportSelector(200, 200, 16, 3, seed=1)
-        assert a.supports(50, 50) != b.supports(50, 50)
-        assert a.supports(50, 50) != a.supports(50, 51)
+        assert a.draw((50, 50)) != b.draw((50, 50))
+        assert a.draw((50, 50)) != a.draw((50, 51))
 
     def test_distance_fallback(self) -> None:
         # max_distance smaller than the window: no window qualifies; dropped.
         sel = RasterSupportSelector(64, 64, 16, 2, max_distance=5)
-        for s in sel.supports(24, 24):
+        for s in sel.draw((24, 24)):
             assert gap(s, (24, 24), (16, 16)) >= 0
 
     def test_overlap_fallback(self) -> None:
         sel = RasterSupportSelector(20, 20, 16, 3)
         assert not sel.overlap_free(2, 2)
-        assert sel.supports(0, 0) == [(4, 4), (0, 4), (4, 0)]
+        assert sel.draw((0, 0)) == [(4, 4), (0, 4), (4, 0)]
         assert RasterSupportSelector(40, 20, 16, 1).overlap_free(0, 0)
 
     def test_errors(self) -> None:
@@ -88,7 +86,7 @@ class TestRasterSupportSelector:
             RasterSupportSelector(64, 64, 16, 0)
         sel = RasterSupportSelector(64, 64, 16, 1)
         with pytest.raises(ValueError, match='not inside'):
-            sel.supports(60, 0)
+            sel.draw((60, 0))
 
     def test_read(self, tmp_path: Path) -> None:
         path = tmp_path / 'r.tif'
@@ -110,7 +108,7 @@ class TestRasterSupportSelector:
             with pytest.raises(ValueError, match=r'r\.tif'):
                 RasterSupportSelector(50, 64, 16, 2).read(src, 0, 0)
         assert out.shape == (2, 2, 16, 16) and out.dtype == torch.float32
-        for k, (r, c) in enumerate(sel.supports(16, 24)):
+        for k, (r, c) in enumerate(sel.draw((16, 24))):
             expected = torch.from_numpy(data[:, r : r + 16, c : c + 16].astype('f4'))
             assert torch.equal(out[k], expected)
 
@@ -139,15 +137,13 @@ class TestSupportBank:
         out = bank.supports(7)
         assert out.shape == (4, 3, 8, 8)
         ids = out[:, 0, 0, 0].long().tolist()
-        assert ids == bank.indices(7)
+        assert ids == bank.draw(7)
         assert len(set(ids)) == 4
         assert torch.equal(bank.supports(7), out)
         assert bank.support_masks(7)[:, 0, 0].tolist() == ids
-        assert any(bank.indices(k) != ids for k in range(8, 12))
+        assert any(bank.draw(k) != ids for k in range(8, 12))
         other = SupportBank(data, 4, seed=3)
-        assert [other.indices(k) for k in range(5)] != [
-            bank.indices(k) for k in range(5)
-        ]
+        assert [other.draw(k) for k in range(5)] != [bank.draw(k) for k in range(5)]
 
     def test_cache(self) -> None:
         data = Bank(3)
@@ -159,8 +155,8 @@ class TestSupportBank:
     def test_small_bank_repeats(self) -> None:
         with pytest.warns(UserWarning, match='holds 2 image.*supports repeat'):
             bank = SupportBank(Bank(2), 5)
-        assert len(bank.indices(0)) == 5
-        assert set(bank.indices(0)) <= {0, 1}
+        assert len(bank.draw(0)) == 5
+        assert set(bank.draw(0)) <= {0, 1}
 
     def test_errors(self) -> None:
         with pytest.raises(ValueError, match='empty'):
@@ -168,4 +164,4 @@ class TestSupportBank:
         with pytest.raises(ValueError, match='no masks'):
             SupportBank(Bank(3, with_mask=False), 2).support_masks(0)
         with pytest.raises(ValueError, match='key'):
-            SupportBank(Bank(3), 2).indices(-1)
+            SupportBank(Bank(3), 2).draw(-1)

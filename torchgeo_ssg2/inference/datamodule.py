@@ -1,20 +1,22 @@
-"""A predict-only datamodule over one raster's sliding windows."""
+"""A predict-only datamodule over the sliding windows of one or many rasters."""
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rasterio.windows import Window
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchgeo.datamodules import NonGeoDataModule
 
 from ..normalization import Normalization
 from ..samplers import SupportBank
 from .dataset import RasterWindowDataset, SupportMode, collate_windows
+from .inputs import expand_inputs
 from .model import (
     model_in_channels,
     needs_supports,
@@ -25,10 +27,12 @@ from .model import (
 from .output import RasterMeta, open_raster, read_input
 
 __all__ = (
+    'RasterBatches',
     'RasterPredictDataModule',
     'build_window_dataset',
     'check_input',
     'check_values',
+    'shard',
 )
 
 #: Windows read up front to compare the input's values with the statistics.
@@ -221,34 +225,131 @@ def check_values(
         )
 
 
-class RasterPredictDataModule(NonGeoDataModule):
-    """Predict the sliding windows of one raster with ``torchgeo predict``.
+def shard(sizes: Sequence[int], world_size: int, rank: int) -> list[int]:
+    """The items one rank predicts: largest first to the least loaded rank.
 
-    Normalisation happens in the dataset (from ``mean``/``std``, else the
+    Deterministic, so every rank computes the same assignment without talking.
+
+    Args:
+        sizes: Work of each item (its window count).
+        world_size: Number of ranks.
+        rank: This rank.
+
+    Returns:
+        Indices into ``sizes`` of this rank's items, in increasing order.
+    """
+    load = [0] * world_size
+    mine = []
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        r = min(range(world_size), key=lambda r: (load[r], r))
+        load[r] += sizes[i]
+        if r == rank:
+            mine.append(i)
+    return sorted(mine)
+
+
+class RasterBatches(IterableDataset[dict[str, Tensor]]):
+    """Batches of windows of several rasters, raster after raster, each row-major.
+
+    A batch never mixes rasters, so the writer finishes one raster's files before
+    the next raster's first batch. It is iterable (the DataLoader's
+    ``batch_size`` is None): the order is fixed here, Lightning adds no sampler,
+    and with ``num_workers`` workers, worker ``w`` reads batches ``w``,
+    ``w + num_workers``, ..., which the DataLoader hands out in their order.
+
+    Args:
+        datasets: Window dataset of each raster, by raster index.
+        batch_size: Windows per batch.
+    """
+
+    def __init__(
+        self, datasets: Mapping[int, RasterWindowDataset], batch_size: int
+    ) -> None:
+        if batch_size < 1:
+            msg = f'batch_size must be >= 1, got {batch_size}'
+            raise ValueError(msg)
+        self.datasets = dict(datasets)
+        self.batch_size = batch_size
+        self.batches = [
+            (index, start, min(start + batch_size, len(dataset)))
+            for index, dataset in sorted(self.datasets.items())
+            for start in range(0, len(dataset), batch_size)
+        ]
+
+    def __len__(self) -> int:
+        """Number of batches."""
+        return len(self.batches)
+
+    @property
+    def windows(self) -> int:
+        """Number of windows over all rasters."""
+        return sum(len(d) for d in self.datasets.values())
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        """Read the batches (of this worker).
+
+        Yields:
+            :func:`collate_windows` of the windows plus ``raster_index`` (B).
+        """
+        info = get_worker_info()
+        step, first = (1, 0) if info is None else (info.num_workers, info.id)
+        for index, start, stop in self.batches[first::step]:
+            dataset = self.datasets[index]
+            batch = collate_windows([dataset[i] for i in range(start, stop)])
+            batch['raster_index'] = torch.full((stop - start,), index)
+            yield batch
+
+    def close(self) -> None:
+        """Close the raster handles of this process."""
+        for dataset in self.datasets.values():
+            dataset.close()
+
+
+class RasterPredictDataModule(NonGeoDataModule):
+    """Predict the sliding windows of one or many rasters with ``Trainer.predict``.
+
+    ``input`` is a raster, a folder, a glob pattern, a text file listing rasters,
+    or a list of these (:func:`~torchgeo_ssg2.inference.inputs.expand_inputs`).
+    Every raster is checked against the task (readable, not truncated, band
+    count, normalisation statistics, supports) before any window is predicted.
+    A raster that fails stops the run with its error, or with ``keep_going`` is
+    reported (a warning, and :attr:`failed`) and left out.
+
+    Under DDP each rank predicts whole rasters (:func:`shard`), so each output
+    is written by one process, and the result does not depend on the number of
+    ranks. Normalisation happens in the dataset (from ``mean``/``std``, else the
     statistics recorded in the checkpoint or the task, as
     :func:`~torchgeo_ssg2.inference.model.resolve_normalization` finds them), so
     this datamodule applies no batch augmentation. Pair it with
-    :class:`~torchgeo_ssg2.inference.RasterPredictionWriter`; the same windows,
-    normalisation, supports and blending as :func:`predict_raster` give the same
-    file.
+    :class:`~torchgeo_ssg2.inference.RasterPredictionWriter`.
 
     Args:
-        input: Input raster.
+        input: What to predict (see above).
         window: Window side in pixels.
         overlap: Pixels shared by neighbouring windows.
         batch_size: Windows per batch.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader worker processes reading windows (0: the main
+            process reads).
         mean: Per-band mean (None: the recorded statistics).
         std: Per-band std (None: the recorded statistics).
         supports: ``"raster"`` or ``"bank"``.
         support_bank: The bank for ``supports="bank"``.
         sequence_length: Supports per window (None: the task's).
         support_seed: Seed of the raster support selector.
+        keep_going: Leave out rasters that fail their checks instead of stopping.
+
+    Attributes:
+        rasters: The rasters, after :meth:`setup`.
+        failed: Rasters left out with ``keep_going``, and why.
+        excluded: Indices into :attr:`rasters` not to predict (set by the
+            writer for outputs that are already complete).
+        checkpoint: The checkpoint the task was loaded from, when it was not
+            restored by the trainer (``ckpt_path``); its statistics are used.
     """
 
     def __init__(
         self,
-        input: str,
+        input: str | list[str],
         window: int = 256,
         overlap: int = 64,
         batch_size: int = 4,
@@ -259,9 +360,9 @@ class RasterPredictDataModule(NonGeoDataModule):
         support_bank: SupportBank | None = None,
         sequence_length: int | None = None,
         support_seed: int = 0,
+        keep_going: bool = False,
     ) -> None:
         super().__init__(RasterWindowDataset, batch_size, num_workers)
-        self.collate_fn = collate_windows
         self.input = input
         self.window = window
         self.overlap = overlap
@@ -271,9 +372,30 @@ class RasterPredictDataModule(NonGeoDataModule):
         self.support_bank = support_bank
         self.sequence_length = sequence_length
         self.support_seed = support_seed
+        self.keep_going = keep_going
+        self.rasters: list[Path] = []
+        self.failed: dict[Path, str] = {}
+        self.excluded: set[int] = set()
+        self.checkpoint: Mapping[str, Any] | None = None
+        self.datasets: dict[int, RasterWindowDataset] = {}
+
+    def _fail(self, path: Path, err: Exception) -> None:
+        """Report a raster that failed its checks, or stop.
+
+        Args:
+            path: The raster.
+            err: Its error.
+
+        Raises:
+            Exception: ``err`` itself unless ``keep_going``.
+        """
+        if not self.keep_going:
+            raise err
+        self.failed[path] = str(err)
+        warnings.warn(f'skipped {path}: {err}', UserWarning, stacklevel=3)
 
     def setup(self, stage: str) -> None:
-        """Check the input raster against the task before anything runs.
+        """Find the rasters and check each one's file and band count.
 
         Args:
             stage: Only ``"predict"`` is supported.
@@ -284,7 +406,15 @@ class RasterPredictDataModule(NonGeoDataModule):
         if stage != 'predict':
             msg = f'{type(self).__name__} only predicts (got stage {stage!r})'
             raise ValueError(msg)
-        check_input(self._model(), self.input)
+        model = self._model()
+        self.rasters, self.failed = [], {}
+        for path in expand_inputs(self.input):
+            try:
+                check_input(model, path)
+            except (ValueError, OSError) as err:
+                self._fail(path, err)
+                continue
+            self.rasters.append(path)
 
     def _model(self) -> nn.Module:
         """The task being run, or an identity module outside a trainer."""
@@ -293,41 +423,62 @@ class RasterPredictDataModule(NonGeoDataModule):
         return nn.Identity()
 
     def predict_dataloader(self) -> DataLoader[dict[str, Tensor]]:
-        """The raster's windows in row-major order.
+        """This rank's rasters, batch by batch.
 
-        Built here rather than in :meth:`setup` because the trainer knows the
-        checkpoint path (whose datamodule statistics may give the normalisation)
-        only once it has restored it.
+        The window datasets of all rasters to predict are built (and checked) on
+        every rank, so every rank stops, or leaves out the same rasters, before
+        any window is predicted. They are built here rather than in
+        :meth:`setup` because the trainer knows the checkpoint path (whose
+        statistics may give the normalisation) only once it has restored it.
 
         Returns:
-            The data loader.
+            The data loader (``batch_size=None``: :class:`RasterBatches` batches).
         """
-        checkpoint = None
+        checkpoint = self.checkpoint
         ckpt_path = self.trainer.ckpt_path if self.trainer is not None else None
-        if ckpt_path and Path(ckpt_path).is_file():
+        if checkpoint is None and ckpt_path and Path(ckpt_path).is_file():
             checkpoint = read_checkpoint(Path(ckpt_path))
-        self.predict_dataset = build_window_dataset(
-            self._model(),
-            self.input,
-            checkpoint=checkpoint,
-            window=self.window,
-            overlap=self.overlap,
-            mean=self.mean_arg,
-            std=self.std_arg,
-            supports=self.supports,
-            support_bank=self.support_bank,
-            sequence_length=self.sequence_length,
-            support_seed=self.support_seed,
+        built: dict[int, RasterWindowDataset] = {}
+        for index, path in enumerate(self.rasters):
+            if index in self.excluded:
+                continue
+            try:
+                built[index] = build_window_dataset(
+                    self._model(),
+                    path,
+                    checkpoint=checkpoint,
+                    window=self.window,
+                    overlap=self.overlap,
+                    mean=self.mean_arg,
+                    std=self.std_arg,
+                    supports=self.supports,
+                    support_bank=self.support_bank,
+                    sequence_length=self.sequence_length,
+                    support_seed=self.support_seed,
+                )
+            except (ValueError, OSError) as err:
+                self._fail(path, err)
+        world_size, rank = 1, 0
+        if self.trainer is not None:
+            world_size, rank = self.trainer.world_size, self.trainer.global_rank
+        order = sorted(built)
+        mine = shard([len(built[i]) for i in order], world_size, rank)
+        self.datasets = {order[i]: built[order[i]] for i in mine}
+        self.predict_dataset = RasterBatches(self.datasets, self.batch_size)
+        return DataLoader(
+            self.predict_dataset,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=False,
         )
-        return super().predict_dataloader()
 
     def teardown(self, stage: str) -> None:
-        """Close the raster handle after prediction.
+        """Close the raster handles after prediction.
 
         Args:
             stage: The finished stage.
         """
-        if isinstance(self.predict_dataset, RasterWindowDataset):
+        if isinstance(self.predict_dataset, RasterBatches):
             self.predict_dataset.close()
 
     def on_after_batch_transfer(

@@ -256,7 +256,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         }
         if self.supports == 'raster':
             if self.selector is not None:
-                offsets = self.selector.supports(row_off, col_off)
+                offsets = self.selector.draw((row_off, col_off))
             else:  # the raster is smaller than a window: it is its own support
                 offsets = [(0, 0)] * self.sequence_length
             sample['support_image'] = torch.from_numpy(

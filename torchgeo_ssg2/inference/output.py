@@ -3,19 +3,25 @@
 The prediction of ``OUT.tif`` is written as:
 
 * ``OUT.tif``: one band, the class index (``uint8``; ``uint16`` above 255 classes),
-  nodata 255 (65535) where the input is nodata.
+  nodata 255 (65535) where the input is nodata, with a colour table (the
+  dataset's palette when given, else :data:`DEFAULT_PALETTE`) and the class
+  names in the band description and in the metadata (``CLASS_NAMES``, and
+  ``CLASS_<k>`` on the band).
 * ``OUT_probabilities.tif`` (on request): one ``float32`` band per class with the
-  blended probabilities, nodata NaN.
+  blended probabilities, each band described by its class name, nodata NaN.
 * ``OUT_uncertainty.tif`` (on request): one ``float32`` band with the blended SSG2
-  uncertainty, nodata NaN.
+  uncertainty (described by :data:`UNCERTAINTY_DESCRIPTION`), nodata NaN.
 
 All files share the input's CRS, transform, width and height, are tiled
-(``block_size`` x ``block_size``) and DEFLATE-compressed, BigTIFF when they could pass 4 GB (``BIGTIFF=IF_SAFER``), and
-get the mode the process's umask gives new files.
+(``block_size`` x ``block_size``) and DEFLATE-compressed, BigTIFF when they could
+pass 4 GB (``BIGTIFF=IF_SAFER``), and get the mode the process's umask gives new
+files. With ``cog`` they are Cloud-Optimized GeoTIFFs with overviews (GDAL's COG
+driver; nearest-neighbour overviews of the class map, averaged probabilities).
 
-Each is first written to a staging file beside it, ``OUT.tif.partial-<pid>``, and
-moved into place with :func:`os.replace` only once every file is complete, so an
-output path holds either nothing or a complete file. On error (and on SIGTERM in
+Each is first written to a staging file beside it, ``OUT.tif.partial-<pid>`` (and
+``OUT.tif.partial-<pid>-cog`` for its COG copy), and moved into place with
+:func:`os.replace` only once every file is complete, so an output path holds
+either nothing or a complete file. On error (and on SIGTERM in
 ``torchgeo-ssg2 predict``) the staging files are removed; a staging file left by a
 killed process (``kill -9``, power loss) is removed by the next prediction of the
 same output once no process with its pid runs (:func:`sweep_staging`).
@@ -26,9 +32,10 @@ symbolic or hard link) are refused, even with ``overwrite``.
 """
 
 import glob
+import json
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning
@@ -43,10 +51,13 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 __all__ = (
+    'DEFAULT_PALETTE',
+    'UNCERTAINTY_DESCRIPTION',
     'GeoTIFFSink',
     'RasterMeta',
     'check_blocks',
     'check_output_free',
+    'class_labels',
     'gdal_cache_limit',
     'open_raster',
     'output_paths',
@@ -57,6 +68,68 @@ __all__ = (
 
 #: GDAL block cache used while predicting, in MB: bounds memory whatever the size.
 GDAL_CACHE_MB = 64
+
+#: Colours (RGB) of the class map when the dataset's palette is not known: the
+#: ten colours of matplotlib's ``tab10``, repeated for more classes.
+DEFAULT_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+)
+
+#: Description of the uncertainty band (see
+#: :func:`torchgeo_ssg2.trainers.sequence_uncertainty`).
+UNCERTAINTY_DESCRIPTION = (
+    'SSG2 uncertainty in [0, 1]: widest gap, over the classes, between the '
+    'intersection and the union of the support sequence (0: the supports pin the '
+    'class down, 1: they leave it open)'
+)
+
+
+def class_labels(
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    palette: Sequence[Sequence[int]] | None = None,
+) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
+    """Names and colours of the classes of a prediction.
+
+    Args:
+        num_classes: Probability channels K (1: a binary map, classes 0 and 1).
+        class_names: Names, one per class (default: ``class_0``, ``class_1``, ...).
+        palette: RGB colours, one per class (default: :data:`DEFAULT_PALETTE`).
+
+    Returns:
+        ``(names, colours)`` of the ``max(K, 2)`` class indices.
+
+    Raises:
+        ValueError: If there are fewer names or colours than classes, or a
+            colour is not three values in 0..255.
+    """
+    n = max(num_classes, 2)
+    names = tuple(class_names) if class_names is not None else None
+    if names is None:
+        names = tuple(f'class_{k}' for k in range(n))
+    if len(names) < n:
+        msg = f'{len(names)} class names given for {n} classes'
+        raise ValueError(msg)
+    colours = palette if palette is not None else None
+    if colours is None:
+        colours = [DEFAULT_PALETTE[k % len(DEFAULT_PALETTE)] for k in range(n)]
+    if len(colours) < n:
+        msg = f'a palette of {len(colours)} colours given for {n} classes'
+        raise ValueError(msg)
+    rgb = tuple(tuple(int(v) for v in c) for c in colours[:n])
+    if any(len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in rgb):
+        msg = 'palette colours must be three values (RGB) in 0..255'
+        raise ValueError(msg)
+    return names[:n], rgb  # type: ignore[return-value]
 
 
 def open_raster(path: str | os.PathLike[str], mode: str = 'r', **kwargs: Any) -> Any:
@@ -257,17 +330,19 @@ def output_paths(
     return paths
 
 
-def staging_path(path: Path, pid: int | None = None) -> Path:
+def staging_path(path: Path, pid: int | None = None, suffix: str = '') -> Path:
     """The file an output is written to before it is moved into place.
 
     Args:
         path: The output file.
         pid: Process id (default: this process).
+        suffix: Appended after the pid (``"-cog"`` for the COG copy).
 
     Returns:
-        ``path.partial-<pid>`` beside the output.
+        ``path.partial-<pid><suffix>`` beside the output.
     """
-    return path.with_name(f'{path.name}.partial-{os.getpid() if pid is None else pid}')
+    pid = os.getpid() if pid is None else pid
+    return path.with_name(f'{path.name}.partial-{pid}{suffix}')
 
 
 def _pid_running(pid: int) -> bool:
@@ -321,7 +396,7 @@ def sweep_staging(path: Path, protected: Mapping[str, Path] | None = None) -> No
         pattern = glob.escape(str(target)) + '.partial-*'
         for stale in glob.glob(pattern):
             stale_path = Path(stale)
-            pid = stale_path.name.rpartition('.partial-')[2]
+            pid = stale_path.name.rpartition('.partial-')[2].split('-')[0]
             if not pid.isdigit() or int(pid) == os.getpid() or _pid_running(int(pid)):
                 continue
             if any(_same_file(stale_path, p) for p in (protected or {}).values()):
@@ -385,6 +460,9 @@ class GeoTIFFSink:
         block_size: Tile side of the outputs.
         protected: Inputs besides ``meta.path`` that no output may replace, by
             role (see :func:`check_output_free`).
+        class_names: Class names (see :func:`class_labels`).
+        palette: RGB colours of the classes (see :func:`class_labels`).
+        cog: Write Cloud-Optimized GeoTIFFs with overviews.
     """
 
     def __init__(
@@ -397,14 +475,20 @@ class GeoTIFFSink:
         overwrite: bool = False,
         block_size: int = 256,
         protected: Mapping[str, Path] | None = None,
+        class_names: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        cog: bool = False,
     ) -> None:
         self.meta = meta
         self.num_classes = num_classes
+        self.block_size = block_size
+        self.cog = cog
         self.paths = output_paths(output, probabilities, uncertainty)
         protected = {'input raster': meta.path, **(protected or {})}
         check_output_free(self.paths, overwrite, protected)
         sweep_staging(self.paths['classes'], protected)
-        n_labels = max(num_classes, 2)
+        names, colours = class_labels(num_classes, class_names, palette)
+        n_labels = len(names)
         self.class_dtype = 'uint8' if n_labels <= 255 else 'uint16'
         self.class_nodata = 255 if self.class_dtype == 'uint8' else 65535
         base: dict[str, Any] = {
@@ -428,11 +512,14 @@ class GeoTIFFSink:
             'uncertainty': base
             | {'count': 1, 'dtype': 'float32', 'nodata': float('nan')},
         }
+        listed = ', '.join(f'{k} {name}' for k, name in enumerate(names))
+        prob_names = names[1:2] if num_classes == 1 else names[:num_classes]
         descriptions = {
-            'classes': ('class',),
-            'probabilities': tuple(f'probability_{k}' for k in range(num_classes)),
-            'uncertainty': ('uncertainty',),
+            'classes': (f'class ({listed})',),
+            'probabilities': tuple(f'probability of {name}' for name in prob_names),
+            'uncertainty': (UNCERTAINTY_DESCRIPTION,),
         }
+        tags = {'CLASS_NAMES': json.dumps(list(names))}
         self._tmp: dict[str, Path] = {}
         self._dst: dict[str, Any] = {}
         self._mask_src: Any = None
@@ -441,9 +528,19 @@ class GeoTIFFSink:
                 tmp = staging_path(path)
                 self._tmp[key] = tmp
                 tmp.unlink(missing_ok=True)
+                staging_path(path, suffix='-cog').unlink(missing_ok=True)
                 dst = open_raster(tmp, 'w', **profiles[key])
                 self._dst[key] = dst
                 dst.descriptions = descriptions[key]
+                dst.update_tags(**tags)
+                if key == 'classes':
+                    dst.update_tags(1, **{f'CLASS_{k}': n for k, n in enumerate(names)})
+                    dst.write_colormap(
+                        1, {k: (*rgb, 255) for k, rgb in enumerate(colours)}
+                    )
+                elif key == 'probabilities':
+                    for b, name in enumerate(prob_names, start=1):
+                        dst.update_tags(b, CLASS=name)
             if meta.has_mask or meta.floating:
                 self._mask_src = open_raster(meta.path)
         except BaseException:
@@ -496,11 +593,31 @@ class GeoTIFFSink:
     def commit(self) -> dict[str, Path]:
         """Close the staging files and move them onto the output paths.
 
+        With ``cog``, each staging file is first copied by GDAL's COG driver
+        (which builds the overviews) into a second staging file, and that one is
+        moved into place.
+
         Returns:
             The written files.
         """
         try:
             self._close()
+            if self.cog:
+                for key, path in self.paths.items():
+                    cog = staging_path(path, suffix='-cog')
+                    self._tmp[f'{key}-cog'] = cog
+                    rasterio.shutil.copy(
+                        self._tmp[key],
+                        cog,
+                        driver='COG',
+                        COMPRESS='DEFLATE',
+                        BLOCKSIZE=self.block_size,
+                        OVERVIEWS='AUTO',
+                        RESAMPLING='NEAREST' if key == 'classes' else 'AVERAGE',
+                        BIGTIFF='IF_SAFER',
+                    )
+                    self._tmp.pop(key).unlink()
+                    self._tmp[key] = self._tmp.pop(f'{key}-cog')
             for key, path in self.paths.items():
                 os.replace(self._tmp[key], path)
                 del self._tmp[key]

@@ -1,91 +1,76 @@
-"""Predict a whole raster: the Python function and the ``torchgeo-ssg2 predict`` command."""
+"""Predict rasters: the Python functions and the ``torchgeo-ssg2 predict`` command.
+
+:func:`predict_raster` (one raster), :func:`predict_rasters` (many) and the
+command run one loop: ``Trainer.predict`` with
+:class:`~torchgeo_ssg2.inference.RasterPredictDataModule` and
+:class:`~torchgeo_ssg2.inference.RasterPredictionWriter`, the same pair that
+``torchgeo predict --config experiments/predict_ssg2.yaml`` uses.
+"""
 
 import argparse
+import logging
 import os
-import queue
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from .datamodule import build_window_dataset
-from .dataset import SupportMode, collate_windows
-from .model import check_device, load_task, needs_supports, predict_batch, task_classes
-from .output import RasterMeta, check_output_free, gdal_cache_limit, output_paths
-from .writer import PredictionAssembler
+from .datamodule import RasterPredictDataModule
+from .dataset import SupportMode
+from .inputs import expand_inputs
+from .model import (
+    check_device,
+    load_task,
+    model_in_channels,
+    needs_supports,
+    predict_batch,
+    task_classes,
+)
+from .output import check_output_free, output_paths
+from .writer import RasterPredictionWriter
 
-__all__ = ('add_subcommand', 'predict_raster')
-
-
-def _prefetch[T](items: Iterable[T], depth: int = 2) -> Iterator[T]:
-    """Iterate in a background thread so reads overlap with compute.
-
-    Args:
-        items: The iterable (e.g. a DataLoader reading windows).
-        depth: Items read ahead.
-
-    Yields:
-        The items, in order; an exception raised while reading is re-raised here.
-    """
-    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(('item', item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(('end', None))
-        except BaseException as err:
-            q.put(('error', err))
-
-    thread = threading.Thread(target=work, name='raster-reader', daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == 'end':
-                return
-            if kind == 'error':
-                raise value
-            yield value
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.1)
+__all__ = ('ModulePredictor', 'add_subcommand', 'predict_raster', 'predict_rasters')
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Move a batch's tensors to a device.
+class ModulePredictor(LightningModule):
+    """A plain module as a LightningModule whose ``predict_step`` Lightning runs.
 
     Args:
-        batch: The batch.
-        device: Target device.
-
-    Returns:
-        The batch on the device.
+        module: Maps BxCxHxW images (and TxCxHxW supports per image when it
+            ``needs_supports``) to BxKxHxW probabilities or to torchgeo's dict.
     """
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v
-        for k, v in batch.items()
-    }
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.in_channels = model_in_channels(module)
+        self.needs_supports = needs_supports(module)
+        self.sequence_length = getattr(module, 'sequence_length', None)
+        self.normalization = getattr(module, 'normalization', None)
+
+    def predict_step(
+        self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Tensor]:
+        """Predict one batch of windows.
+
+        Args:
+            batch: ``image`` BxCxHxW (and ``support_image`` BxTxCxHxW).
+            batch_idx: Index of the batch.
+            dataloader_idx: Index of the dataloader.
+
+        Returns:
+            ``{"probabilities": BxKxHxW, "uncertainty": BxHxW (optional)}``.
+        """
+        return predict_batch(self.module, batch, batch_idx)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -102,6 +87,197 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device('cpu')
 
 
+def _placement(
+    model: nn.Module,
+    device: str | torch.device | None,
+    accelerator: str | None,
+    devices: int,
+    num_nodes: int,
+) -> dict[str, Any]:
+    """The Trainer's ``accelerator``, ``devices``, ``num_nodes`` and ``strategy``.
+
+    Args:
+        model: The model (its device is the default of a task object).
+        device: A torch device name, ``"auto"`` (the accelerator if there is
+            one) or None (where the model is; ``"auto"`` for checkpoints, which
+            load on the CPU, is decided by the caller).
+        accelerator: ``"auto"``, ``"cpu"``, ``"gpu"``, ...: with ``devices`` and
+            ``num_nodes``, for one or many processes; overrides ``device``.
+        devices: Devices (processes) per node.
+        num_nodes: Nodes.
+
+    Returns:
+        Keyword arguments of :class:`~lightning.pytorch.Trainer`.
+
+    Raises:
+        ValueError: If the device is unavailable or the counts are not positive.
+    """
+    if devices < 1 or num_nodes < 1:
+        msg = f'devices and num_nodes must be >= 1, got {devices} and {num_nodes}'
+        raise ValueError(msg)
+    if accelerator is None:
+        if devices > 1 or num_nodes > 1:
+            msg = (
+                'more than one device needs an accelerator (--accelerator cpu|gpu|auto)'
+            )
+            raise ValueError(msg)
+        if device is None:
+            dev = _model_device(model)
+        elif str(device) == 'auto':
+            return {'accelerator': 'auto', 'devices': 1, 'num_nodes': 1}
+        else:
+            dev = check_device(device)
+        if dev.type == 'cpu':
+            return {'accelerator': 'cpu', 'devices': 1, 'num_nodes': 1}
+        kind = 'gpu' if dev.type == 'cuda' else dev.type
+        return {'accelerator': kind, 'devices': [dev.index or 0], 'num_nodes': 1}
+    placement: dict[str, Any] = {
+        'accelerator': accelerator,
+        'devices': devices,
+        'num_nodes': num_nodes,
+    }
+    if devices * num_nodes > 1:
+        placement['strategy'] = 'ddp'
+    return placement
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's start-up messages and its data-loader hints."""
+    logger = logging.getLogger('lightning.pytorch')
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='.*LeafSpec.*is deprecated.*')
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _run(
+    checkpoint_or_task: str | os.PathLike[str] | nn.Module,
+    input: Any,
+    *,
+    output: str | os.PathLike[str] | None,
+    output_dir: str | os.PathLike[str] | None,
+    window: int,
+    overlap: int,
+    batch_size: int,
+    num_workers: int,
+    overwrite: bool,
+    probabilities: bool,
+    uncertainty: bool,
+    supports: SupportMode,
+    support_bank: Any,
+    sequence_length: int | None,
+    mean: Any,
+    std: Any,
+    support_seed: int,
+    blend_floor: float,
+    device: str | torch.device | None,
+    accelerator: str | None,
+    devices: int,
+    num_nodes: int,
+    cog: bool,
+    class_names: Sequence[str] | None,
+    palette: Sequence[Sequence[int]] | None,
+    vrt: bool,
+    keep_going: bool,
+    progress: bool,
+) -> RasterPredictionWriter:
+    """The one prediction loop: ``Trainer.predict`` with the datamodule and writer.
+
+    Cheap checks that need no model run first (the device, the outputs of a
+    single input), then the checkpoint is loaded, then the datamodule and the
+    writer check every input and output before the first window.
+
+    Returns:
+        The writer, holding what was written.
+    """
+    if device is not None and str(device) != 'auto' and accelerator is None:
+        check_device(device)
+    if output is not None and not isinstance(input, str | os.PathLike):
+        input = list(input)
+    if output is not None:
+        paths = output_paths(output, probabilities, uncertainty)
+        protected = {
+            'input raster': Path(input)
+            if isinstance(input, str | os.PathLike)
+            else None
+        }
+        if not isinstance(checkpoint_or_task, nn.Module):
+            protected['checkpoint'] = Path(checkpoint_or_task)
+        if hasattr(support_bank, 'source_files'):
+            for i, path in enumerate(support_bank.source_files()):
+                protected[f'support-bank image #{i}'] = path
+        check_output_free(
+            paths, overwrite, {k: v for k, v in protected.items() if v is not None}
+        )
+    expand_inputs(input)  # a missing input fails before the checkpoint is read
+    checkpoint: dict[str, Any] | None = None
+    if isinstance(checkpoint_or_task, nn.Module):
+        model = checkpoint_or_task
+        if device is None and not isinstance(model, LightningModule):
+            device = _model_device(model)
+    else:
+        model, checkpoint = load_task(checkpoint_or_task)
+        device = 'auto' if device is None else device
+    if uncertainty and not needs_supports(model) and isinstance(model, task_classes()):
+        msg = f'{type(model).__name__} gives no uncertainty (only SSG2Task does)'
+        raise ValueError(msg)
+    module = model if isinstance(model, LightningModule) else ModulePredictor(model)
+    placement = _placement(model, device, accelerator, devices, num_nodes)
+    datamodule = RasterPredictDataModule(
+        input,
+        window=window,
+        overlap=overlap,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        mean=mean,
+        std=std,
+        supports=supports,
+        support_bank=support_bank,
+        sequence_length=sequence_length,
+        support_seed=support_seed,
+        keep_going=keep_going,
+    )
+    datamodule.checkpoint = checkpoint
+    writer = RasterPredictionWriter(
+        None if output is None else os.fspath(output),
+        None if output_dir is None else os.fspath(output_dir),
+        overwrite=overwrite,
+        probabilities=probabilities,
+        uncertainty=uncertainty,
+        blend_floor=blend_floor,
+        cog=cog,
+        class_names=None if class_names is None else list(class_names),
+        palette=None if palette is None else [list(c) for c in palette],
+        vrt=vrt,
+        progress=progress,
+    )
+    model_device = _model_device(model)
+    with _quiet_lightning():
+        try:
+            trainer = Trainer(
+                **placement,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                use_distributed_sampler=False,
+                callbacks=[writer],
+            )
+        except (MisconfigurationException, RuntimeError) as err:
+            msg = f'cannot predict on {placement}: {str(err).splitlines()[0]}'
+            raise ValueError(msg) from None
+        try:
+            trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        finally:
+            model.to(model_device)
+    return writer
+
+
 def predict_raster(
     checkpoint_or_task: str | os.PathLike[str] | nn.Module,
     input: str | os.PathLike[str],
@@ -110,6 +286,7 @@ def predict_raster(
     window: int = 256,
     overlap: int = 64,
     batch_size: int = 4,
+    num_workers: int = 0,
     overwrite: bool = False,
     probabilities: bool = False,
     uncertainty: bool = False,
@@ -121,16 +298,20 @@ def predict_raster(
     support_seed: int = 0,
     blend_floor: float = 0.01,
     device: str | torch.device | None = None,
+    cog: bool = False,
+    class_names: Sequence[str] | None = None,
+    palette: Sequence[Sequence[int]] | None = None,
     progress: bool = True,
 ) -> dict[str, Path]:
     """Predict a raster of any size with overlapping windows and write a GeoTIFF.
 
     Windows of ``window`` pixels advancing by ``window - overlap`` are read with
     rasterio, normalised as the training datamodule did, batched through the
-    task's ``predict_step``, blended with a smooth (Hann) weight and written in
-    blocks, so memory does not grow with the raster. The output has the input's
-    CRS, transform, width and height (see :mod:`torchgeo_ssg2.inference.output`
-    for its bands and sidecars); input nodata becomes output nodata.
+    task's ``predict_step`` by ``Trainer.predict``, blended with a smooth (Hann)
+    weight and written in blocks, so memory does not grow with the raster. The
+    output has the input's CRS, transform, width and height (see
+    :mod:`torchgeo_ssg2.inference.output` for its bands, colour table, class
+    names and sidecars); input nodata becomes output nodata.
 
     Everything that can fail (unavailable device, output that would replace an
     input, unreadable or truncated input, band count, unsafe or wrong checkpoint,
@@ -150,6 +331,7 @@ def predict_raster(
         window: Window side in pixels (a multiple of 32 for SSG2/PTAViT).
         overlap: Pixels shared by neighbouring windows.
         batch_size: Windows per forward pass.
+        num_workers: Worker processes reading windows (0: the main process).
         overwrite: Whether existing outputs may be replaced.
         probabilities: Also write ``OUT_probabilities.tif`` (float32, K bands).
         uncertainty: Also write ``OUT_uncertainty.tif`` (float32; SSG2 only).
@@ -163,9 +345,13 @@ def predict_raster(
         std: Per-band std (default: as ``mean``).
         support_seed: Seed of the raster support selector.
         blend_floor: Smallest blending weight at a window's edge.
-        device: Device to run on (default: where the model is; checkpoints load on
-            the CPU).
-        progress: Show a progress bar.
+        device: Device to run on: a torch device name, or ``"auto"`` (the
+            accelerator if the machine has one). Default: where a model object
+            is; ``"auto"`` for a checkpoint.
+        cog: Write Cloud-Optimized GeoTIFFs with overviews.
+        class_names: Class names for the band descriptions and metadata.
+        palette: RGB colour of each class for the class map's colour table.
+        progress: Show progress with the remaining time.
 
     Returns:
         The written files by role (``"classes"``, ``"probabilities"``,
@@ -177,78 +363,147 @@ def predict_raster(
         FileExistsError: If an output exists and ``overwrite`` is False.
         OSError: If a window of the input cannot be read.
     """
-    requested_device = check_device(device) if device is not None else None
-    paths = output_paths(output, probabilities, uncertainty)
-    protected = {'input raster': Path(input)}
-    if not isinstance(checkpoint_or_task, nn.Module):
-        protected['checkpoint'] = Path(checkpoint_or_task)
-    if hasattr(support_bank, 'source_files'):
-        for i, path in enumerate(support_bank.source_files()):
-            protected[f'support-bank image #{i}'] = path
-    check_output_free(paths, overwrite, protected)
-    RasterMeta.from_file(input)  # unreadable, truncated or missing input fails first
-    checkpoint: dict[str, Any] | None = None
-    if isinstance(checkpoint_or_task, nn.Module):
-        model = checkpoint_or_task
-    else:
-        model, checkpoint = load_task(checkpoint_or_task)
-    if uncertainty and not needs_supports(model) and isinstance(model, task_classes()):
-        msg = f'{type(model).__name__} gives no uncertainty (only SSG2Task does)'
-        raise ValueError(msg)
-    run_device = requested_device or _model_device(model)
-    was_training = model.training
-    model_device = _model_device(model)
-    dataset = build_window_dataset(
-        model,
+    writer = _run(
+        checkpoint_or_task,
         input,
-        checkpoint=checkpoint,
+        output=output,
+        output_dir=None,
         window=window,
         overlap=overlap,
-        mean=mean,
-        std=std,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        overwrite=overwrite,
+        probabilities=probabilities,
+        uncertainty=uncertainty,
         supports=supports,
         support_bank=support_bank,
         sequence_length=sequence_length,
+        mean=mean,
+        std=std,
         support_seed=support_seed,
+        blend_floor=blend_floor,
+        device=device,
+        accelerator=None,
+        devices=1,
+        num_nodes=1,
+        cog=cog,
+        class_names=class_names,
+        palette=palette,
+        vrt=False,
+        keep_going=False,
+        progress=progress,
     )
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_windows
-    )
-    model.to(run_device)
-    model.eval()
-    assembler = PredictionAssembler(
-        dataset.meta,
-        dataset.grid,
-        output,
+    return writer.written
+
+
+def predict_rasters(
+    checkpoint_or_task: str | os.PathLike[str] | nn.Module,
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    *,
+    window: int = 256,
+    overlap: int = 64,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    overwrite: bool = False,
+    probabilities: bool = False,
+    uncertainty: bool = False,
+    supports: SupportMode = 'raster',
+    support_bank: Any = None,
+    sequence_length: int | None = None,
+    mean: float | Sequence[float] | Tensor | None = None,
+    std: float | Sequence[float] | Tensor | None = None,
+    support_seed: int = 0,
+    blend_floor: float = 0.01,
+    device: str | torch.device | None = None,
+    accelerator: str | None = None,
+    devices: int = 1,
+    num_nodes: int = 1,
+    cog: bool = False,
+    class_names: Sequence[str] | None = None,
+    palette: Sequence[Sequence[int]] | None = None,
+    vrt: bool = False,
+    keep_going: bool = False,
+    progress: bool = True,
+) -> dict[Path, dict[str, Path]]:
+    """Predict many rasters into a folder, on one device or many (DDP).
+
+    Each raster is predicted as by :func:`predict_raster`, keeps its own CRS and
+    grid, and goes to ``output_dir/<stem>.tif``
+    (:func:`~torchgeo_ssg2.inference.inputs.outputs_for`). Rasters whose outputs
+    are complete are skipped unless ``overwrite`` (a rerun resumes). With
+    ``devices``/``num_nodes`` above 1, Lightning's DDP runs one process per
+    device and each predicts whole rasters: every output is written by one
+    process, identical to a single-process run. Call it from a script (DDP
+    starts the script again for every other rank) or from ``torchgeo-ssg2
+    predict``.
+
+    Args:
+        checkpoint_or_task: As for :func:`predict_raster`.
+        inputs: Rasters, folders, glob patterns or list files
+            (:func:`~torchgeo_ssg2.inference.inputs.expand_inputs`).
+        output_dir: Output folder (created if missing).
+        window: See :func:`predict_raster`.
+        overlap: See :func:`predict_raster`.
+        batch_size: See :func:`predict_raster`.
+        num_workers: See :func:`predict_raster`.
+        overwrite: Predict rasters whose outputs exist again.
+        probabilities: See :func:`predict_raster`.
+        uncertainty: See :func:`predict_raster`.
+        supports: See :func:`predict_raster`.
+        support_bank: See :func:`predict_raster`.
+        sequence_length: See :func:`predict_raster`.
+        mean: See :func:`predict_raster`.
+        std: See :func:`predict_raster`.
+        support_seed: See :func:`predict_raster`.
+        blend_floor: See :func:`predict_raster`.
+        device: One device, as for :func:`predict_raster`.
+        accelerator: ``"auto"``, ``"cpu"`` or ``"gpu"`` for ``devices`` x
+            ``num_nodes`` processes (overrides ``device``).
+        devices: Devices (processes) per node.
+        num_nodes: Nodes.
+        cog: See :func:`predict_raster`.
+        class_names: See :func:`predict_raster`.
+        palette: See :func:`predict_raster`.
+        vrt: Write VRT mosaics of the outputs (one per CRS), after every rank.
+        keep_going: Report and leave out rasters that fail their checks instead
+            of stopping before any work.
+        progress: Show progress per raster and in total, with the remaining time.
+
+    Returns:
+        The files of every raster (written now or found complete) by input.
+    """
+    writer = _run(
+        checkpoint_or_task,
+        inputs,
+        output=None,
+        output_dir=output_dir,
+        window=window,
+        overlap=overlap,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        overwrite=overwrite,
         probabilities=probabilities,
         uncertainty=uncertainty,
-        overwrite=overwrite,
+        supports=supports,
+        support_bank=support_bank,
+        sequence_length=sequence_length,
+        mean=mean,
+        std=std,
+        support_seed=support_seed,
         blend_floor=blend_floor,
-        protected=protected,
+        device=device,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        cog=cog,
+        class_names=class_names,
+        palette=palette,
+        vrt=vrt,
+        keep_going=keep_going,
+        progress=progress,
     )
-    reader = _prefetch(loader)
-    try:
-        with gdal_cache_limit(), torch.inference_mode():
-            batches = tqdm(
-                reader,
-                total=len(loader),
-                desc=f'predict {Path(input).name}',
-                unit='batch',
-                disable=not progress,
-            )
-            for batch_idx, batch in enumerate(batches):
-                batch = _to_device(batch, run_device)
-                prediction = predict_batch(model, batch, batch_idx)
-                assembler.add_batch(prediction, batch)
-            return assembler.finish()
-    except BaseException:
-        assembler.abort()
-        raise
-    finally:
-        reader.close()  # stops and joins the reader thread before the file closes
-        dataset.close()
-        model.to(model_device)
-        model.train(was_training)
+    return writer.results
 
 
 class Terminated(BaseException):
@@ -304,7 +559,7 @@ def _run_command(args: argparse.Namespace) -> int:
     prefix = 'torchgeo-ssg2 predict: error:'
     try:
         with _sigterm_raises():
-            written = _predict_from_args(args)
+            written, skipped, mosaics = _predict_from_args(args)
     except (ValueError, KeyError, OSError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f'{prefix} {message}', file=sys.stderr)
@@ -315,38 +570,143 @@ def _run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f'{prefix} interrupted; no output written', file=sys.stderr)
         return 130
+    if int(os.environ.get('LOCAL_RANK', '0')) or int(os.environ.get('NODE_RANK', '0')):
+        return 0  # rank 0 reports
+    for path in skipped:
+        print(f'skipped (outputs complete; --overwrite predicts again): {path}')
     for role, path in written.items():
         print(f'{role}: {path}')
+    for path in mosaics:
+        print(f'mosaic: {path}')
     return 0
 
 
-def _predict_from_args(args: argparse.Namespace) -> dict[str, Path]:
-    """Call :func:`predict_raster` with the command's arguments.
+def _bank_from_args(args: argparse.Namespace) -> Any:
+    """The support bank of ``--supports bank --bank-images ...``.
 
     Args:
         args: Parsed arguments.
 
     Returns:
-        The written files.
+        A :class:`~torchgeo_ssg2.samplers.SupportBank` of window-sized chips of
+        the images, or None for raster supports.
+
+    Raises:
+        ValueError: If the options do not fit together.
     """
-    return predict_raster(
+    if args.supports != 'bank':
+        if args.bank_images:
+            msg = '--bank-images needs --supports bank'
+            raise ValueError(msg)
+        return None
+    if not args.bank_images:
+        msg = '--supports bank needs --bank-images (image files, folders or globs)'
+        raise ValueError(msg)
+    from ..samplers.inference import ImageChips, SupportBank
+
+    chips = ImageChips(expand_inputs(args.bank_images), args.window)
+    length = args.sequence_length
+    if length is None:
+        msg = '--supports bank needs --sequence-length (supports per window)'
+        raise ValueError(msg)
+    return SupportBank(chips, length, seed=args.support_seed)
+
+
+def _predict_from_args(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Path], list[Path], list[Path]]:
+    """Call :func:`predict_raster` or :func:`predict_rasters` with the arguments.
+
+    Args:
+        args: Parsed arguments.
+
+    Returns:
+        The written files (by role, or ``"classes <input>"`` with
+        ``--output-dir``), the skipped inputs and the mosaics.
+    """
+    palette = None
+    if args.palette:
+        palette = [_hex_colour(c) for c in args.palette]
+    common: dict[str, Any] = {
+        'window': args.window,
+        'overlap': args.overlap,
+        'batch_size': args.batch_size,
+        'num_workers': args.num_workers,
+        'overwrite': args.overwrite,
+        'probabilities': args.probabilities,
+        'uncertainty': args.uncertainty,
+        'supports': args.supports,
+        'support_bank': _bank_from_args(args),
+        'sequence_length': args.sequence_length,
+        'mean': args.mean,
+        'std': args.std,
+        'support_seed': args.support_seed,
+        'device': args.device,
+        'cog': args.cog,
+        'class_names': args.class_names,
+        'palette': palette,
+        'progress': not args.no_progress,
+    }
+    if args.output is not None:
+        for flag in ('vrt', 'keep_going'):
+            if getattr(args, flag):
+                msg = f'--{flag.replace("_", "-")} needs --output-dir'
+                raise ValueError(msg)
+        if args.accelerator is not None or args.devices != 1 or args.num_nodes != 1:
+            msg = '--accelerator/--devices/--num-nodes need --output-dir (DDP shards rasters)'
+            raise ValueError(msg)
+        if len(args.input) != 1:
+            msg = (
+                f'--output names one file but --input gives {len(args.input)} '
+                'items: pass --output-dir'
+            )
+            raise ValueError(msg)
+        written = predict_raster(args.checkpoint, args.input[0], args.output, **common)
+        return written, [], []
+    writer = _run(
         args.checkpoint,
         args.input,
-        args.output,
-        window=args.window,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        overwrite=args.overwrite,
-        probabilities=args.probabilities,
-        uncertainty=args.uncertainty,
-        supports=args.supports,
-        sequence_length=args.sequence_length,
-        mean=args.mean,
-        std=args.std,
-        support_seed=args.support_seed,
-        device=args.device,
-        progress=not args.no_progress,
+        output=None,
+        output_dir=args.output_dir,
+        blend_floor=0.01,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        vrt=args.vrt,
+        keep_going=args.keep_going,
+        **common,
     )
+    skipped = set(writer.skipped)
+    written = {
+        f'{role} {source}': path
+        for source, paths in writer.results.items()
+        if source not in skipped
+        for role, path in paths.items()
+    }
+    return written, list(writer.skipped), list(writer.mosaics)
+
+
+def _hex_colour(text: str) -> tuple[int, int, int]:
+    """Parse ``#rrggbb`` (or ``rrggbb``).
+
+    Args:
+        text: The colour.
+
+    Returns:
+        ``(r, g, b)``.
+
+    Raises:
+        ValueError: If it is not six hex digits.
+    """
+    digits = text.removeprefix('#')
+    if len(digits) != 6:
+        msg = f'--palette colours are #rrggbb, got {text!r}'
+        raise ValueError(msg)
+    try:
+        return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+    except ValueError:
+        msg = f'--palette colours are #rrggbb, got {text!r}'
+        raise ValueError(msg) from None
 
 
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
@@ -360,21 +720,45 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """
     parser = subparsers.add_parser(
         'predict',
-        help='predict a large raster with a trained SSG2/PTAViT checkpoint',
+        help='predict rasters of any size with a trained SSG2/PTAViT checkpoint',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=(
-            'Predict a GeoTIFF (of any size) with overlapping sliding windows and '
-            'write a tiled, compressed, georeferenced class-index GeoTIFF '
-            '(OUT_probabilities.tif / OUT_uncertainty.tif on request).'
+            'Predict GeoTIFFs (of any size) with overlapping sliding windows and '
+            'write tiled, compressed, georeferenced class-index GeoTIFFs with a '
+            'colour table and class names (OUT_probabilities.tif / '
+            'OUT_uncertainty.tif on request). One raster goes to --output; a '
+            'folder, glob or list of rasters goes to --output-dir, on one device '
+            'or, with --accelerator/--devices/--num-nodes, many (DDP). '
+            "Lightning's own predict (a config with RasterPredictDataModule and "
+            'RasterPredictionWriter) is `torchgeo predict --config '
+            'experiments/predict_ssg2.yaml --ckpt_path CKPT`, or '
+            '`torchgeo-ssg2 predict --config ...`.'
         ),
     )
     parser.add_argument('--checkpoint', required=True, help='SSG2Task/PTAViTTask .ckpt')
-    parser.add_argument('--input', required=True, help='input raster')
-    parser.add_argument('--output', required=True, help='output GeoTIFF')
+    parser.add_argument(
+        '--input',
+        required=True,
+        nargs='+',
+        help='raster file(s), folder(s), glob pattern(s) or a .txt list of paths',
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument('--output', default=None, help='output GeoTIFF (one input)')
+    where.add_argument(
+        '--output-dir',
+        default=None,
+        help='output folder, <input stem>.tif per input; complete outputs are skipped',
+    )
     parser.add_argument('--window', type=int, default=256, help='window side (px)')
     parser.add_argument('--overlap', type=int, default=64, help='window overlap (px)')
     parser.add_argument('--batch-size', type=int, default=4, help='windows per batch')
     parser.add_argument(
-        '--overwrite', action='store_true', help='replace existing outputs'
+        '--num-workers', type=int, default=0, help='processes reading windows'
+    )
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace (predict again) existing outputs',
     )
     parser.add_argument(
         '--probabilities', action='store_true', help='write OUT_probabilities.tif'
@@ -383,13 +767,34 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         '--uncertainty', action='store_true', help='write OUT_uncertainty.tif (SSG2)'
     )
     parser.add_argument(
-        '--supports',
-        choices=('raster',),
-        default='raster',
-        help='where SSG2 supports come from (a bank needs the Python API or config)',
+        '--cog', action='store_true', help='Cloud-Optimized GeoTIFFs with overviews'
     )
-    parser.add_argument('--sequence-length', type=int, default=None)
-    parser.add_argument('--support-seed', type=int, default=0)
+    parser.add_argument(
+        '--class-names', nargs='+', default=None, help='class names (class_0, ...)'
+    )
+    parser.add_argument(
+        '--palette',
+        nargs='+',
+        default=None,
+        metavar='#RRGGBB',
+        help='colour of each class in the colour table (a fixed palette)',
+    )
+    parser.add_argument(
+        '--supports',
+        choices=('raster', 'bank'),
+        default='raster',
+        help='SSG2 supports: other windows of the input, or chips of --bank-images',
+    )
+    parser.add_argument(
+        '--bank-images',
+        nargs='+',
+        default=None,
+        help='support images (files, folders, globs), cut into window-sized chips',
+    )
+    parser.add_argument(
+        '--sequence-length', type=int, default=None, help="supports T (the task's)"
+    )
+    parser.add_argument('--support-seed', type=int, default=0, help='support seed')
     parser.add_argument(
         '--mean',
         type=float,
@@ -404,7 +809,27 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help='per-band std (default: from the checkpoint)',
     )
-    parser.add_argument('--device', default=None, help='torch device (default: cpu)')
+    parser.add_argument(
+        '--device',
+        default='auto',
+        help='torch device (cpu, cuda, cuda:1) or auto: the accelerator if any',
+    )
+    parser.add_argument(
+        '--accelerator',
+        choices=('auto', 'cpu', 'gpu'),
+        default=None,
+        help='with --devices/--num-nodes: DDP over many processes (--output-dir)',
+    )
+    parser.add_argument('--devices', type=int, default=1, help='devices per node')
+    parser.add_argument('--num-nodes', type=int, default=1, help='nodes')
+    parser.add_argument(
+        '--vrt', action='store_true', help='write VRT mosaics (one per CRS)'
+    )
+    parser.add_argument(
+        '--keep-going',
+        action='store_true',
+        help='report and skip bad rasters instead of stopping before any work',
+    )
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.set_defaults(func=_run_command)
     return parser

@@ -1,6 +1,9 @@
-"""From batches of window predictions to GeoTIFF: the shared assembler and its callback."""
+"""From batches of window predictions to GeoTIFFs: the assembler and its callback."""
 
 import os
+import sys
+import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -8,8 +11,11 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .blending import StripBlender
+from .inputs import outputs_for
+from .mosaic import write_mosaics
 from .output import GeoTIFFSink, RasterMeta, check_output_free, gdal_cache_limit
 from .output import output_paths as _output_paths
 from .windows import WindowGrid, blend_weight
@@ -20,9 +26,7 @@ __all__ = ('PredictionAssembler', 'RasterPredictionWriter')
 class PredictionAssembler:
     """Blend window predictions of one raster and write them, block by block.
 
-    The single implementation behind both front doors: :func:`predict_raster`
-    feeds it directly, :class:`RasterPredictionWriter` from Lightning's predict
-    loop. The output files are opened (as temporary files) when the first batch
+    :class:`RasterPredictionWriter` feeds it from Lightning's predict loop. The output files are opened (as temporary files) when the first batch
     reveals the number of classes.
 
     Args:
@@ -37,6 +41,9 @@ class PredictionAssembler:
         block_size: Output tile side, also the rows flushed at a time.
         protected: Inputs besides the raster (checkpoint, support images) that no
             output may replace, by role.
+        class_names: Class names for the band descriptions and metadata.
+        palette: RGB colours of the classes.
+        cog: Write Cloud-Optimized GeoTIFFs with overviews.
     """
 
     def __init__(
@@ -50,8 +57,14 @@ class PredictionAssembler:
         blend_floor: float = 0.01,
         block_size: int = 256,
         protected: Mapping[str, Path] | None = None,
+        class_names: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        cog: bool = False,
     ) -> None:
         self.meta = meta
+        self.class_names = class_names
+        self.palette = palette
+        self.cog = cog
         self.grid = grid
         self.output = Path(output)
         self.probabilities = probabilities
@@ -85,6 +98,9 @@ class PredictionAssembler:
             overwrite=self.overwrite,
             block_size=self.block_size,
             protected=self.protected,
+            class_names=self.class_names,
+            palette=self.palette,
+            cog=self.cog,
         )
         self.blender = StripBlender(
             self.meta.height,
@@ -171,15 +187,15 @@ def _protected_inputs(trainer: pl.Trainer) -> dict[str, Path]:
         trainer: The trainer.
 
     Returns:
-        The input raster, the checkpoint and the support-bank images, by role.
+        The input rasters, the checkpoint and the support-bank images, by role.
     """
     protected: dict[str, Path] = {}
     ckpt_path = getattr(trainer, 'ckpt_path', None)
     if ckpt_path:
         protected['checkpoint'] = Path(ckpt_path)
     datamodule = getattr(trainer, 'datamodule', None)
-    if isinstance(getattr(datamodule, 'input', None), str | os.PathLike):
-        protected['input raster'] = Path(datamodule.input)
+    for i, path in enumerate(getattr(datamodule, 'rasters', None) or []):
+        protected['input raster' if i == 0 else f'input raster #{i}'] = Path(path)
     bank = getattr(datamodule, 'support_bank', None)
     if hasattr(bank, 'source_files'):
         for i, path in enumerate(bank.source_files()):
@@ -188,103 +204,248 @@ def _protected_inputs(trainer: pl.Trainer) -> dict[str, Path]:
 
 
 class RasterPredictionWriter(BasePredictionWriter):
-    """Lightning callback writing ``Trainer.predict`` output as a GeoTIFF.
+    """Lightning callback writing ``Trainer.predict`` output as GeoTIFFs.
 
     Use it with :class:`~torchgeo_ssg2.inference.RasterPredictDataModule`, whose
-    predict dataset yields a raster's sliding windows in row-major order; each
-    batch's ``probabilities`` (and ``uncertainty``) are blended as they come and
-    finished rows are written, so memory stays flat. Predictions are not kept by
-    the trainer (``return_predictions`` is switched off).
+    batches hold windows of one raster in row-major order; each batch's
+    ``probabilities`` (and ``uncertainty``) are blended as they come and finished
+    rows are written, so memory stays flat. Predictions are not kept by the
+    trainer (``return_predictions`` is switched off).
+
+    One raster goes to ``output``; any number go to ``output_dir``
+    (:func:`~torchgeo_ssg2.inference.inputs.outputs_for`). Every output is
+    checked before any work: none may be an input, and an existing one is refused
+    (``output``) or, in ``output_dir``, counts as done and its raster is skipped,
+    so a rerun resumes; ``overwrite`` predicts everything again. Under DDP each
+    rank writes the files of its own rasters; after a barrier, rank 0 writes the
+    ``vrt`` mosaics (:func:`~torchgeo_ssg2.inference.mosaic.write_mosaics`).
 
     Args:
-        output: Class-index GeoTIFF path (sidecars ``*_probabilities.tif`` and
-            ``*_uncertainty.tif`` on request).
-        overwrite: Whether existing outputs may be replaced.
+        output: Class-index GeoTIFF path of a single raster (sidecars
+            ``*_probabilities.tif`` and ``*_uncertainty.tif`` on request).
+        output_dir: Output folder (created if missing), for any number of rasters.
+        overwrite: Whether existing outputs are replaced.
         probabilities: Whether to write per-class probabilities.
         uncertainty: Whether to write the SSG2 uncertainty map.
         blend_floor: Smallest blending weight.
         block_size: Output tile side.
+        cog: Write Cloud-Optimized GeoTIFFs with overviews.
+        class_names: Class names (default ``class_0``, ``class_1``, ...).
+        palette: RGB colour of each class (default: a fixed palette).
+        vrt: Write GDAL VRT mosaics of the outputs in ``output_dir``.
+        progress: Show progress per raster and in total, with the remaining time.
+
+    Attributes:
+        written: Files of the single raster by role (``output``), or of the last
+            raster written.
+        results: Files of every raster, written or found complete, by input.
+        skipped: Inputs whose outputs were already complete.
+        mosaics: The VRT files written.
     """
 
     def __init__(
         self,
-        output: str,
+        output: str | None = None,
+        output_dir: str | None = None,
         overwrite: bool = False,
         probabilities: bool = False,
         uncertainty: bool = False,
         blend_floor: float = 0.01,
         block_size: int = 256,
+        cog: bool = False,
+        class_names: list[str] | None = None,
+        palette: list[list[int]] | None = None,
+        vrt: bool = False,
+        progress: bool = False,
     ) -> None:
         super().__init__(write_interval='batch')
+        if vrt and output_dir is None:
+            msg = 'vrt mosaics need an output folder (output_dir / --output-dir)'
+            raise ValueError(msg)
         self.output = output
+        self.output_dir = output_dir
         self.overwrite = overwrite
         self.probabilities = probabilities
         self.uncertainty = uncertainty
         self.blend_floor = blend_floor
         self.block_size = block_size
+        self.cog = cog
+        self.class_names = class_names
+        self.palette = palette
+        self.vrt = vrt
+        self.progress = progress
         self.assembler: PredictionAssembler | None = None
         self.written: dict[str, Path] = {}
+        self.results: dict[Path, dict[str, Path]] = {}
+        self.skipped: list[Path] = []
+        self.mosaics: list[Path] = []
+        self.outputs: list[Path] = []
+        self._current: int | None = None
         self._env: Any = None
+        self._bar: Any = None
+        self._datasets: Mapping[int, Any] = {}
+        self._protected: dict[str, Path] = {}
+        self._warnings: Any = None
+
+    def teardown(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
+    ) -> None:
+        """Restore the warning filters of :meth:`setup`.
+
+        Args:
+            trainer: The trainer.
+            pl_module: The task.
+            stage: The finished stage.
+        """
+        if self._warnings is not None:
+            self._warnings.__exit__(None, None, None)
+            self._warnings = None
+
+    def _paths(self, output: Path) -> dict[str, Path]:
+        """The files of one raster's prediction."""
+        return _output_paths(output, self.probabilities, self.uncertainty)
 
     def setup(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
     ) -> None:
-        """Refuse an existing output before any work starts.
+        """Plan the outputs and refuse unusable ones before any work starts.
 
         Args:
             trainer: The trainer.
             pl_module: The task.
             stage: Only ``"predict"`` is acted upon.
+
+        Raises:
+            TypeError: Without a :class:`RasterPredictDataModule`.
+            ValueError: If an output would replace an input.
+            FileExistsError: If ``output`` exists (or an output set is
+                incomplete in ``output_dir``) and ``overwrite`` is False.
         """
-        if stage == 'predict':
-            paths = _output_paths(self.output, self.probabilities, self.uncertainty)
-            check_output_free(paths, self.overwrite, _protected_inputs(trainer))
+        if stage != 'predict':
+            return
+        # The datamodule's batches are iterable and pre-batched on purpose (the
+        # order is fixed, no sampler is added): Lightning's hints about both do
+        # not apply. The filters end in teardown.
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        for message in (
+            '.*IterableDataset.*__len__.*',
+            ".*Couldn't infer the batch indices.*",
+            '.*does not have many workers.*',
+        ):
+            warnings.filterwarnings('ignore', message=message)
+        datamodule = getattr(trainer, 'datamodule', None)
+        rasters = getattr(datamodule, 'rasters', None)
+        if rasters is None:
+            msg = (
+                'RasterPredictionWriter needs the rasters of a '
+                'torchgeo_ssg2.inference.RasterPredictDataModule'
+            )
+            raise TypeError(msg)
+        if self.output_dir is not None:
+            Path(self.output_dir).mkdir(parents=True, exist_ok=True)
+        self.outputs = outputs_for(rasters, self.output, self.output_dir)
+        self._protected = _protected_inputs(trainer)
+        excluded = set()
+        for index, output in enumerate(self.outputs):
+            paths = self._paths(output)
+            check_output_free(paths, True, self._protected)
+            present = [p for p in paths.values() if p.exists()]
+            if self.overwrite or not present:
+                continue
+            if self.output_dir is None or len(present) < len(paths):
+                check_output_free(paths, False, self._protected)
+            excluded.add(index)
+        excluded = trainer.strategy.broadcast(excluded, src=0)
+        datamodule.excluded = set(excluded)
+        self.skipped = [rasters[i] for i in sorted(excluded)]
+        self.results = {rasters[i]: self._paths(self.outputs[i]) for i in excluded}
 
     def on_predict_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
     ) -> None:
-        """Set up the assembler from the predict dataset.
+        """Prepare writing this rank's rasters.
 
         Args:
             trainer: The trainer.
             pl_module: The task.
 
         Raises:
-            TypeError: If the predict dataset is not a raster's window dataset.
+            TypeError: If the predict data are not a datamodule's raster batches.
         """
-        from .dataset import RasterWindowDataset
+        from .datamodule import RasterBatches
 
-        if trainer.world_size > 1:
-            msg = (
-                'RasterPredictionWriter writes one file from one process: predict '
-                'with a single device (trainer.devices=1)'
-            )
-            raise RuntimeError(msg)
         dataloaders = trainer.predict_dataloaders
         loaders = dataloaders if isinstance(dataloaders, Sequence) else [dataloaders]
-        if len(loaders) != 1 or not isinstance(
-            getattr(loaders[0], 'dataset', None), RasterWindowDataset
-        ):
+        dataset = getattr(loaders[0], 'dataset', None) if len(loaders) == 1 else None
+        if not isinstance(dataset, RasterBatches):
             msg = (
-                'RasterPredictionWriter needs one predict dataloader over a '
-                'RasterWindowDataset (use torchgeo_ssg2.inference.RasterPredictDataModule)'
+                'RasterPredictionWriter needs one predict dataloader over '
+                'RasterBatches (use torchgeo_ssg2.inference.RasterPredictDataModule)'
             )
             raise TypeError(msg)
-        dataset = loaders[0].dataset
+        self._datasets = dataset.datasets
         trainer.predict_loop.return_predictions = False
         self._env = gdal_cache_limit()
         self._env.__enter__()
+        if self.progress:
+            prefix = f'rank {trainer.global_rank}: ' if trainer.world_size > 1 else ''
+            self._bar = tqdm(
+                total=dataset.windows,
+                unit='window',
+                desc=f'{prefix}predict',
+                position=trainer.global_rank,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+            self._rasters_done = 0
+            self._raster_start = time.perf_counter()
+
+    def _start(self, index: int) -> None:
+        """Open the assembler of one raster.
+
+        Args:
+            index: Index of the raster in the datamodule's ``rasters``.
+        """
+        dataset = self._datasets[index]
         self.assembler = PredictionAssembler(
             dataset.meta,
             dataset.grid,
-            self.output,
+            self.outputs[index],
             probabilities=self.probabilities,
             uncertainty=self.uncertainty,
             overwrite=self.overwrite,
             blend_floor=self.blend_floor,
             block_size=self.block_size,
-            protected=_protected_inputs(trainer),
+            protected=self._protected,
+            class_names=self.class_names,
+            palette=self.palette,
+            cog=self.cog,
         )
+        self._current = index
+        if self._bar is not None:
+            self._bar.set_postfix_str(
+                f'raster {self._rasters_done + 1}/{len(self._datasets)} '
+                f'{dataset.meta.path.name} 0/{len(dataset)}'
+            )
+            self._raster_start = time.perf_counter()
+
+    def _finish(self) -> None:
+        """Commit the current raster's files."""
+        if self.assembler is None or self._current is None:
+            return
+        dataset = self._datasets[self._current]
+        self.written = self.assembler.finish()
+        self.results[dataset.meta.path] = self.written
+        self.assembler = None
+        self._current = None
+        if self._bar is not None:
+            self._rasters_done += 1
+            seconds = time.perf_counter() - self._raster_start
+            self._bar.write(
+                f'[{self._rasters_done}/{len(self._datasets)}] {dataset.meta.path} '
+                f'-> {self.written["classes"]} ({seconds:.1f} s)'
+            )
 
     def write_on_batch_end(
         self,
@@ -296,7 +457,7 @@ class RasterPredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Blend one batch into the output.
+        """Blend one batch into its raster's output.
 
         Args:
             trainer: The trainer.
@@ -307,23 +468,61 @@ class RasterPredictionWriter(BasePredictionWriter):
             batch_idx: Index of the batch.
             dataloader_idx: Index of the dataloader.
         """
+        index = int(batch['raster_index'][0])
+        if index != self._current:
+            self._finish()
+            self._start(index)
         assert self.assembler is not None
         self.assembler.add_batch(prediction, batch)
+        if self._bar is not None:
+            n = len(batch['raster_index'])
+            self._bar.update(n)
+            done = self.assembler.windows_done
+            total = len(self._datasets[index])
+            name = self._datasets[index].meta.path.name
+            self._bar.set_postfix_str(
+                f'raster {self._rasters_done + 1}/{len(self._datasets)} {name} '
+                f'{done}/{total}',
+                refresh=False,
+            )
 
     def on_predict_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
     ) -> None:
-        """Write the last rows and move the files into place.
+        """Write the last rows, wait for every rank, and write the mosaics.
 
         Args:
             trainer: The trainer.
             pl_module: The task.
+
+        Raises:
+            RuntimeError: If a raster of this rank got no window.
         """
         try:
-            if self.assembler is not None:
-                self.written = self.assembler.finish()
+            self._finish()
+            missing = [
+                d.meta.path
+                for d in self._datasets.values()
+                if d.meta.path not in self.results
+            ]
+            if missing:
+                msg = f'no window of {missing[0]} was predicted'
+                raise RuntimeError(msg)
         finally:
             self._cleanup()
+        trainer.strategy.barrier('raster_prediction_written')
+        datamodule = trainer.datamodule
+        for i, path in enumerate(datamodule.rasters):
+            if i in datamodule.excluded or path in datamodule.failed:
+                continue
+            self.results.setdefault(datamodule.rasters[i], self._paths(self.outputs[i]))
+        self.results = {
+            p: self.results[p] for p in datamodule.rasters if p in self.results
+        }
+        if self.vrt and trainer.is_global_zero:
+            self.mosaics = write_mosaics(
+                [paths for paths in self.results.values()], Path(self.output_dir or '.')
+            )
 
     def on_exception(
         self,
@@ -345,6 +544,10 @@ class RasterPredictionWriter(BasePredictionWriter):
         if self.assembler is not None:
             self.assembler.abort()
             self.assembler = None
+        self._current = None
         if self._env is not None:
             self._env.__exit__(None, None, None)
             self._env = None
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

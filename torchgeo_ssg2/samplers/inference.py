@@ -14,9 +14,13 @@ domain serve as supports. Two sources, chosen in the config by the string option
   when the raster is small or when predictions must not depend on the raster's
   content elsewhere.
 
-Both are deterministic: the supports of a window depend only on the seed and on
-the window (its pixel offsets, or its key), so a prediction is reproducible and
-independent of batch size, worker count and tiling order.
+Both implement :class:`torchgeo_ssg2.episodes.SupportPolicy`
+(``draw(target_key, epoch) -> support keys``, ``fixed``: the epoch is ignored),
+the abstraction training uses too. They are deterministic: the supports of a
+window depend only on the seed and on the window (its pixel offsets, or its
+key), so a prediction is reproducible and independent of batch size, worker
+count, tiling order and DDP rank. :class:`ImageChips` turns image files into a
+bank's dataset (``torchgeo-ssg2 predict --supports bank --bank-images ...``).
 
 When the pool of candidates holds fewer distinct supports than the sequence
 length T (a bank of fewer than T images, or a raster with fewer than T
@@ -42,6 +46,7 @@ from .support import draw_without_target
 
 __all__ = (
     'SUPPORT_SOURCES',
+    'ImageChips',
     'RasterSupportSelector',
     'SupportBank',
     'SupportSource',
@@ -138,6 +143,9 @@ class RasterSupportSelector:
         self.max_distance = max_distance
         self.seed = int(seed)
         self._warned = False
+
+    #: Draws ignore the epoch (prediction).
+    fixed = True
 
     def _warn_repeats(self, distinct: int) -> None:
         """Warn, once per selector, that a target's supports repeat.
@@ -261,12 +269,15 @@ class RasterSupportSelector:
         finally:
             self.max_distance = saved
 
-    def supports(self, row_off: int, col_off: int) -> list[tuple[int, int]]:
-        """Support windows of one target window.
+    def draw(
+        self, target_key: tuple[int, int], epoch: int = 0
+    ) -> list[tuple[int, int]]:
+        """Support windows of one target window (the :class:`SupportPolicy` draw).
 
         Args:
-            row_off: Row offset of the target window's top-left pixel.
-            col_off: Column offset of the target window's top-left pixel.
+            target_key: ``(row_off, col_off)`` of the target window's top-left
+                pixel.
+            epoch: Ignored (the draws are ``fixed``).
 
         Returns:
             T ``(row_off, col_off)`` offsets of support windows of size
@@ -275,7 +286,7 @@ class RasterSupportSelector:
         Raises:
             ValueError: If the target window is not inside the raster.
         """
-        row_off, col_off = int(row_off), int(col_off)
+        row_off, col_off = (int(v) for v in target_key)
         self._check(row_off, col_off)
         t = self.sequence_length
         rng = np.random.default_rng(
@@ -351,7 +362,7 @@ class RasterSupportSelector:
         bands = list(indexes) if indexes is not None else list(src.indexes)
         arrays = [
             src.read(bands, window=Window(c, r, ww, wh))
-            for r, c in self.supports(row_off, col_off)
+            for r, c in self.draw((row_off, col_off))
         ]
         return torch.from_numpy(np.stack(arrays).astype(np.float32))
 
@@ -445,18 +456,25 @@ class SupportBank:
             found.extend(walk(getattr(dataset, 'files', None)))
         return found
 
-    def indices(self, key: int) -> list[int]:
-        """Bank indices of the supports of *key*.
+    #: Draws ignore the epoch (prediction).
+    fixed = True
+
+    def draw(self, target_key: int, epoch: int = 0) -> list[int]:
+        """Bank indices of the supports of a key (the :class:`SupportPolicy` draw).
+
+        The bank is not the target's pool, so any index may be drawn.
 
         Args:
-            key: Non-negative key of the predicted window.
+            target_key: Non-negative key of the predicted window.
+            epoch: Ignored (the draws are ``fixed``).
 
         Returns:
             T indices into the bank.
 
         Raises:
-            ValueError: If *key* is negative.
+            ValueError: If the key is negative.
         """
+        key = int(target_key)
         if key < 0:
             raise ValueError(f'key must be >= 0, got {key}')
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(key)]))
@@ -487,7 +505,7 @@ class SupportBank:
         Raises:
             ValueError: If the bank's images differ in shape.
         """
-        images = [self._item(i)['image'] for i in self.indices(key)]
+        images = [self._item(i)['image'] for i in self.draw(key)]
         shapes = {tuple(x.shape) for x in images}
         if len(shapes) > 1:
             raise ValueError(
@@ -508,7 +526,73 @@ class SupportBank:
         Raises:
             ValueError: If the bank has no masks.
         """
-        samples = [self._item(i) for i in self.indices(key)]
+        samples = [self._item(i) for i in self.draw(key)]
         if not all('mask' in s for s in samples):
             raise ValueError(f'support bank {type(self.dataset).__name__} has no masks')
         return torch.stack([s['mask'] for s in samples])
+
+
+class ImageChips(Dataset[dict[str, Tensor]]):
+    """Square chips of image files, as the dataset of a :class:`SupportBank`.
+
+    Each file is cut into non-overlapping ``size`` x ``size`` chips in row-major
+    order (a remainder at the right and bottom edges is left out); item ``i`` is
+    the ``i``-th chip over all files, in the files' order. Values are raw (the
+    prediction normalises supports like the predicted windows).
+
+    Args:
+        files: Image files (any format GDAL reads), all with the same bands.
+        size: Chip side in pixels (the prediction window).
+
+    Raises:
+        ValueError: If a file is unreadable, smaller than a chip, or has another
+            band count than the first.
+    """
+
+    def __init__(self, files: Sequence[str | os.PathLike[str]], size: int) -> None:
+        from ..inference.output import RasterMeta
+
+        if size < 1:
+            raise ValueError(f'chip size must be positive, got {size}')
+        self.files = [Path(f) for f in files]
+        self.size = int(size)
+        self._chips: list[tuple[int, int, int]] = []
+        count = None
+        for i, path in enumerate(self.files):
+            meta = RasterMeta.from_file(path)
+            if count is not None and meta.count != count:
+                raise ValueError(
+                    f'bank image {path} has {meta.count} bands, {self.files[0]} '
+                    f'has {count}'
+                )
+            count = meta.count
+            if meta.height < size or meta.width < size:
+                raise ValueError(
+                    f'bank image {path} ({meta.height}x{meta.width}) is smaller '
+                    f'than one {size}x{size} chip'
+                )
+            for r in range(0, meta.height - size + 1, size):
+                for c in range(0, meta.width - size + 1, size):
+                    self._chips.append((i, r, c))
+
+    def __len__(self) -> int:
+        """Number of chips."""
+        return len(self._chips)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        """One chip.
+
+        Args:
+            index: Chip index.
+
+        Returns:
+            ``image``: float32 C x size x size.
+        """
+        from ..inference.output import open_raster, read_input
+
+        i, r, c = self._chips[index]
+        with open_raster(self.files[i]) as src:
+            data = read_input(
+                src, Window(c, r, self.size, self.size), out_dtype='float32'
+            )
+        return {'image': torch.from_numpy(data)}
