@@ -4,10 +4,12 @@ Generates a tiled 8192 x 8192 GeoTIFF pair (3-band uint8 image, 1-band uint8 mas
 projected CRS) into a temporary directory, then measures with 0 and 2 DataLoader
 workers:
 
-* episodes/s: ``SupportGeoSampler`` (T supports per target) + ``GeoEpisodeDataset``;
+* episodes/s: ``GeoEpisodeSampler`` targets, ``GeoSupportPolicy`` (T supports per
+  target) and ``EpisodeDataset``;
 * windows/s: single-window reads through torchgeo's ``RandomPatchSampler`` on the
   same ``images & masks`` dataset, in the same run;
-* index/s: the support sampler alone (no reads), to show the index logic is cheap.
+* index/s: the target sampler and support policy alone (no reads), to show the
+  index logic is cheap.
 
 After one warm-up pass each, timed passes of the two loaders alternate, so that
 load changes on a shared machine affect both alike. A batch of B episodes and a
@@ -38,8 +40,12 @@ from torch.utils.data import DataLoader
 from torchgeo.datasets import RasterDataset
 from torchgeo.samplers import RandomPatchSampler
 
-from torchgeo_ssg2.datasets import GeoEpisodeDataset
-from torchgeo_ssg2.samplers import SupportGeoSampler
+from torchgeo_ssg2.episodes import (
+    EpisodeDataset,
+    GeoEpisodeSampler,
+    GeoSupportPolicy,
+    ItemReader,
+)
 
 
 class BenchImages(RasterDataset):
@@ -115,27 +121,22 @@ def main() -> None:
         generate_s = time.perf_counter() - start
         dataset = BenchImages(paths=root) & BenchMasks(paths=root)
 
-        sampler = SupportGeoSampler(
+        sampler = GeoEpisodeSampler(
+            dataset, size=args.window, length=args.episodes, seed=0
+        )
+        policy = GeoSupportPolicy(
             dataset,
             size=args.window,
             sequence_length=t,
             strategy=args.strategy,
-            length=args.episodes,
             seed=0,
         )
-        index_sampler = SupportGeoSampler(
-            dataset,
-            size=args.window,
-            sequence_length=t,
-            strategy=args.strategy,
-            length=200,
-            seed=1,
-        )
+        index_sampler = GeoEpisodeSampler(dataset, size=args.window, length=200, seed=1)
         start = time.perf_counter()
-        n_index = sum(1 for _ in index_sampler)
+        n_index = sum(1 for i in index_sampler if policy.draw(i.target, i.epoch))
         index_rate = n_index / (time.perf_counter() - start)
 
-        episodes = GeoEpisodeDataset(dataset)
+        episodes = EpisodeDataset(ItemReader(dataset), policy)
         single = RandomPatchSampler(
             dataset, size=args.window, length=args.windows, generator=0
         )

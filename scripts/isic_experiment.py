@@ -34,7 +34,6 @@ from torch.utils.data import DataLoader, Subset
 from torchgeo.tasks import SemanticSegmentation
 
 from torchgeo_ssg2.datamodules import ISIC2018DataModule
-from torchgeo_ssg2.datamodules.base import augment_episode
 from torchgeo_ssg2.metrics import ThresholdedJaccard, binary_jaccard_per_image
 from torchgeo_ssg2.trainers import PTAViTTask, SSG2Task
 
@@ -170,7 +169,7 @@ def evaluate(
     dice: list[Tensor] = []
     iou: list[Tensor] = []
     for batch in loader:
-        batch = augment_episode(batch, dm.aug)
+        batch = dm.aug(batch)
         pred = task.predict_step(batch, 0)['probabilities'].argmax(1)
         mask = batch['mask']
         tj.update(pred, mask)

@@ -22,13 +22,14 @@ _LAZY: dict[str, str] = {
     'ISIC2018': 'datasets',
     'Potsdam': 'datasets',
     'PreparedPotsdam': 'datasets',
-    'EpisodeDataset': 'datasets',
-    'GeoEpisodeDataset': 'datasets',
+    'EpisodeDataset': 'episodes',
+    'IndexSupportPolicy': 'episodes',
+    'GeoSupportPolicy': 'episodes',
+    'SupportPolicy': 'episodes',
     'DubaiAerialDataModule': 'datamodules',
     'ISIC2018DataModule': 'datamodules',
     'PotsdamDataModule': 'datamodules',
-    'SupportIndexSampler': 'samplers',
-    'SupportGeoSampler': 'samplers',
+    'RasterEpisodeDataModule': 'datamodules',
     'predict_raster': 'inference',
 }
 

@@ -49,8 +49,7 @@ from torchmetrics.classification import (
 )
 
 from .datamodules import DubaiAerialDataModule
-from .datamodules.base import GridPatchDataset
-from .datasets import DubaiAerial
+from .datasets import DubaiAerial, GridPatchDataset
 from .inference import predict_raster
 from .samplers import SupportBank
 from .trainers import SSG2Task

@@ -8,16 +8,18 @@ from torchgeo.datasets import NonGeoDataset
 
 from torchgeo_ssg2.datamodules.base import (
     EpisodicNonGeoDataModule,
-    GridPatchDataset,
-    RandomPatchDataset,
-    _starts,
-    augment_episode,
-    plot_episode,
     statistic_values,
 )
-from torchgeo_ssg2.datasets import EpisodeDataset
+from torchgeo_ssg2.datasets import GridPatchDataset, RandomPatchDataset
+from torchgeo_ssg2.episodes import (
+    EpisodeAugmentation,
+    EpisodeDataset,
+    EpisodeIndex,
+    EpisodeSampler,
+    ItemReader,
+)
 from torchgeo_ssg2.normalization import Normalization
-from torchgeo_ssg2.samplers import EpisodeIndex, EpisodeSampler
+from torchgeo_ssg2.plotting import plot_episode
 
 
 class Images(NonGeoDataset):
@@ -45,109 +47,6 @@ class Images(NonGeoDataset):
         return {'image': image, 'mask': mask, 'extra': torch.tensor(index)}
 
 
-class TestStarts:
-    def test_flush(self) -> None:
-        assert _starts(70, 32, 32) == [0, 32, 38]
-        assert _starts(64, 32, 32) == [0, 32]
-        assert _starts(20, 32, 32) == [0]
-        assert _starts(70, 32, 16) == [0, 16, 32, 38]
-
-
-class TestRandomPatchDataset:
-    def test_shapes_and_length(self) -> None:
-        ds = RandomPatchDataset(Images(), 32)
-        # ceil-covers: 2*2 + 2*2 + 1*3
-        assert len(ds) == 11
-        assert ds.table.count(1) == 4
-        for i in range(len(ds)):
-            sample = ds[i]
-            assert sample['image'].shape == (3, 32, 32)
-            assert sample['mask'].shape == (32, 32)
-            assert set(sample) == {'image', 'mask'}
-
-    def test_crop_matches_source(self) -> None:
-        ds = RandomPatchDataset(Images(), 16, length=5)
-        for i in range(5):
-            s = ds[i]
-            k = ds.image_index(i)
-            assert (s['image'][0] == k).all()
-            top, left = int(s['image'][1, 0, 0]), int(s['image'][2, 0, 0])
-            full = Images()[k]
-            assert torch.equal(
-                s['mask'], full['mask'][top : top + 16, left : left + 16]
-            )
-
-    def test_epoch_and_seed(self) -> None:
-        ds = RandomPatchDataset(Images(), 16, length=8, seed=3)
-        first = [ds[i]['image'] for i in range(8)]
-        assert all(torch.equal(a, ds[i]['image']) for i, a in enumerate(first))
-        ds.set_epoch(1)
-        moved = [ds[i]['image'] for i in range(8)]
-        assert any(not torch.equal(a, b) for a, b in zip(first, moved, strict=True))
-        assert torch.equal(ds[(2, 0)]['image'], first[2])
-        other = RandomPatchDataset(Images(), 16, length=8, seed=4)
-        assert any(not torch.equal(other[i]['image'], first[i]) for i in range(8))
-
-    def test_padding(self) -> None:
-        ds = RandomPatchDataset(Images(), (32, 32))
-        small = [i for i in range(len(ds)) if ds.image_index(i) == 2]
-        sample = ds[small[0]]
-        assert sample['image'].shape == (3, 32, 32)
-        assert (sample['mask'][20:] == 255).all()
-        assert (sample['image'][:, 20:] == 0).all()
-
-    def test_padding_without_ignore_index(self) -> None:
-        data = Images()
-        data.ignore_index = None  # type: ignore[assignment]
-        ds = RandomPatchDataset(data, 32)
-        small = [i for i in range(len(ds)) if ds.image_index(i) == 2]
-        with pytest.raises(ValueError, match='no ignore_index'):
-            ds[small[0]]
-
-    def test_without_sizes(self) -> None:
-        ds = RandomPatchDataset(Images(sized=False), 32)
-        assert ds.sizes == Images.shapes['train']
-
-    def test_groups(self) -> None:
-        ds = RandomPatchDataset(Images(), 32)
-        assert ds.groups == [f'g{ds.image_index(i) % 2}' for i in range(len(ds))]
-
-    def test_errors(self) -> None:
-        with pytest.raises(ValueError, match='length >= 1'):
-            RandomPatchDataset(Images(), 32, length=0)
-        with pytest.raises(ValueError, match='must be positive'):
-            RandomPatchDataset(Images(), 0)
-        with pytest.raises(IndexError):
-            RandomPatchDataset(Images(), 32)[11]
-
-
-class TestGridPatchDataset:
-    def test_windows(self) -> None:
-        ds = GridPatchDataset(Images(), 32)
-        # (40, 50): 2x2, (64, 64): 2x2, (20, 70): 1x3
-        assert len(ds) == 11
-        assert ds.windows[:4] == [(0, 0, 0), (0, 0, 18), (0, 8, 0), (0, 8, 18)]
-        covered = torch.zeros(40, 50, dtype=torch.bool)
-        for k, top, left in ds.windows:
-            if k == 0:
-                covered[top : top + 32, left : left + 32] = True
-        assert covered.all()
-
-    def test_stride_and_groups(self) -> None:
-        ds = GridPatchDataset(Images(), 32, stride=16)
-        assert len(ds) > 11
-        assert ds.groups == [f'g{k % 2}' for k, _, _ in ds.windows]
-        sample = ds[5]
-        _, top, left = ds.windows[5]
-        assert int(sample['image'][1, 0, 0]) == top
-        assert int(sample['image'][2, 0, 0]) == left
-
-    def test_padding(self) -> None:
-        ds = GridPatchDataset(Images(), 32)
-        sample = ds[10]
-        assert (sample['mask'][20:] == 255).all()
-
-
 class _Trainer:
     def __init__(self, stage: str) -> None:
         self.training = stage == 'train'
@@ -167,11 +66,11 @@ class TestEpisodicNonGeoDataModule:
     def test_setup(self, dm: EpisodicNonGeoDataModule) -> None:
         dm.setup('fit')
         assert isinstance(dm.train_dataset, EpisodeDataset)
-        assert isinstance(dm.train_dataset.dataset, RandomPatchDataset)
+        assert isinstance(dm.train_dataset.reader, RandomPatchDataset)
         assert isinstance(dm.val_dataset, EpisodeDataset)
-        assert isinstance(dm.val_dataset.dataset, GridPatchDataset)
-        assert not dm.train_dataset.sampler.fixed
-        assert dm.val_dataset.sampler.fixed
+        assert isinstance(dm.val_dataset.reader, GridPatchDataset)
+        assert not dm.train_dataset.policy.fixed
+        assert dm.val_dataset.policy.fixed
         dm.setup('test')
         dm.setup('predict')
         assert isinstance(dm.predict_dataset, EpisodeDataset)
@@ -184,7 +83,7 @@ class TestEpisodicNonGeoDataModule:
         assert episode['support_mask'].shape == (3, 16, 16)
         # channel 0 encodes the image index; val images are 0 and 1 of 'val'
         assert set(episode['support_image'][:, 0].unique().tolist()) <= {0.0, 1.0}
-        assert dm.val_dataset.sampler.num_items == len(dm.val_dataset.dataset)
+        assert dm.val_dataset.policy.num_items == len(dm.val_dataset.reader)
 
     def test_train_epoch_varies(self, dm: EpisodicNonGeoDataModule) -> None:
         dm.setup('fit')
@@ -196,8 +95,8 @@ class TestEpisodicNonGeoDataModule:
             a['support_image'], b['support_image']
         )
         # the patch position follows the episode's epoch
-        assert torch.equal(a['image'], ds.dataset[(0, 0)]['image'])
-        assert torch.equal(b['image'], ds.dataset[(0, 1)]['image'])
+        assert torch.equal(a['image'], ds.reader.read(0, 0)['image'])
+        assert torch.equal(b['image'], ds.reader.read(0, 1)['image'])
 
     def test_val_fixed(self, dm: EpisodicNonGeoDataModule) -> None:
         dm.setup('fit')
@@ -220,9 +119,9 @@ class TestEpisodicNonGeoDataModule:
         )
         dm.setup('fit')
         ds = dm.train_dataset
-        groups = ds.dataset.groups
+        groups = ds.reader.groups
         for i in range(0, len(ds), 7):
-            assert {groups[j] for j in ds.sampler.supports(i, 0)} == {groups[i]}
+            assert {groups[j] for j in ds.policy.draw(i, 0)} == {groups[i]}
 
     def test_dataloaders(self, dm: EpisodicNonGeoDataModule) -> None:
         dm.setup('fit')
@@ -242,7 +141,8 @@ class TestEpisodicNonGeoDataModule:
 
         dm = EpisodicNonGeoDataModule(Fixed, sequence_length=2)
         dm.setup('fit')
-        assert isinstance(dm.train_dataset.dataset, Fixed)
+        assert isinstance(dm.train_dataset.reader, ItemReader)
+        assert isinstance(dm.train_dataset.reader.dataset, Fixed)
         assert 'extra' in dm.train_dataset[0]
 
     def test_normalise(self, dm: EpisodicNonGeoDataModule) -> None:
@@ -276,8 +176,8 @@ class TestEpisodicNonGeoDataModule:
             'support_image': image.expand(b, t, 3, 16, 16).clone(),
             'support_mask': mask.expand(b, t, 16, 16).clone(),
         }
-        assert dm.train_aug is not None
-        out = augment_episode(batch, dm.train_aug)
+        assert isinstance(dm.train_aug, EpisodeAugmentation)
+        out = dm.train_aug(batch)
         assert torch.equal(out['image'][:, 0].round().long(), out['mask'])
         assert torch.equal(
             out['support_image'][:, :, 0].round().long(), out['support_mask']
@@ -290,7 +190,7 @@ class TestEpisodicNonGeoDataModule:
     def test_plot_plain(self, dm: EpisodicNonGeoDataModule) -> None:
         assert dm.plot({'image': torch.zeros(3, 8, 8)}) is None
         dm.setup('fit')
-        sample = dm.val_dataset.dataset[0]
+        sample = dm.val_dataset.reader[0]
         sample['prediction'] = sample['mask']
         fig = dm.plot(sample)
         assert fig is not None
@@ -318,31 +218,6 @@ class TestEpisodicNonGeoDataModule:
         fig = plot_episode(sample, show_titles=False)
         assert len(fig.axes) == 3 * 2
         plt.close()
-
-
-def test_short_epoch_draws_from_every_image() -> None:
-    from torch.utils.data import Dataset
-
-    from torchgeo_ssg2.datamodules.base import RandomPatchDataset
-
-    class Images(Dataset):
-        sizes = [(64, 64)] * 10
-
-        def __len__(self) -> int:
-            return 10
-
-        def __getitem__(self, i: int) -> dict:
-            return {
-                'image': torch.full((1, 64, 64), float(i)),
-                'mask': torch.full((64, 64), i, dtype=torch.long),
-            }
-
-    # 16 patches per image in the table; an epoch of 40 patches must not come
-    # from the first three images only.
-    ds = RandomPatchDataset(Images(), 16, length=40, seed=0)
-    images = {ds.image_index(i) for i in range(len(ds))}
-    assert len(images) >= 8
-    assert {int(ds[i]['mask'][0, 0]) for i in range(5)} <= set(range(10))
 
 
 class TestNormalization:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from torchgeo_ssg2.datamodules import DubaiAerialDataModule
-from torchgeo_ssg2.datamodules.base import GridPatchDataset, RandomPatchDataset
+from torchgeo_ssg2.datasets import GridPatchDataset, RandomPatchDataset
 from torchgeo_ssg2.datasets import DubaiAerial
 
 ROOT = os.path.join('tests', 'data', 'dubai', 'data')
@@ -25,8 +25,8 @@ class TestDubaiAerialDataModule:
 
     def test_setup(self, dm: DubaiAerialDataModule) -> None:
         dm.setup('fit')
-        train = dm.train_dataset.dataset
-        val = dm.val_dataset.dataset
+        train = dm.train_dataset.reader
+        val = dm.val_dataset.reader
         assert isinstance(train, RandomPatchDataset)
         assert isinstance(val, GridPatchDataset)
         assert isinstance(train.dataset, DubaiAerial)
@@ -37,7 +37,7 @@ class TestDubaiAerialDataModule:
         assert len(val) == 6 + 4
         assert len(train) == 2 * 6 + 2 * 4
         dm.setup('test')
-        assert dm.test_dataset.dataset.dataset.split == 'test'
+        assert dm.test_dataset.reader.dataset.split == 'test'
 
     def test_batch(self, dm: DubaiAerialDataModule) -> None:
         dm.setup('fit')
@@ -54,7 +54,7 @@ class TestDubaiAerialDataModule:
     def test_kwargs(self) -> None:
         dm = DubaiAerialDataModule(patch_size=32, root=ROOT, tiles=[2], cache=False)
         dm.setup('fit')
-        base = dm.val_dataset.dataset.dataset
+        base = dm.val_dataset.reader.dataset
         assert not base.cache
         assert base.groups == [2]
 
@@ -64,10 +64,10 @@ class TestDubaiAerialDataModule:
         )
         dm.setup('fit')
         episodes = dm.train_dataset
-        groups = episodes.dataset.groups
+        groups = episodes.reader.groups
         assert set(groups) == {1, 2}
         for i in range(len(episodes)):
-            assert {groups[j] for j in episodes.sampler.supports(i, 3)} == {groups[i]}
+            assert {groups[j] for j in episodes.policy.draw(i, 3)} == {groups[i]}
 
     def test_plot(self, dm: DubaiAerialDataModule) -> None:
         dm.setup('validate')

@@ -50,9 +50,9 @@ class TestISIC2018DataModule:
         batch = next(iter(dm.val_dataloader()))
         assert batch['support_image'].shape == (2, 3, 3, 32, 32)
         # Supports come from the same split, never the target itself.
-        sampler = dm.val_dataset.sampler  # type: ignore[union-attr]
-        assert sampler.supports(0) == sampler.supports(0, epoch=5)
-        assert 0 not in sampler.supports(0)
+        sampler = dm.val_dataset.policy  # type: ignore[union-attr]
+        assert sampler.draw(0) == sampler.draw(0, epoch=5)
+        assert 0 not in sampler.draw(0)
 
     def test_normalisation(self) -> None:
         dm = make()

@@ -103,7 +103,12 @@ class TestPotsdamDataModule:
         dm.setup('fit')
         batch = next(iter(dm.train_dataloader()))
         assert dm.on_after_batch_transfer(batch, 0) is batch
-        for flags in ({'training': True}, {'validating': True}, {'testing': True}, {}):
+        for flags in (
+            {'training': True},
+            {'validating': True},
+            {'testing': True},
+            {'predicting': True},
+        ):
             dm.trainer = trainer(**flags)  # type: ignore[assignment]
             out = dm.on_after_batch_transfer(batch, 0)
             assert out['image'].shape == batch['image'].shape

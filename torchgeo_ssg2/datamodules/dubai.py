@@ -5,7 +5,7 @@ from typing import Any
 import torch
 
 from ..datasets.dubai import DubaiAerial
-from ..samplers.support import SupportStrategy
+from ..episodes import IndexStrategy
 from .base import EpisodicNonGeoDataModule
 
 __all__ = ('DubaiAerialDataModule',)
@@ -34,7 +34,7 @@ class DubaiAerialDataModule(EpisodicNonGeoDataModule):
         sequence_length: int = 4,
         eval_sequence_length: int | None = None,
         num_workers: int = 0,
-        support_strategy: SupportStrategy = 'random',
+        support_strategy: IndexStrategy = 'random',
         length: int | None = None,
         seed: int = 0,
         augment: bool = True,

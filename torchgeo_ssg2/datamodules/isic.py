@@ -5,7 +5,7 @@ from typing import Any, Literal
 import torch
 
 from ..datasets.isic import ISIC2018
-from ..samplers.support import SupportStrategy
+from ..episodes import IndexStrategy
 from .base import EpisodicNonGeoDataModule
 
 __all__ = ('ISIC2018DataModule',)
@@ -39,7 +39,7 @@ class ISIC2018DataModule(EpisodicNonGeoDataModule):
         sequence_length: int = 4,
         eval_sequence_length: int | None = None,
         num_workers: int = 0,
-        support_strategy: SupportStrategy = 'random',
+        support_strategy: IndexStrategy = 'random',
         seed: int = 0,
         augment: bool = True,
         **kwargs: Any,
@@ -57,7 +57,7 @@ class ISIC2018DataModule(EpisodicNonGeoDataModule):
                 *sequence_length*).
             num_workers: number of workers for parallel data loading.
             support_strategy: ``"random"`` (see
-                :class:`~torchgeo_ssg2.samplers.SupportIndexSampler`).
+                :class:`~torchgeo_ssg2.episodes.IndexSupportPolicy`).
             seed: seed of the support draws and shuffling.
             augment: random flips and 90° rotations in training.
             **kwargs: passed to :class:`~torchgeo_ssg2.datasets.ISIC2018`

@@ -4,14 +4,10 @@ import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import kornia.augmentation as K
 import torch
 from matplotlib.figure import Figure
-from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets.utils import Sample
-from torchgeo.samplers import GriddedPatchSampler
 
-from ..datasets.episodes import GeoEpisodeDataset
 from ..datasets.potsdam import (
     ALL_BANDS,
     IGNORE_INDEX,
@@ -24,14 +20,8 @@ from ..datasets.potsdam import (
     split_tiles,
 )
 from ..datasets.prepare import prepare_potsdam
-from ..normalization import Normalization
-from ..samplers.geo import GeoStrategy, SupportGeoSampler
-from .base import (
-    augment_episode,
-    plot_episode,
-    save_normalization,
-    statistic_values,
-)
+from ..episodes import GeoStrategy
+from .geo import GeoEpisodeDataModule
 
 __all__ = ('PotsdamDataModule',)
 
@@ -41,7 +31,7 @@ _MEAN = dict(zip(ALL_BANDS, (85.846, 91.777, 84.993, 97.276, 38.462), strict=Tru
 _STD = dict(zip(ALL_BANDS, (35.466, 34.850, 36.257, 35.686, 6.216), strict=True))
 
 
-class PotsdamDataModule(GeoDataModule):
+class PotsdamDataModule(GeoEpisodeDataModule):
     """SSG2 episodes of ISPRS Potsdam windows, read from the prepared GeoTIFFs.
 
     :meth:`prepare_data` runs :func:`~torchgeo_ssg2.datasets.prepare.prepare_potsdam`
@@ -49,12 +39,11 @@ class PotsdamDataModule(GeoDataModule):
     is then a :class:`~torchgeo_ssg2.datasets.PreparedPotsdam` read window by
     window, so whole 6000x6000 tiles are never collated.
 
-    Episodes come from :class:`~torchgeo_ssg2.samplers.SupportGeoSampler` and
-    :class:`~torchgeo_ssg2.datasets.GeoEpisodeDataset`: training targets are random
-    windows over the training tiles (new every epoch: Lightning calls the sampler's
-    ``set_epoch``); validation and test targets are the non-overlapping
-    ``GriddedPatchSampler`` windows of their tiles, with fixed supports. Supports
-    always come from the target's split.
+    Episodes are built by
+    :class:`~torchgeo_ssg2.datamodules.geo.GeoEpisodeDataModule`: training
+    targets are random windows over the training tiles (new every epoch);
+    validation and test targets are the non-overlapping grid windows of their
+    tiles, with fixed supports. Supports always come from the target's split.
 
     Batches: ``image`` BxCxHxW, ``mask`` BxHxW (protocol classes, ignore index
     255), ``support_image`` BxTxCxHxW, ``support_mask`` BxTxHxW, ``bounds`` Bx9,
@@ -67,6 +56,8 @@ class PotsdamDataModule(GeoDataModule):
     metrics say which protocol produced them. The band statistics of the chosen
     bands (:attr:`normalization`) are saved there too (see
     :func:`~torchgeo_ssg2.datamodules.base.save_normalization`).
+
+    ``support_strategy`` defaults to ``'random'``, the paper's rule.
     """
 
     #: NumPy dtype of the prepared image stacks.
@@ -106,7 +97,7 @@ class PotsdamDataModule(GeoDataModule):
             length: training episodes per epoch (default: about the number of
                 non-overlapping windows of the training tiles).
             support_strategy: ``"random"``, ``"near"`` or ``"stratified"`` (see
-                :class:`~torchgeo_ssg2.samplers.SupportGeoSampler`).
+                :class:`~torchgeo_ssg2.episodes.GeoSupportPolicy`).
             bands: ``"RGB"``, ``"IRRG"``, ``"RGBIR"``, ``"RGBIR+DSM"`` or a sequence
                 of band names.
             protocol: ``"geoseg"`` (5 classes, clutter ignored, eroded evaluation
@@ -133,8 +124,14 @@ class PotsdamDataModule(GeoDataModule):
             PreparedPotsdam,
             batch_size=batch_size,
             patch_size=patch_size,
+            sequence_length=sequence_length,
+            eval_sequence_length=eval_sequence_length,
             length=length,
+            support_strategy=support_strategy,
+            ignore_index=IGNORE_INDEX,
             num_workers=num_workers,
+            seed=seed,
+            augment=augment,
             root=self.prepared_root,
             bands=self.bands,
             protocol=self.protocol.name,
@@ -143,41 +140,13 @@ class PotsdamDataModule(GeoDataModule):
             **kwargs,
         )
         self.save_hyperparameters({'protocol': self.protocol.name})
-        save_normalization(self, self.normalization)
-        self.sequence_length = sequence_length
-        self.eval_sequence_length = eval_sequence_length or sequence_length
-        self.support_strategy: GeoStrategy = support_strategy
-        self.seed = seed
         self.prepare = prepare
-        if augment:
-            self.train_aug = K.AugmentationSequential(
-                K.Normalize(mean=self.mean, std=self.std),
-                K.RandomHorizontalFlip(),
-                K.RandomVerticalFlip(),
-                K.RandomRotation90(times=(0, 3)),
-                data_keys=None,
-                keepdim=True,
-            )
-
-    @property
-    def normalization(self) -> Normalization:
-        """The statistics of the chosen bands, in their raw units."""
-        return Normalization(
-            statistic_values(self.mean),
-            statistic_values(self.std),
-            self.bands,
-            self.input_dtype,
-        )
+        self._augmentations()
 
     @property
     def num_classes(self) -> int:
         """Number of classes under the protocol."""
         return self.protocol.num_classes
-
-    @property
-    def ignore_index(self) -> int:
-        """Mask value excluded from losses and metrics."""
-        return IGNORE_INDEX
 
     def tiles(self) -> tuple[str, ...]:
         """Every tile the train, validation and test splits use.
@@ -203,73 +172,19 @@ class PotsdamDataModule(GeoDataModule):
         if self.prepare and not done:
             prepare_potsdam(self.root, self.prepared_root, tiles=tiles)
 
-    def _episodes(self, split: str) -> tuple[GeoEpisodeDataset, SupportGeoSampler]:
-        """Build the episode dataset and sampler of one split.
+    @property
+    def colormap(self) -> Any:
+        """RGB (0-255) per class of the protocol."""
+        return self.protocol.colormap
 
-        Args:
-            split: ``"train"``, ``"val"`` or ``"test"``.
+    @property
+    def classes(self) -> Any:
+        """Class names of the protocol."""
+        return self.protocol.classes
 
-        Returns:
-            The dataset and its sampler.
-        """
-        dataset = PreparedPotsdam(split=split, **self.kwargs)  # type: ignore[arg-type]
-        training = split == 'train'
-        targets = None
-        if not training:
-            targets = GriddedPatchSampler(
-                dataset, size=self.patch_size, stride=self.patch_size
-            )
-        sampler = SupportGeoSampler(
-            dataset,
-            size=self.patch_size,
-            sequence_length=(
-                self.sequence_length if training else self.eval_sequence_length
-            ),
-            strategy=self.support_strategy,
-            length=self.length if training else None,
-            targets=targets,
-            seed=self.seed,
-            fixed=not training,
-        )
-        return GeoEpisodeDataset(dataset), sampler
-
-    def setup(self, stage: str) -> None:
-        """Set up the episode datasets and samplers.
-
-        Args:
-            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
-        """
-        if stage in ('fit',):
-            self.train_dataset, self.train_sampler = self._episodes('train')
-        if stage in ('fit', 'validate'):
-            self.val_dataset, self.val_sampler = self._episodes('val')
-        if stage in ('test',):
-            self.test_dataset, self.test_sampler = self._episodes('test')
-        if stage in ('predict',):
-            self.predict_dataset, self.predict_sampler = self._episodes('test')
-
-    def on_after_batch_transfer(self, batch: Sample, dataloader_idx: int) -> Sample:
-        """Normalise (and in training augment) the target and the supports.
-
-        Args:
-            batch: an episode batch (see the class docstring).
-            dataloader_idx: index of the dataloader the batch comes from.
-
-        Returns:
-            The batch, same keys and shapes.
-        """
-        if not self.trainer:
-            return batch
-        if self.trainer.training:
-            split = 'train'
-        elif self.trainer.validating or self.trainer.sanity_checking:
-            split = 'val'
-        elif self.trainer.testing:
-            split = 'test'
-        else:
-            split = 'predict'
-        aug = self._valid_attribute(f'{split}_aug', 'aug')
-        return augment_episode(batch, aug)
+    def display_bands(self) -> list[int]:
+        """Indices of the RGB (else IRRG) bands among :attr:`bands`."""
+        return _display_bands(self.bands)
 
     def plot(self, sample: Sample, **kwargs: Any) -> Figure:
         """Plot an episode (target row and one row per support), or a plain sample.
@@ -278,23 +193,14 @@ class PotsdamDataModule(GeoDataModule):
             sample: ``image`` (C, H, W), ``mask`` (H, W), optional ``prediction``;
                 optional ``support_image`` (T, C, H, W) and ``support_mask`` (T, H, W)
                 and the other keys of
-                :func:`~torchgeo_ssg2.datamodules.base.plot_episode`.
+                :func:`~torchgeo_ssg2.plotting.plot_episode`.
             **kwargs: passed to the plotting function.
 
         Returns:
             The figure.
         """
         if 'support_image' in sample:
-            idx = _display_bands(self.bands)
-            shown = dict(sample)
-            shown['image'] = sample['image'][idx]
-            shown['support_image'] = sample['support_image'][:, idx]
-            return plot_episode(
-                shown,
-                colormap=self.protocol.colormap,
-                classes=self.protocol.classes,
-                **kwargs,
-            )
+            return super().plot(sample, **kwargs)
         idx = _display_bands(self.bands)
         return plot_segmentation(
             sample['image'][idx],

@@ -1,25 +1,23 @@
 """datasets."""
 
 from .dubai import DubaiAerial
-from .episodes import (
-    EpisodeDataset,
-    EpisodeEpochCallback,
-    GeoEpisodeDataset,
-    set_episode_epoch,
-)
 from .images import UnreadableImageError
 from .isic import ISIC2018
+from .patches import GridPatchDataset, RandomPatchDataset
 from .potsdam import Potsdam, PotsdamProtocol, PreparedPotsdam
+from .rasters import ImageRasters, MaskMapping, MaskRasters, RasterInputError
 
 __all__: tuple[str, ...] = (
     'ISIC2018',
     'DubaiAerial',
-    'EpisodeDataset',
-    'EpisodeEpochCallback',
-    'GeoEpisodeDataset',
+    'GridPatchDataset',
+    'ImageRasters',
+    'MaskMapping',
+    'MaskRasters',
     'Potsdam',
     'PotsdamProtocol',
     'PreparedPotsdam',
+    'RandomPatchDataset',
+    'RasterInputError',
     'UnreadableImageError',
-    'set_episode_epoch',
 )

@@ -14,7 +14,13 @@
 """
 
 from .augmentation import EpisodeAugmentation
-from .dataset import EpisodeDataset, EpisodeReader, ItemReader, infer_nodata
+from .dataset import (
+    EpisodeDataset,
+    EpisodeReader,
+    GeoReader,
+    ItemReader,
+    infer_nodata,
+)
 from .geo import GeoEpisodeSampler, GeoStrategy, GeoSupportPolicy
 from .index import IndexStrategy, IndexSupportPolicy, draw_without_target
 from .protocol import EpisodeIndex, SupportPolicy, Window2D, check_epoch
@@ -27,6 +33,7 @@ __all__ = (
     'EpisodeReader',
     'EpisodeSampler',
     'GeoEpisodeSampler',
+    'GeoReader',
     'GeoStrategy',
     'GeoSupportPolicy',
     'IndexStrategy',

@@ -16,7 +16,13 @@ from torchgeo.datasets import (
 
 from .protocol import EpisodeIndex, SupportPolicy
 
-__all__ = ('EpisodeDataset', 'EpisodeReader', 'ItemReader', 'infer_nodata')
+__all__ = (
+    'EpisodeDataset',
+    'EpisodeReader',
+    'GeoReader',
+    'ItemReader',
+    'infer_nodata',
+)
 
 
 class EpisodeReader(Protocol):
@@ -60,6 +66,46 @@ class ItemReader:
     def __len__(self) -> int:
         """Length of the dataset."""
         return len(self.dataset)  # type: ignore[arg-type]
+
+
+class GeoReader(ItemReader):
+    """Reads GeoDataset windows; pixels whose image is nodata get the ignore index.
+
+    A pixel is nodata when all its image bands equal *nodata* (or are NaN).
+
+    Args:
+        dataset: GeoDataset with ``image`` and ``mask`` samples.
+        nodata: Image nodata value (default: inferred from the image rasters).
+        ignore_index: Mask value given to nodata pixels.
+    """
+
+    def __init__(
+        self, dataset: Any, nodata: float | None = None, ignore_index: int = 255
+    ) -> None:
+        super().__init__(dataset)
+        self.nodata = infer_nodata(dataset) if nodata is None else nodata
+        self.ignore_index = ignore_index
+
+    def read(self, key: Any, epoch: int) -> dict[str, Any]:
+        """Read one window.
+
+        Args:
+            key: ``(slice(x0, x1), slice(y0, y1))`` window.
+            epoch: Ignored.
+
+        Returns:
+            ``image`` C x H x W, ``mask`` H x W (nodata pixels set to the ignore
+            index), ``bounds`` and ``transform``.
+        """
+        sample = super().read(key, epoch)
+        if 'mask' in sample:
+            image: Tensor = sample['image']
+            bad = torch.isnan(image).all(dim=0)
+            if self.nodata is not None and not math.isnan(self.nodata):
+                bad |= (image == self.nodata).all(dim=0)
+            if bad.any():
+                sample['mask'] = sample['mask'].masked_fill(bad, self.ignore_index)
+        return sample
 
 
 def infer_nodata(dataset: Any) -> float | None:
