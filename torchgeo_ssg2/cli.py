@@ -86,3 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
+
+
+if __name__ == '__main__':  # python -m torchgeo_ssg2.cli (DDP re-runs this form)
+    raise SystemExit(main())

@@ -15,8 +15,9 @@ from rasterio.transform import from_origin
 from torchgeo_ssg2.normalization import Normalization
 from torchgeo_ssg2.trainers import PTAViTTask
 
-#: Runs the real command line, as the ``torchgeo-ssg2`` console script does.
-CLI = 'import sys; from torchgeo_ssg2.cli import main; sys.exit(main())'
+#: Runs the real command line, as the ``torchgeo-ssg2`` console script does (a
+#: module, so that Lightning's DDP launcher can start it again for other ranks).
+CLI = ('-m', 'torchgeo_ssg2.cli')
 
 #: Statistics of the fake training data (8-bit images).
 UINT8_STATS = Normalization(
@@ -120,7 +121,7 @@ class CodeOnLoad:
 
 def cli_command(*args: str) -> list[str]:
     """The ``torchgeo-ssg2`` command line with *args*, for subprocess."""
-    return [sys.executable, '-c', CLI, *args]
+    return [sys.executable, *CLI, *args]
 
 
 def environment() -> dict[str, str]:

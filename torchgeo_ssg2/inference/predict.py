@@ -144,15 +144,17 @@ def _placement(
 @contextmanager
 def _quiet_lightning() -> Iterator[None]:
     """Silence Lightning's start-up messages and its data-loader hints."""
-    logger = logging.getLogger('lightning.pytorch')
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+    loggers = [logging.getLogger(n) for n in ('lightning.pytorch', 'lightning.fabric')]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*LeafSpec.*is deprecated.*')
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _run(

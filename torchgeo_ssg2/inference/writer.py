@@ -286,17 +286,26 @@ class RasterPredictionWriter(BasePredictionWriter):
         self._datasets: Mapping[int, Any] = {}
         self._protected: dict[str, Path] = {}
         self._warnings: Any = None
+        self._failed = False
 
     def teardown(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
     ) -> None:
-        """Restore the warning filters of :meth:`setup`.
+        """Complete a successful run on every rank, restore the warning filters.
 
         Args:
             trainer: The trainer.
             pl_module: The task.
             stage: The finished stage.
         """
+        try:
+            if stage == 'predict' and not self._failed and self.outputs:
+                self._complete(trainer)
+        finally:
+            self._restore_warnings()
+
+    def _restore_warnings(self) -> None:
+        """Restore the warning filters of :meth:`setup`."""
         if self._warnings is not None:
             self._warnings.__exit__(None, None, None)
             self._warnings = None
@@ -323,6 +332,8 @@ class RasterPredictionWriter(BasePredictionWriter):
         """
         if stage != 'predict':
             return
+        self._failed = False
+        self.results, self.mosaics, self.written = {}, [], {}
         # The datamodule's batches are iterable and pre-batched on purpose (the
         # order is fixed, no sampler is added): Lightning's hints about both do
         # not apply. The filters end in teardown.
@@ -332,6 +343,7 @@ class RasterPredictionWriter(BasePredictionWriter):
             '.*IterableDataset.*__len__.*',
             ".*Couldn't infer the batch indices.*",
             '.*does not have many workers.*',
+            '.*Total length of .DataLoader. across ranks is zero.*',
         ):
             warnings.filterwarnings('ignore', message=message)
         datamodule = getattr(trainer, 'datamodule', None)
@@ -489,7 +501,7 @@ class RasterPredictionWriter(BasePredictionWriter):
     def on_predict_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
     ) -> None:
-        """Write the last rows, wait for every rank, and write the mosaics.
+        """Write the last rows of this rank's last raster.
 
         Args:
             trainer: The trainer.
@@ -510,18 +522,29 @@ class RasterPredictionWriter(BasePredictionWriter):
                 raise RuntimeError(msg)
         finally:
             self._cleanup()
+
+    def _complete(self, trainer: pl.Trainer) -> None:
+        """After every rank is done: list all results and write the mosaics.
+
+        Runs in :meth:`teardown`, which every rank reaches, also a rank that had
+        nothing to predict (Lightning then skips its predict loop).
+
+        Args:
+            trainer: The trainer.
+        """
         trainer.strategy.barrier('raster_prediction_written')
         datamodule = trainer.datamodule
         for i, path in enumerate(datamodule.rasters):
             if i in datamodule.excluded or path in datamodule.failed:
                 continue
-            self.results.setdefault(datamodule.rasters[i], self._paths(self.outputs[i]))
+            self.results.setdefault(path, self._paths(self.outputs[i]))
         self.results = {
             p: self.results[p] for p in datamodule.rasters if p in self.results
         }
-        if self.vrt and trainer.is_global_zero:
+        if self.vrt and trainer.is_global_zero and self.results:
+            assert self.output_dir is not None
             self.mosaics = write_mosaics(
-                [paths for paths in self.results.values()], Path(self.output_dir or '.')
+                list(self.results.values()), Path(self.output_dir)
             )
 
     def on_exception(
@@ -537,6 +560,7 @@ class RasterPredictionWriter(BasePredictionWriter):
             pl_module: The task.
             exception: The error.
         """
+        self._failed = True
         self._cleanup()
 
     def _cleanup(self) -> None:

@@ -1,0 +1,99 @@
+"""``torchgeo-ssg2 predict`` on 2 CPU processes (DDP, gloo) against 1 process."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import rasterio
+import torch
+from inference_fakes import TRANSFORM, make_raster, save_checkpoint
+from rasterio.transform import from_origin
+
+from torchgeo_ssg2.trainers import PTAViTTask
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real command line (a module, so DDP can start it again per rank)."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', OMP_WAIT_POLICY='PASSIVE')
+    env.pop('LOCAL_RANK', None)
+    return subprocess.run(
+        [sys.executable, '-m', 'torchgeo_ssg2.cli', *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path]:
+    """A PTAViT checkpoint (test preset) and a folder of 4 small rasters."""
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(
+        PTAViTTask(preset='test', in_channels=3, num_classes=3), tmp_path / 'm.ckpt'
+    )
+    tiles = tmp_path / 'tiles'
+    tiles.mkdir()
+    for i, (h, w) in enumerate([(40, 50), (64, 64), (30, 70), (50, 40)]):
+        transform = from_origin(TRANSFORM.c + 40.0 * i, TRANSFORM.f, 0.5, 0.5)
+        make_raster(tiles / f'r{i}.tif', h, w, seed=i, transform=transform)
+    return ckpt, tiles
+
+
+def test_two_processes_write_the_same_files_as_one(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ckpt, tiles = setup
+    common = ['--checkpoint', str(ckpt), '--input', str(tiles), '--window', '32']
+    common += ['--overlap', '8', '--mean', '0', '--std', '255', '--vrt']
+    common += ['--probabilities', '--no-progress']
+    one = run('predict', *common, '--output-dir', str(tmp_path / 'one'))
+    assert one.returncode == 0, one.stderr
+    two = run(
+        'predict',
+        *common,
+        '--output-dir',
+        str(tmp_path / 'two'),
+        '--accelerator',
+        'cpu',
+        '--devices',
+        '2',
+    )
+    assert two.returncode == 0, two.stderr
+    names = sorted(p.name for p in (tmp_path / 'one').iterdir())
+    assert names == sorted(p.name for p in (tmp_path / 'two').iterdir())
+    assert 'mosaic.vrt' in names and 'mosaic_probabilities.vrt' in names
+    for name in names:
+        if name.endswith('.tif'):
+            a = (tmp_path / 'one' / name).read_bytes()
+            assert a == (tmp_path / 'two' / name).read_bytes(), name
+    for i in range(4):
+        with (
+            rasterio.open(tiles / f'r{i}.tif') as src,
+            rasterio.open(tmp_path / 'two' / f'r{i}.tif') as dst,
+        ):
+            assert (dst.crs, dst.transform, dst.shape) == (
+                src.crs,
+                src.transform,
+                src.shape,
+            )
+    # rank 0 alone reports, once per raster
+    assert two.stdout.count('classes ') == 4
+    # a rerun on 2 processes finds everything complete and writes nothing
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / 'two').glob('*.tif')}
+    again = run(
+        'predict',
+        *common,
+        '--output-dir',
+        str(tmp_path / 'two'),
+        '--accelerator',
+        'cpu',
+        '--devices',
+        '2',
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count('skipped') == 4
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps

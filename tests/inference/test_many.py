@@ -1,0 +1,219 @@
+"""Many rasters: inputs, output names, resume, bad files, mosaics, QGIS-ready files."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from inference_fakes import TRANSFORM, PixelModel, make_raster, read
+from rasterio.transform import from_origin
+
+from torchgeo_ssg2.inference import (
+    expand_inputs,
+    outputs_for,
+    predict_raster,
+    predict_rasters,
+)
+from torchgeo_ssg2.inference.output import DEFAULT_PALETTE, UNCERTAINTY_DESCRIPTION
+
+OPTIONS = {'window': 32, 'overlap': 8, 'mean': 0, 'std': 255, 'progress': False}
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """Three rasters: two in UTM 40N (side by side), one in UTM 39N."""
+    src = tmp_path / 'tiles'
+    src.mkdir()
+    make_raster(src / 'a.tif', 40, 50, seed=1)
+    make_raster(
+        src / 'b.tif',
+        30,
+        36,
+        seed=2,
+        transform=from_origin(TRANSFORM.c + 25.0, TRANSFORM.f, 0.5, 0.5),
+    )
+    make_raster(src / 'c.tif', 20, 44, seed=3, crs='EPSG:32639')
+    (src / 'notes.md').write_text('not a raster')
+    return src
+
+
+def test_expand_inputs(folder: Path, tmp_path: Path) -> None:
+    names = ['a.tif', 'b.tif', 'c.tif']
+    assert [p.name for p in expand_inputs(folder)] == names
+    assert [p.name for p in expand_inputs(str(folder / '*.tif'))] == names
+    listed = tmp_path / 'list.txt'
+    listed.write_text('# tiles\ntiles/c.tif\n\ntiles/a.tif\n')
+    assert [p.name for p in expand_inputs(listed)] == ['c.tif', 'a.tif']
+    # the same file twice is predicted once
+    assert len(expand_inputs([folder / 'a.tif', str(folder / '*.tif')])) == 3
+    with pytest.raises(FileNotFoundError, match='matches no file'):
+        expand_inputs(str(tmp_path / '*.jp2'))
+    with pytest.raises(FileNotFoundError, match=r'missing\.tif'):
+        expand_inputs(tmp_path / 'missing.tif')
+
+
+def test_output_names(tmp_path: Path) -> None:
+    out = outputs_for([Path('x/a.tif'), Path('y/a.tif'), Path('y/b.tif')], None, 'o')
+    assert out == [Path('o/x_a.tif'), Path('o/y_a.tif'), Path('o/b.tif')]
+    with pytest.raises(ValueError, match='--output-dir'):
+        outputs_for([Path('a.tif'), Path('b.tif')], 'out.tif', None)
+
+
+def test_folder_to_output_dir(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / 'out'
+    results = predict_rasters(PixelModel(), folder, out, vrt=True, **OPTIONS)
+    assert [p.name for p in results] == ['a.tif', 'b.tif', 'c.tif']
+    for source, paths in results.items():
+        with rasterio.open(source) as src, rasterio.open(paths['classes']) as dst:
+            assert dst.crs == src.crs
+            assert dst.transform == src.transform
+            assert dst.shape == src.shape
+        # the same bytes as predicting that raster alone
+        alone = predict_raster(
+            PixelModel(), source, tmp_path / f'alone_{source.name}', **OPTIONS
+        )
+        assert alone['classes'].read_bytes() == paths['classes'].read_bytes()
+    mosaics = sorted(p.name for p in out.glob('*.vrt'))
+    assert mosaics == ['mosaic_EPSG_32639.vrt', 'mosaic_EPSG_32640.vrt']
+    with rasterio.open(out / 'mosaic_EPSG_32640.vrt') as vrt:
+        assert vrt.crs.to_epsg() == 32640
+        assert vrt.shape == (40, 86)  # b starts 50 px right of a, is 36 wide
+        mosaic = vrt.read(1)
+    assert np.array_equal(
+        mosaic[:40, :50], read(results[folder / 'a.tif']['classes'])[0][0]
+    )
+    assert np.array_equal(
+        mosaic[:30, 50:], read(results[folder / 'b.tif']['classes'])[0][0]
+    )
+    assert (mosaic[30:, 50:] == 255).all()  # covered by no raster: nodata
+
+
+def test_rerun_resumes_and_overwrite_predicts_again(
+    folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / 'out'
+    predict_rasters(PixelModel(), folder, out, **OPTIONS)
+    (out / 'b.tif').unlink()  # as if the first run had stopped before b
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    calls: list[int] = []
+    model = PixelModel()
+    model.register_forward_hook(lambda *_: calls.append(1))
+    results = predict_rasters(model, folder, out, **OPTIONS)
+    assert set(results) == {folder / n for n in ('a.tif', 'b.tif', 'c.tif')}
+    assert {
+        p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != 'b.tif'
+    } == stamps
+    assert (out / 'b.tif').exists()
+    n_b = len(calls)
+    assert n_b > 0
+    predict_rasters(model, folder, out, overwrite=True, **OPTIONS)
+    assert len(calls) > 2 * n_b  # all three again
+
+
+def test_bad_raster_stops_before_work_or_is_skipped(
+    folder: Path, tmp_path: Path
+) -> None:
+    (folder / 'broken.tif').write_bytes(b'II*\x00 not really a tiff')
+    out = tmp_path / 'out'
+    with pytest.raises(ValueError, match=r'broken\.tif'):
+        predict_rasters(PixelModel(), folder, out, **OPTIONS)
+    assert not out.exists() or not any(out.iterdir())
+    with pytest.warns(UserWarning, match='skipped .*broken.tif'):
+        results = predict_rasters(PixelModel(), folder, out, keep_going=True, **OPTIONS)
+    assert [p.name for p in results] == ['a.tif', 'b.tif', 'c.tif']
+    assert sorted(p.name for p in out.iterdir()) == ['a.tif', 'b.tif', 'c.tif']
+
+
+def test_output_dir_holding_the_inputs_is_refused(folder: Path) -> None:
+    with pytest.raises(ValueError, match='never overwritten'):
+        predict_rasters(PixelModel(), folder, folder, overwrite=True, **OPTIONS)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        'a.tif',
+        'b.tif',
+        'c.tif',
+        'notes.md',
+    ]
+
+
+def test_qgis_ready_outputs(folder: Path, tmp_path: Path) -> None:
+    names = ['water', 'road', 'building', 'tree']
+    palette = [(0, 0, 255), (128, 128, 128), (255, 0, 0), (0, 160, 0)]
+    out = predict_raster(
+        PixelModel(),
+        folder / 'a.tif',
+        tmp_path / 'a.tif',
+        probabilities=True,
+        class_names=names,
+        palette=palette,
+        **OPTIONS,
+    )
+    with rasterio.open(out['classes']) as src:
+        assert src.colormap(1)[2] == (255, 0, 0, 255)
+        assert src.descriptions == ('class (0 water, 1 road, 2 building, 3 tree)',)
+        assert json.loads(src.tags()['CLASS_NAMES']) == names
+        assert src.tags(1)['CLASS_3'] == 'tree'
+        assert src.profile['compress'] == 'deflate'
+    with rasterio.open(out['probabilities']) as src:
+        assert src.descriptions == tuple(f'probability of {n}' for n in names)
+    default = predict_raster(
+        PixelModel(), folder / 'a.tif', tmp_path / 'd.tif', **OPTIONS
+    )
+    with rasterio.open(default['classes']) as src:
+        assert src.colormap(1)[1] == (*DEFAULT_PALETTE[1], 255)
+        assert src.descriptions == (
+            'class (0 class_0, 1 class_1, 2 class_2, 3 class_3)',
+        )
+    with pytest.raises(ValueError, match='2 class names given for 4 classes'):
+        predict_raster(
+            PixelModel(),
+            folder / 'a.tif',
+            tmp_path / 'e.tif',
+            class_names=['x', 'y'],
+            **OPTIONS,
+        )
+    assert not (tmp_path / 'e.tif').exists()
+
+
+def test_cog_output(tmp_path: Path) -> None:
+    src_path = make_raster(tmp_path / 'in.tif', 300, 280)
+    out = predict_raster(
+        PixelModel(),
+        src_path,
+        tmp_path / 'out.tif',
+        probabilities=True,
+        cog=True,
+        **OPTIONS | {'window': 64, 'overlap': 16},
+    )
+    plain = predict_raster(
+        PixelModel(),
+        src_path,
+        tmp_path / 'plain.tif',
+        **OPTIONS | {'window': 64, 'overlap': 16},
+    )
+    for path in out.values():
+        with rasterio.open(path) as src:
+            assert src.tags(ns='IMAGE_STRUCTURE').get('LAYOUT') == 'COG'
+            assert src.overviews(1)
+    with rasterio.open(out['classes']) as a, rasterio.open(plain['classes']) as b:
+        assert np.array_equal(a.read(), b.read())
+        assert a.colormap(1)[0] == b.colormap(1)[0]
+        assert a.descriptions == b.descriptions
+    assert sorted(os.listdir(tmp_path)) == [
+        'in.tif',
+        'out.tif',
+        'out_probabilities.tif',
+        'plain.tif',
+    ]
+
+
+def test_uncertainty_band_is_described(tmp_path: Path) -> None:
+    from inference_fakes import PixelTask
+
+    src = make_raster(tmp_path / 'in.tif', 40, 40)
+    out = predict_raster(
+        PixelTask(), src, tmp_path / 'o.tif', uncertainty=True, **OPTIONS
+    )
+    with rasterio.open(out['uncertainty']) as dst:
+        assert dst.descriptions == (UNCERTAINTY_DESCRIPTION,)
