@@ -296,3 +296,37 @@ def test_lightning_distributed_wrapper(two_rasters: RasterDataset) -> None:
     assert sorted(shares[0] + shares[1], key=str) == sorted(reference, key=str)
     targets = [[index.target for index in share] for share in shares]
     assert not set(map(str, targets[0])) & set(map(str, targets[1]))
+
+
+def test_grid_targets_stay_inside(two_rasters: RasterDataset) -> None:
+    # An L-shaped region over the first raster, and the whole second raster.
+    roi = shapely.union_all(
+        [
+            shapely.box(X0, Y0 - 60 * RES, X0 + 200 * RES, Y0),
+            shapely.box(X0, Y0 - 120 * RES, X0 + 40 * RES, Y0),
+            shapely.box(X0 + 230 * RES, Y0 - 100 * RES, X0 + 330 * RES, Y0),
+        ]
+    )
+    sampler = GeoEpisodeSampler(two_rasters, size=SIZE, roi=roi, grid=True)
+    windows = [index.target for index in sampler]
+    assert len(windows) == len(sampler) > 0
+    assert sampler.strategy == 'sequential'
+    region = two_rasters.index.geometry.union_all() & roi
+    for w in windows:
+        assert box(w).covered_by(region.buffer(1e-6))
+        assert on_grid(w[0].start, X0) and on_grid(w[1].start, Y0 - 120 * RES)
+    # Windows of one part tile it: together they cover the part exactly.
+    second = [w for w in windows if w[0].start >= X0 + 230 * RES]
+    assert shapely.union_all([box(w) for w in second]).area == pytest.approx(
+        (100 * RES) ** 2
+    )
+    # Fixed: the same windows every epoch.
+    sampler.set_epoch(4)
+    assert [index.target for index in sampler] == windows
+    with pytest.raises(ValueError, match='not both'):
+        GeoEpisodeSampler(
+            two_rasters,
+            size=SIZE,
+            grid=True,
+            targets=GriddedPatchSampler(two_rasters, size=SIZE),
+        )

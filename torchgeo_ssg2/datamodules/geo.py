@@ -6,7 +6,6 @@ from matplotlib.figure import Figure
 from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import Sample
-from torchgeo.samplers import GriddedPatchSampler
 
 from ..episodes import (
     EpisodeDataset,
@@ -34,8 +33,8 @@ class GeoEpisodeDataModule(GeoDataModule):
       (:class:`~torchgeo_ssg2.episodes.GeoEpisodeSampler`; Lightning calls its
       ``set_epoch``), supports drawn by a
       :class:`~torchgeo_ssg2.episodes.GeoSupportPolicy` from the same split;
-    * validation, test and prediction: the non-overlapping grid of windows of
-      their split (torchgeo's ``GriddedPatchSampler``) with fixed supports.
+    * validation, test and prediction: the grid of windows inside their split
+      (``GeoEpisodeSampler(grid=True)``), with fixed supports.
 
     Episodes are read by :class:`~torchgeo_ssg2.episodes.EpisodeDataset` through
     a :class:`~torchgeo_ssg2.episodes.GeoReader` (image nodata pixels get the
@@ -157,16 +156,11 @@ class GeoEpisodeDataModule(GeoDataModule):
             seed=self.seed,
             fixed=not training,
         )
-        targets = None
-        if not training:
-            targets = GriddedPatchSampler(
-                dataset, size=self.patch_size, stride=self.patch_size
-            )
         sampler = GeoEpisodeSampler(
             dataset,
             size=self.patch_size,  # type: ignore[arg-type]
             length=self.length if training else None,
-            targets=targets,
+            grid=not training,
             seed=self.seed,
             fixed=not training,
         )

@@ -195,12 +195,14 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
         self.images, self.masks = self._pair(images, masks)
         self.input_dtype = check_bands(self.images, self.bands)[1]
         self.nodata = infer_nodata(self.images)
+        pairs = self.images & self.masks
+        self._check_area({'image': pairs})
         self._datasets = self._splits(
-            self.images & self.masks,
+            pairs,
             None if val_images is None else self._pair(val_images, val_masks),
             None if test_images is None else self._pair(test_images, test_masks),
         )
-        self._check_area()
+        self._check_area(self._datasets)
         if mean is not None and std is not None:
             self.mean = torch.tensor([float(v) for v in mean])
             self.std = torch.tensor([float(v) for v in std])
@@ -299,14 +301,18 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
                 start += count
         return dict(zip(['train', *held], roi_split(dataset, rois), strict=True))
 
-    def _check_area(self) -> None:
-        """Every split must hold at least one patch."""
-        for split, dataset in self._datasets.items():
+    def _check_area(self, datasets: Mapping[str, GeoDataset]) -> None:
+        """Every area must hold at least one patch."""
+        for split, dataset in datasets.items():
             sampler = GeoEpisodeSampler(dataset, size=self.patch_size, length=1)
             try:
                 next(iter(sampler))
             except ValueError:
-                files = sorted({str(f) for f in dataset.index.filepath})
+                files = (
+                    [str(f) for f in self.images.index.filepath]
+                    if split == 'image'
+                    else self.split_files(split)
+                )
                 raise RasterInputError(
                     f'the {split} area is smaller than one patch of {self.patch_size} '
                     f'px: {", ".join(files)}'
@@ -334,6 +340,30 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
             The images and masks of the split, as an IntersectionDataset.
         """
         return self._datasets[split]
+
+    def split_files(self, split: str) -> list[str]:
+        """The image files that a split's area overlaps.
+
+        Args:
+            split: ``'train'``, ``'val'`` or ``'test'``.
+
+        Returns:
+            The files, in index order.
+        """
+        area = self._datasets[split].index.geometry.union_all()
+        images = [self.images]
+        if split != 'train':
+            dataset = self._datasets[split]
+            if isinstance(dataset, IntersectionDataset):
+                images.append(dataset.datasets[0])  # type: ignore[arg-type]
+        files: list[str] = []
+        for ds in images:
+            for path, geometry in zip(
+                ds.index.filepath, ds.index.geometry, strict=True
+            ):
+                if str(path) not in files and geometry.intersection(area).area > 0:
+                    files.append(str(path))
+        return files
 
     @property
     def classes(self) -> Any:

@@ -87,6 +87,14 @@ def _window_size(
     return float(h), float(w)
 
 
+def _starts(first: float, last: float, step: float) -> list[float]:
+    """Starts from *first* by *step*, the last one moved flush to *last*."""
+    count = max(1, math.ceil((last - first) / step - 1e-6) + 1)
+    starts = [first + k * step for k in range(count)]
+    starts[-1] = max(first, last)
+    return starts
+
+
 class GeoSupportPolicy:
     """The :class:`~torchgeo_ssg2.episodes.SupportPolicy` of GeoDataset windows.
 
@@ -378,9 +386,12 @@ class GeoEpisodeSampler(SpatialSampler):
     """Yields the target windows of an epoch as ``(window, epoch)`` pairs.
 
     Targets are drawn uniformly among the windows inside the sampling region, new
-    every epoch (Lightning calls :meth:`set_epoch`), or taken from another spatial
-    sampler (*targets*, e.g. a :class:`~torchgeo.samplers.GriddedPatchSampler`
-    for validation), in its order.
+    every epoch (Lightning calls :meth:`set_epoch`); or, with ``grid=True``, they
+    are the windows of a grid of step *size* over every part of the region, the
+    last row and column moved flush with the part's border, kept when they lie
+    inside the region (validation and test: no window reaches into another
+    split); or they are taken from another spatial sampler (*targets*), in its
+    order.
 
     Args:
         dataset: The GeoDataset to sample from.
@@ -389,6 +400,7 @@ class GeoEpisodeSampler(SpatialSampler):
             non-overlapping windows in the region). Ignored with *targets*.
         roi: Region of interest of the targets.
         targets: Another spatial sampler that gives the target windows.
+        grid: Targets on a grid inside the region (ignores *length*).
         units: Units of *size*.
         seed: Seed of the target draws.
         fixed: Ignore the epoch (the same targets every epoch).
@@ -410,6 +422,7 @@ class GeoEpisodeSampler(SpatialSampler):
         length: int | None = None,
         roi: Polygon | None = None,
         targets: SpatialSampler | None = None,
+        grid: bool = False,
         units: Units = Units.PIXELS,
         seed: int = 0,
         fixed: bool = False,
@@ -417,6 +430,8 @@ class GeoEpisodeSampler(SpatialSampler):
         rank: int = 0,
     ) -> None:
         super().__init__(dataset, roi=roi)
+        if grid and targets is not None:
+            raise ValueError('give targets or grid=True, not both')
         if not 0 <= rank < num_replicas:
             raise ValueError(f'rank {rank} not in [0, {num_replicas})')
         if seed < 0:
@@ -432,9 +447,13 @@ class GeoEpisodeSampler(SpatialSampler):
         self.rank = int(rank)
         self.epoch = 0
         self.targets = targets
+        self._grid = self._grid_windows() if grid else None
         # torchgeo's notion of strategy (for SpatioTemporalSampler).
-        self.strategy = targets.strategy if targets is not None else 'random'  # type: ignore[misc]
-        if targets is None:
+        sequential = grid or (targets is not None and targets.strategy == 'sequential')
+        self.strategy = 'sequential' if sequential else 'random'  # type: ignore[misc]
+        if self._grid is not None:
+            self._num_targets = len(self._grid)
+        elif targets is None:
             area = shapely.area(self.geometry)
             self._num_targets = length or convolution_arithmetic(
                 area, self.size[0] * self.size[1]
@@ -459,6 +478,34 @@ class GeoEpisodeSampler(SpatialSampler):
             ox + np.round((x - ox) / xres) * xres,
             oy + np.round((y - oy) / yres) * yres,
         )
+
+    def _grid_windows(self) -> list[Window2D]:
+        """Grid windows inside the region, part by part, rows then columns."""
+        h, w = self.size
+        xres, yres = self.res
+        ox, oy = self.origin
+        tol = 1e-6 * max(self.size)
+        parts = getattr(self.geometry, 'geoms', [self.geometry])
+        out: list[Window2D] = []
+        seen: set[tuple[float, float]] = set()
+        for part in parts:
+            x0, y0, x1, y1 = part.bounds
+            # Snap inwards to the pixel grid.
+            gx0 = ox + math.ceil((x0 - ox) / xres - 1e-6) * xres
+            gy0 = oy + math.ceil((y0 - oy) / yres - 1e-6) * yres
+            gx1 = ox + math.floor((x1 - w - ox) / xres + 1e-6) * xres
+            gy1 = oy + math.floor((y1 - h - oy) / yres + 1e-6) * yres
+            if gx1 < gx0 - tol or gy1 < gy0 - tol:
+                continue
+            xs = _starts(gx0, gx1, w)
+            ys = _starts(gy0, gy1, h)[::-1]  # top row first
+            for y in ys:
+                for x in xs:
+                    box = shapely.box(x + tol, y + tol, x + w - tol, y + h - tol)
+                    if (x, y) not in seen and shapely.covered_by(box, self.geometry):
+                        seen.add((x, y))
+                        out.append((slice(x, x + w), slice(y, y + h)))
+        return out
 
     def _draw_target(self, k: int, epoch: int) -> Window2D:
         """Draw target number *k* uniformly among windows inside the region."""
@@ -489,6 +536,8 @@ class GeoEpisodeSampler(SpatialSampler):
             The target windows.
         """
         e = 0 if self.fixed else check_epoch(self.epoch if epoch is None else epoch)
+        if self._grid is not None:
+            return list(self._grid)
         if self.targets is not None:
             return [(t[0], t[1]) for t in self.targets]  # type: ignore[index]
         return [self._draw_target(k, e) for k in range(self._num_targets)]
@@ -500,7 +549,7 @@ class GeoEpisodeSampler(SpatialSampler):
             ``(window, epoch)`` pairs.
         """
         epoch = 0 if self.fixed else self.epoch
-        if self.targets is not None:
+        if self.targets is not None or self._grid is not None:
             windows = self.target_windows(epoch)
             for k in range(self.rank, len(windows), self.num_replicas):
                 yield EpisodeIndex(windows[k], epoch)

@@ -1,0 +1,270 @@
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import torch
+
+from torchgeo_ssg2.datamodules import RasterEpisodeDataModule
+from torchgeo_ssg2.datasets import RasterInputError
+from torchgeo_ssg2.episodes import EpisodeAugmentation
+
+from .raster_fakes import (
+    COLOURS,
+    UTM33,
+    X0,
+    Y0,
+    class_mask,
+    colour_set,
+    image_for,
+    two_crs_set,
+    write,
+)
+
+
+def make(images: Any, masks: Any, **kwargs: Any) -> RasterEpisodeDataModule:
+    options: dict[str, Any] = {
+        'num_classes': 3,
+        'patch_size': 32,
+        'batch_size': 2,
+        'sequence_length': 2,
+        'length': 4,
+        'block_size': 64,
+        'statistics_windows': 16,
+    }
+    options.update(kwargs)
+    return RasterEpisodeDataModule(images, masks, **options)
+
+
+@pytest.fixture
+def two_crs(tmp_path: Path) -> dict[str, Path]:
+    return two_crs_set(tmp_path / 'set')
+
+
+def box(window: tuple[slice, slice]) -> shapely.Polygon:
+    x, y = window
+    return shapely.box(x.start, y.start, x.stop, y.stop)
+
+
+class TestTwoCRS:
+    def test_episodes(self, two_crs: dict[str, Path]) -> None:
+        dm = make(str(two_crs['images']), str(two_crs['masks']), bands='RGBN')
+        assert dm.images.crs == dm.masks.crs
+        assert len(dm.images.index) == len(dm.masks.index) == 2
+        dm.setup('fit')
+        batch = next(iter(dm.train_dataloader()))
+        assert batch['image'].shape == (2, 4, 32, 32)
+        assert batch['mask'].shape == (2, 32, 32)
+        assert batch['support_image'].shape == (2, 2, 4, 32, 32)
+        assert batch['support_mask'].shape == (2, 2, 32, 32)
+        assert batch['bounds'].shape == (2, 9)
+        assert set(batch['mask'].unique().tolist()) <= {0, 1, 2, 255}
+        val = next(iter(dm.val_dataloader()))
+        assert val['support_image'].shape == (2, 2, 4, 32, 32)
+        assert isinstance(dm.train_aug, EpisodeAugmentation)
+        assert isinstance(dm.aug, EpisodeAugmentation)
+
+    def test_blocks_never_straddle(self, two_crs: dict[str, Path]) -> None:
+        dm = make(str(two_crs['images']), str(two_crs['masks']), val_fraction=0.3)
+        train = dm.split_dataset('train').index.geometry.union_all()
+        val = dm.split_dataset('val').index.geometry.union_all()
+        assert shapely.intersection(train, val).area == pytest.approx(0, abs=1e-6)
+        dm.setup('fit')
+        for index in dm.val_sampler:  # type: ignore[union-attr]
+            assert box(index.target).covered_by(val.buffer(1e-6))
+            for window in dm.val_dataset.policy.draw(index.target, index.epoch):
+                assert box(window).covered_by(val.buffer(1e-6))
+        for index in dm.train_sampler:  # type: ignore[union-attr]
+            assert box(index.target).covered_by(train.buffer(1e-6))
+        # Fixed validation supports, new training draws every epoch.
+        first = list(dm.val_sampler)  # type: ignore[arg-type]
+        dm.val_sampler.set_epoch(2)  # type: ignore[union-attr]
+        assert list(dm.val_sampler) == first  # type: ignore[arg-type]
+        targets = [i.target for i in dm.train_sampler]  # type: ignore[union-attr]
+        dm.train_sampler.set_epoch(1)  # type: ignore[union-attr]
+        assert [i.target for i in dm.train_sampler] != targets  # type: ignore[union-attr]
+
+    def test_split_by_file(self, two_crs: dict[str, Path]) -> None:
+        dm = make(
+            str(two_crs['images']),
+            str(two_crs['masks']),
+            split_by='file',
+            val_fraction=0.5,
+        )
+        files = {
+            split: {Path(p).name for p in dm.split_files(split)}
+            for split in ('train', 'val')
+        }
+        assert len(files['train']) == len(files['val']) == 1
+        assert len(dm.split_dataset('train').index) == 1
+        assert len(dm.split_dataset('val').index) == 1
+        assert files['train'] | files['val'] == {'a.tif', 'b.tif'}
+
+    def test_explicit_val(self, two_crs: dict[str, Path]) -> None:
+        images, masks = two_crs['images'], two_crs['masks']
+        dm = make(
+            [str(images / 'a.tif')],
+            str(masks / 'a.tif'),
+            val_images=str(images / 'b.tif'),
+            val_masks=str(masks / 'b.tif'),
+        )
+        assert len(dm.split_dataset('train').index) == 1
+        assert dm.split_dataset('test') is dm.split_dataset('val')
+
+    def test_nodata_border(self, two_crs: dict[str, Path]) -> None:
+        dm = make(str(two_crs['images']), str(two_crs['masks']))
+        assert dm.nodata == 0.0
+        dm.setup('fit')
+        reader = dm.train_dataset.reader  # type: ignore[union-attr]
+        # The left border of a.tif is nodata: its mask pixels are ignored.
+        window = (slice(X0, X0 + 32), slice(Y0 - 32, Y0))
+        sample = reader.read(window, 0)
+        nodata = (sample['image'] == 0).all(dim=0)
+        assert nodata[:, :16].all() and not nodata[:, 16:].any()
+        assert (sample['mask'][nodata] == 255).all()
+        assert (sample['mask'][~nodata] != 255).all()
+
+    def test_statistics(self, two_crs: dict[str, Path]) -> None:
+        dm = make(str(two_crs['images']), str(two_crs['masks']), statistics_windows=32)
+        norm = dm.normalization
+        assert norm.dtype == 'uint8' and norm.num_bands == 4
+        # Valid pixels average about 100 (nodata 0 is left out), std about 25.
+        assert all(abs(m - 100) < 8 for m in norm.mean)
+        assert all(15 < s < 40 for s in norm.std)
+        assert dm.hparams['normalization'] == norm.to_dict()
+        again = make(
+            str(two_crs['images']), str(two_crs['masks']), statistics_windows=32
+        )
+        assert again.normalization == norm  # seeded
+        given = make(
+            str(two_crs['images']),
+            str(two_crs['masks']),
+            mean=[1, 2, 3, 4],
+            std=[5, 6, 7, 8],
+        )
+        assert given.normalization.mean == (1.0, 2.0, 3.0, 4.0)
+
+
+class TestColourMask:
+    def test_colour_mapping_uint16(self, tmp_path: Path) -> None:
+        paths = colour_set(tmp_path / 'colour')
+        mapping = {','.join(map(str, c)): k for c, k in COLOURS.items()}
+        dm = make(str(paths['images']), str(paths['masks']), mask_mapping=mapping)
+        assert dm.normalization.dtype == 'uint16'
+        assert dm.normalization.num_bands == 1
+        assert 7000 < dm.normalization.mean[0] < 13000
+        dm.setup('fit')
+        sample = dm.train_dataset[next(iter(dm.train_sampler))]  # type: ignore[index]
+        assert sample['mask'].shape == (32, 32)
+        assert sample['support_mask'].shape == (2, 32, 32)
+        # The mapped mask equals the class mask the colours were written from.
+        window = next(iter(dm.train_sampler)).target  # type: ignore[union-attr]
+        x, y = window
+        col, row = int(x.start - X0), int(Y0 - y.stop)
+        expected = class_mask(128, 128)[0, row : row + 32, col : col + 32]
+        assert np.array_equal(sample['mask'].numpy(), expected)
+
+    def test_plain_mapping(self, tmp_path: Path) -> None:
+        root = tmp_path / 'plain'
+        root.mkdir()
+        mask = class_mask(96, 96, 2) * 255
+        write(root / 'mask.tif', mask, UTM33, X0, Y0)
+        write(root / 'image.tif', image_for(mask // 255, 3, 'uint8', 0), UTM33, X0, Y0)
+        dm = make(
+            str(root / 'image.tif'),
+            str(root / 'mask.tif'),
+            num_classes=2,
+            mask_mapping={0: 0, 255: 1},
+        )
+        dm.setup('fit')
+        batch = next(iter(dm.train_dataloader()))
+        assert set(batch['mask'].unique().tolist()) <= {0, 1}
+
+
+class TestErrors:
+    def test_no_overlapping_mask(self, tmp_path: Path) -> None:
+        images, masks = tmp_path / 'images', tmp_path / 'masks'
+        images.mkdir()
+        masks.mkdir()
+        mask = class_mask(64, 64)
+        write(images / 'a.tif', image_for(mask, 3, 'uint8', 0), UTM33, X0, Y0)
+        write(images / 'far.tif', image_for(mask, 3, 'uint8', 0), UTM33, X0 + 1e4, Y0)
+        write(masks / 'a.tif', mask, UTM33, X0, Y0)
+        with pytest.raises(RasterInputError, match=r'far\.tif has no overlapping mask'):
+            make(str(images), str(masks))
+
+    def test_bands_differ(self, tmp_path: Path) -> None:
+        images, masks = tmp_path / 'images', tmp_path / 'masks'
+        images.mkdir()
+        masks.mkdir()
+        mask = class_mask(64, 64)
+        write(images / 'a.tif', image_for(mask, 3, 'uint8', 0), UTM33, X0, Y0)
+        write(images / 'b.tif', image_for(mask, 4, 'uint8', 0), UTM33, X0 + 64, Y0)
+        write(masks / 'a.tif', mask, UTM33, X0, Y0)
+        write(masks / 'b.tif', mask, UTM33, X0 + 64, Y0)
+        with pytest.raises(RasterInputError, match=r'b\.tif has 4 band\(s\)'):
+            make(str(images), str(masks))
+        with pytest.raises(RasterInputError, match=r'a\.tif has 3 band\(s\) but 2'):
+            make(str(images / 'a.tif'), str(masks / 'a.tif'), bands=['R', 'G'])
+
+    def test_mask_values(self, tmp_path: Path) -> None:
+        mask = class_mask(64, 64, 5)
+        write(tmp_path / 'mask.tif', mask, UTM33, X0, Y0)
+        write(tmp_path / 'image.tif', image_for(mask, 3, 'uint8', 0), UTM33, X0, Y0)
+        image, masks = str(tmp_path / 'image.tif'), str(tmp_path / 'mask.tif')
+        with pytest.raises(
+            RasterInputError, match=r'mask\.tif holds values outside the classes.*3, 4'
+        ):
+            make(image, masks, num_classes=3)
+        with pytest.raises(RasterInputError, match=r'outside mask_mapping: 4'):
+            make(image, masks, mask_mapping={0: 0, 1: 1, 2: 2, 3: 255})
+        # A colour mask needs three bands.
+        with pytest.raises(RasterInputError, match='colour masks need 3'):
+            make(image, masks, mask_mapping={'0,0,0': 0})
+
+    def test_smaller_than_a_patch(self, tmp_path: Path) -> None:
+        mask = class_mask(24, 40)
+        write(tmp_path / 'mask.tif', mask, UTM33, X0, Y0)
+        write(tmp_path / 'image.tif', image_for(mask, 3, 'uint8', 0), UTM33, X0, Y0)
+        with pytest.raises(
+            RasterInputError, match=r'smaller than one patch of 32 px: .*image\.tif'
+        ):
+            make(str(tmp_path / 'image.tif'), str(tmp_path / 'mask.tif'))
+
+    def test_missing_and_unreadable(self, tmp_path: Path) -> None:
+        with pytest.raises(RasterInputError, match='image raster not found'):
+            make(str(tmp_path / 'nothing'), str(tmp_path))
+        (tmp_path / 'empty').mkdir()
+        with pytest.raises(RasterInputError, match='no image rasters found'):
+            make(str(tmp_path / 'empty'), str(tmp_path))
+        (tmp_path / 'broken.tif').write_bytes(b'not a tiff')
+        with pytest.raises(RasterInputError, match=r'broken\.tif cannot be read'):
+            make(str(tmp_path / 'broken.tif'), str(tmp_path / 'broken.tif'))
+
+    def test_arguments(self, two_crs: dict[str, Path]) -> None:
+        images, masks = str(two_crs['images']), str(two_crs['masks'])
+        with pytest.raises(ValueError, match='val_fraction'):
+            make(images, masks, val_fraction=1.5)
+        with pytest.raises(ValueError, match='no validation split'):
+            make(images, masks, val_fraction=0)
+        with pytest.raises(ValueError, match='both mean and std'):
+            make(images, masks, mean=[1, 2, 3, 4])
+        with pytest.raises(ValueError, match='val_images and val_masks'):
+            make(images, masks, val_images=images)
+        with pytest.raises(RasterInputError, match='cannot be split'):
+            make(images, masks, split_by='file', val_fraction=0.5, test_fraction=0.4)
+
+
+def test_geotiff_values_are_raw(two_crs: dict[str, Path]) -> None:
+    """Batches hold raw values; the datamodule's aug normalises them."""
+    dm = make(
+        str(two_crs['images']), str(two_crs['masks']), mean=[100] * 4, std=[25] * 4
+    )
+    dm.setup('validate')
+    batch = next(iter(dm.val_dataloader()))
+    with rasterio.open(two_crs['images'] / 'a.tif') as src:
+        assert batch['image'].max() <= np.iinfo(src.dtypes[0]).max
+    out = dm.aug(dict(batch))
+    assert torch.allclose(out['image'], (batch['image'] - 100) / 25)
