@@ -6,10 +6,14 @@ import pytest
 import rasterio
 import shapely
 import torch
+import yaml
+from torchgeo.main import main
 
 from torchgeo_ssg2.datamodules import RasterEpisodeDataModule
 from torchgeo_ssg2.datasets import RasterInputError
 from torchgeo_ssg2.episodes import EpisodeAugmentation
+from torchgeo_ssg2.inference import predict_raster
+from torchgeo_ssg2.normalization import Normalization
 
 from .raster_fakes import (
     COLOURS,
@@ -268,3 +272,67 @@ def test_geotiff_values_are_raw(two_crs: dict[str, Path]) -> None:
         assert batch['image'].max() <= np.iinfo(src.dtypes[0]).max
     out = dm.aug(dict(batch))
     assert torch.allclose(out['image'], (batch['image'] - 100) / 25)
+
+
+def test_fit_from_template_then_predict(
+    two_crs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The template, edited in paths and classes only, trains; the raster predicts."""
+    config = yaml.safe_load(Path('experiments', 'ssg2_rasters.yaml').read_text())
+    data = config['data']['init_args']
+    data['images'] = str(two_crs['images'])
+    data['masks'] = str(two_crs['masks'])
+    data['num_classes'] = config['model']['init_args']['num_classes'] = 3
+    config['model']['init_args']['in_channels'] = 4
+    config['model']['init_args']['labels'] = ['a', 'b', 'c']
+    path = tmp_path / 'rasters.yaml'
+    path.write_text(yaml.safe_dump(config))
+    root = tmp_path / 'run'
+    main(
+        [
+            'fit',
+            '--config',
+            str(path),
+            '--model.init_args.preset',
+            'test',
+            '--model.init_args.sequence_length',
+            '2',
+            '--data.init_args.patch_size',
+            '32',
+            '--data.init_args.batch_size',
+            '2',
+            '--data.init_args.sequence_length',
+            '2',
+            '--data.init_args.length',
+            '4',
+            '--data.init_args.num_workers',
+            '0',
+            '--data.init_args.block_size',
+            '64',
+            '--data.init_args.statistics_windows',
+            '8',
+            '--trainer.accelerator',
+            'cpu',
+            '--trainer.max_steps',
+            '2',
+            '--trainer.limit_val_batches',
+            '1',
+            '--trainer.num_sanity_val_steps',
+            '0',
+            '--trainer.default_root_dir',
+            str(root),
+        ]
+    )
+    (ckpt,) = sorted(root.rglob('*.ckpt'))
+    checkpoint = torch.load(ckpt, map_location='cpu', weights_only=True)
+    record = Normalization.from_checkpoint(checkpoint)
+    assert record is not None and record.num_bands == 4 and record.dtype == 'uint8'
+    source = two_crs['images'] / 'b.tif'
+    out = tmp_path / 'b_classes.tif'
+    predict_raster(str(ckpt), source, out, window=32, overlap=8, progress=False)
+    with rasterio.open(source) as src, rasterio.open(out) as dst:
+        assert dst.crs == src.crs
+        assert dst.transform == src.transform
+        assert (dst.width, dst.height) == (src.width, src.height)
+        classes = dst.read(1)
+    assert set(np.unique(classes).tolist()) <= {0, 1, 2, 255}
