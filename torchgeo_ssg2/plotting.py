@@ -5,12 +5,13 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from torch import Tensor
-from torchgeo.datasets.utils import Sample
+from torchgeo.datasets.utils import Sample, draw_semantic_segmentation_masks
 
-__all__ = ('display_image', 'label_colormap', 'plot_episode')
+__all__ = ('display_image', 'label_colormap', 'plot_episode', 'plot_segmentation')
 
 
 def label_colormap(
@@ -35,23 +36,77 @@ def label_colormap(
     return ListedColormap(colors)
 
 
-def display_image(image: Tensor) -> np.ndarray:
-    """Scale a (C, H, W) image to an (H, W, 3) array in [0, 1].
+def display_image(image: Tensor, stretch: bool = False) -> np.ndarray:
+    """Scale a (C, H, W) image to an (H, W, 3) array in [0, 1] for display.
 
     Args:
-        image: Image; values in [0, 255] are shown as they are, others min-max
-            scaled.
+        image: Image; its first three bands are shown (one band as grey).
+        stretch: Stretch every band between its 2nd and 98th percentiles;
+            otherwise values in [0, 255] are shown as they are and others are
+            min-max scaled.
 
     Returns:
         Displayable RGB array.
     """
-    array = image[:3].detach().float().cpu().permute(1, 2, 0).numpy()
-    if array.shape[-1] == 1:
-        array = array.repeat(3, axis=-1)
-    lo, hi = float(array.min()), float(array.max())
-    if lo >= 0 and 1 < hi <= 255:
-        return np.clip(array / 255, 0, 1)
-    return np.clip((array - lo) / max(hi - lo, 1e-12), 0, 1)
+    x = image[:3].detach().float().cpu()
+    if x.shape[0] == 1:
+        x = x.expand(3, *x.shape[1:])
+    if stretch:
+        flat = x.flatten(1)
+        lo = flat.quantile(0.02, dim=1)[:, None, None]
+        hi = flat.quantile(0.98, dim=1)[:, None, None]
+        x = (x - lo) / (hi - lo).clamp_min(1e-6)
+    else:
+        lo, hi = float(x.min()), float(x.max())
+        x = x / 255 if lo >= 0 and 1 < hi <= 255 else (x - lo) / max(hi - lo, 1e-12)
+    return x.clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def plot_segmentation(
+    image: Tensor,
+    mask: Tensor | None,
+    colormap: Sequence[Sequence[int]],
+    prediction: Tensor | None = None,
+    show_titles: bool = True,
+    suptitle: str | None = None,
+    alpha: float = 0.5,
+    stretch: bool = False,
+) -> Figure:
+    """Plot an image with its mask and optional prediction overlaid.
+
+    Args:
+        image: (C, H, W) image; the first three bands are shown.
+        mask: (H, W) class indices, or None; values outside the colormap (such as
+            an ignore index) are not drawn.
+        colormap: RGB (0-255) colour of each class.
+        prediction: Optional (H, W) predicted class indices.
+        show_titles: Whether to title the panels.
+        suptitle: Optional figure title.
+        alpha: Opacity of the overlays.
+        stretch: Percentile stretch of the image (see :func:`display_image`).
+
+    Returns:
+        The figure: Image, then Mask and Prediction when given.
+    """
+    shown = display_image(image, stretch)
+    rgb = torch.from_numpy(shown * 255).round().to(torch.uint8).permute(2, 0, 1)
+    colors = [tuple(int(v) for v in c) for c in colormap]
+    panels: list[tuple[str, np.ndarray]] = [('Image', shown)]
+    for title, target in (('Mask', mask), ('Prediction', prediction)):
+        if target is not None:
+            overlay = draw_semantic_segmentation_masks(
+                rgb, target.detach().cpu().long(), alpha=alpha, colors=colors
+            )
+            panels.append((title, overlay))
+    fig, axs = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for ax, (title, array) in zip(axs[0], panels, strict=True):
+        ax.imshow(array)
+        ax.axis('off')
+        if show_titles:
+            ax.set_title(title)
+    if suptitle is not None:
+        fig.suptitle(suptitle)
+    return fig
 
 
 def plot_episode(

@@ -15,12 +15,12 @@ from ..datasets.potsdam import (
     _display_bands,
     _resolve_bands,
     get_protocol,
-    plot_segmentation,
     prepared_paths,
     split_tiles,
 )
 from ..datasets.prepare import prepare_potsdam
 from ..episodes import GeoStrategy
+from ..plotting import plot_segmentation
 from .geo import GeoEpisodeDataModule
 
 __all__ = ('PotsdamDataModule',)
@@ -207,5 +207,6 @@ class PotsdamDataModule(GeoEpisodeDataModule):
             sample['mask'],
             self.protocol.colormap,
             sample.get('prediction'),
+            stretch=True,
             **kwargs,
         )

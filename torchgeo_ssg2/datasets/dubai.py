@@ -5,15 +5,13 @@ import re
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from torch import Tensor
 from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
 from torchgeo.datasets.utils import Sample
 
+from ..plotting import plot_segmentation
 from .images import image_size, read_image
 
 __all__ = ('DubaiAerial',)
@@ -366,16 +364,6 @@ class DubaiAerial(NonGeoDataset):
         """
         return len(self.files)
 
-    def label_colormap(self) -> ListedColormap:
-        """Colormap for class-index maps (index :attr:`ignore_index` is black).
-
-        Returns:
-            A colormap to use with ``vmin=0, vmax=255`` and nearest interpolation.
-        """
-        colors = np.zeros((256, 3))
-        colors[: len(self.colormap)] = np.array(self.colormap) / 255
-        return ListedColormap(colors)
-
     def plot(
         self, sample: Sample, show_titles: bool = True, suptitle: str | None = None
     ) -> Figure:
@@ -390,41 +378,11 @@ class DubaiAerial(NonGeoDataset):
         Returns:
             A matplotlib Figure with the rendered sample.
         """
-        image = _display_image(sample['image'])
-        panels: list[tuple[str, np.ndarray, bool]] = [('Image', image, False)]
-        if 'mask' in sample:
-            panels.append(('Mask', sample['mask'].numpy(), True))
-        if 'prediction' in sample:
-            panels.append(('Prediction', sample['prediction'].numpy(), True))
-        cmap = self.label_colormap()
-        fig, axs = plt.subplots(
-            1, len(panels), figsize=(4 * len(panels), 4), squeeze=False
+        return plot_segmentation(
+            sample['image'],
+            sample.get('mask'),
+            self.colormap,
+            sample.get('prediction'),
+            show_titles=show_titles,
+            suptitle=suptitle,
         )
-        for ax, (title, data, is_label) in zip(axs[0], panels, strict=True):
-            if is_label:
-                ax.imshow(data, cmap=cmap, vmin=0, vmax=255, interpolation='nearest')
-            else:
-                ax.imshow(data)
-            ax.axis('off')
-            if show_titles:
-                ax.set_title(title)
-        if suptitle is not None:
-            fig.suptitle(suptitle)
-        return fig
-
-
-def _display_image(image: Tensor) -> np.ndarray:
-    """Scale a (C, H, W) image to an (H, W, 3) array in [0, 1] for display.
-
-    Args:
-        image: Image tensor; values in [0, 255] are shown as they are, others are
-            min-max scaled.
-
-    Returns:
-        Displayable RGB array.
-    """
-    array = image[:3].detach().float().cpu().permute(1, 2, 0).numpy()
-    lo, hi = float(array.min()), float(array.max())
-    if lo >= 0 and hi <= 255 and hi > 1:
-        return np.clip(array / 255, 0, 1)
-    return np.clip((array - lo) / max(hi - lo, 1e-12), 0, 1)

@@ -6,7 +6,6 @@ import os
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -15,9 +14,9 @@ from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
 from torchgeo.datasets.utils import (
     Path,
     Sample,
-    draw_semantic_segmentation_masks,
 )
 
+from ..plotting import plot_segmentation
 from .archives import extract_staged
 from .images import read_image
 
@@ -345,25 +344,18 @@ class ISIC2018(NonGeoDataset):
         Returns:
             The figure.
         """
-        image = sample['image'].detach().cpu().float()
-        if image.max() <= 1:
-            image = image * 255
-        rgb = image.clamp(0, 255).to(torch.uint8)
-        panels = [('Image', rgb.permute(1, 2, 0).numpy())]
-        for title, key in (('Mask', 'mask'), ('Prediction', 'prediction')):
-            if key in sample:
-                # Shift so that only the lesion (class 0 after the shift) is drawn.
-                lesion = sample[key].detach().cpu().long() - 1
-                overlay = draw_semantic_segmentation_masks(
-                    rgb, lesion, alpha=alpha, colors=[self.colormap[1]]
-                )
-                panels.append((title, overlay))
-        fig, axs = plt.subplots(ncols=len(panels), figsize=(4 * len(panels), 4))
-        for ax, (title, array) in zip(axs, panels, strict=True):
-            ax.imshow(array)
-            ax.axis('off')
-            if show_titles:
-                ax.set_title(title)
-        if suptitle is not None:
-            fig.suptitle(suptitle)
-        return fig
+        # Shift so that only the lesion (class 0 after the shift) is drawn.
+        lesion = {
+            key: sample[key].detach().cpu().long() - 1
+            for key in ('mask', 'prediction')
+            if key in sample
+        }
+        return plot_segmentation(
+            sample['image'],
+            lesion.get('mask'),
+            [self.colormap[1]],
+            lesion.get('prediction'),
+            show_titles=show_titles,
+            suptitle=suptitle,
+            alpha=alpha,
+        )

@@ -28,7 +28,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import rasterio
@@ -48,6 +47,8 @@ from torchgeo.datasets import (
     RGBBandsMissingError,
 )
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
+
+from ..plotting import plot_segmentation
 
 __all__ = (
     'BAND_SETS',
@@ -614,61 +615,6 @@ def _band_positions(band_order: Sequence[str]) -> dict[str, int]:
     return {band: i + 1 for i, band in enumerate(order)}
 
 
-def _to_uint8_rgb(image: Tensor) -> Tensor:
-    """Stretch a (3, H, W) image to uint8 per channel (2-98 percentiles)."""
-    x = image.detach().float().cpu()
-    flat = x.flatten(1)
-    lo = flat.quantile(0.02, dim=1)[:, None, None]
-    hi = flat.quantile(0.98, dim=1)[:, None, None]
-    x = ((x - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
-    return (x * 255).round().to(torch.uint8)
-
-
-def plot_segmentation(
-    image: Tensor,
-    mask: Tensor,
-    colormap: Sequence[tuple[int, int, int]],
-    prediction: Tensor | None = None,
-    show_titles: bool = True,
-    suptitle: str | None = None,
-    alpha: float = 0.5,
-) -> Figure:
-    """Plot an image with its mask and optional prediction overlaid.
-
-    Args:
-        image: (3, H, W) display bands, any range.
-        mask: (H, W) class indices; values outside the colormap are not drawn.
-        colormap: RGB colour of each class.
-        prediction: optional (H, W) predicted class indices.
-        show_titles: whether to title the panels.
-        suptitle: optional figure title.
-        alpha: opacity of the overlays.
-
-    Returns:
-        The figure.
-    """
-    from torchgeo.datasets.utils import draw_semantic_segmentation_masks
-
-    rgb = _to_uint8_rgb(image)
-    colors = [tuple(c) for c in colormap]
-    panels = [('Image', rgb.permute(1, 2, 0).numpy())]
-    for title, target in (('Mask', mask), ('Prediction', prediction)):
-        if target is not None:
-            overlay = draw_semantic_segmentation_masks(
-                rgb, target.detach().cpu().long(), alpha=alpha, colors=colors
-            )
-            panels.append((title, overlay))
-    fig, axs = plt.subplots(ncols=len(panels), figsize=(4 * len(panels), 4))
-    for ax, (title, array) in zip(np.atleast_1d(axs), panels, strict=True):
-        ax.imshow(array)
-        ax.axis('off')
-        if show_titles:
-            ax.set_title(title)
-    if suptitle is not None:
-        fig.suptitle(suptitle)
-    return fig
-
-
 def _display_bands(bands: Sequence[str]) -> list[int]:
     """Indexes of the bands to show: RGB, else the IRRG false colour."""
     for choice in (('R', 'G', 'B'), ('IR', 'R', 'G')):
@@ -875,6 +821,7 @@ class Potsdam(NonGeoDataset):
             show_titles,
             suptitle,
             alpha,
+            stretch=True,
         )
 
 
@@ -1143,4 +1090,5 @@ class PreparedPotsdam(RasterDataset):
             show_titles,
             suptitle,
             alpha,
+            stretch=True,
         )
