@@ -13,7 +13,8 @@ import torch
 from rasterio.transform import Affine
 from torchgeo.datasets import DatasetNotFoundError, Potsdam2D, RGBBandsMissingError
 
-from torchgeo_ssg2.datasets.potsdam import (
+from torchgeo_ssg2.datasets.potsdam import Potsdam
+from torchgeo_ssg2.datasets.potsdam_protocol import (
     BAND_SETS,
     CLASSES,
     COLORMAP,
@@ -21,14 +22,15 @@ from torchgeo_ssg2.datasets.potsdam import (
     PROTOCOLS,
     TEST_TILES,
     TRAIN_TILES,
-    Potsdam,
+    get_protocol,
+    split_tiles,
+)
+from torchgeo_ssg2.datasets.potsdam_source import (
     PotsdamLabelError,
     PotsdamSource,
     SourceFile,
     decode_potsdam_labels,
-    get_protocol,
     read_dsm,
-    split_tiles,
     world_file_transform,
 )
 

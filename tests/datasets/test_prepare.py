@@ -17,14 +17,9 @@ from torchgeo.datasets import DatasetNotFoundError
 from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler
 
 import torchgeo_ssg2.datasets.prepare as prepare_module
-from torchgeo_ssg2.datasets.potsdam import (
-    IGNORE_INDEX,
-    Potsdam,
-    PotsdamSource,
-    PreparedPotsdam,
-    decode_potsdam_labels,
-    prepared_paths,
-)
+from torchgeo_ssg2.datasets.potsdam import Potsdam, PreparedPotsdam, prepared_paths
+from torchgeo_ssg2.datasets.potsdam_protocol import IGNORE_INDEX
+from torchgeo_ssg2.datasets.potsdam_source import PotsdamSource, decode_potsdam_labels
 from torchgeo_ssg2.datasets.prepare import MANIFEST, add_subcommand, prepare_potsdam
 
 ROOT = os.path.join('tests', 'data', 'potsdam')

@@ -8,14 +8,12 @@ import torch
 from matplotlib.figure import Figure
 from torchgeo.datasets.utils import Sample
 
-from ..datasets.potsdam import (
+from ..datasets.potsdam import PreparedPotsdam, _display_bands, prepared_paths
+from ..datasets.potsdam_protocol import (
     ALL_BANDS,
     IGNORE_INDEX,
-    PreparedPotsdam,
-    _display_bands,
     _resolve_bands,
     get_protocol,
-    prepared_paths,
     split_tiles,
 )
 from ..datasets.prepare import prepare_potsdam

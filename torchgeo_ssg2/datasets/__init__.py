@@ -4,7 +4,8 @@ from .dubai import DubaiAerial
 from .images import UnreadableImageError
 from .isic import ISIC2018
 from .patches import GridPatchDataset, RandomPatchDataset
-from .potsdam import Potsdam, PotsdamProtocol, PreparedPotsdam
+from .potsdam import Potsdam, PreparedPotsdam
+from .potsdam_protocol import PotsdamProtocol
 from .rasters import ImageRasters, MaskMapping, MaskRasters, RasterInputError
 
 __all__: tuple[str, ...] = (

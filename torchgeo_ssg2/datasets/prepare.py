@@ -35,19 +35,15 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 from tqdm import tqdm
 
-from .potsdam import (
-    ALL_BANDS,
-    CLASSES,
-    IGNORE_INDEX,
-    TEST_TILES,
-    TRAIN_TILES,
+from .potsdam import prepared_paths
+from .potsdam_protocol import ALL_BANDS, CLASSES, IGNORE_INDEX, TEST_TILES, TRAIN_TILES
+from .potsdam_source import (
     PotsdamLabelError,
     PotsdamSource,
     SourceFile,
     _band_positions,
     decode_potsdam_labels,
     open_raster,
-    prepared_paths,
     read_dsm,
     read_raster,
     world_file_transform,
@@ -300,7 +296,7 @@ def prepare_potsdam(
 
     Args:
         src: folder holding the distribution (folders or zips, see
-            :class:`~torchgeo_ssg2.datasets.potsdam.PotsdamSource`).
+            :class:`~torchgeo_ssg2.datasets.potsdam_source.PotsdamSource`).
         dst: output folder.
         tiles: tiles to prepare (default: the 38 labelled tiles, 24 train + 14 test).
         band_order: band order of the ``*_RGBIR.tif`` files.
