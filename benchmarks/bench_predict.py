@@ -27,7 +27,20 @@ Models (``--model``):
 models and sizes (e.g. ``ptavit-test:512``, the package's PTAViT at its test preset),
 reported under ``extra_throughput``.
 
-Usage: ``python benchmarks/bench_predict.py [--sizes 2048 8192] [--json out.json]``.
+``--many``: instead, 8 generated rasters (``--many-size``, default 768²) are
+predicted into a folder by ``torchgeo-ssg2 predict --output-dir`` with a PTAViT
+checkpoint (test preset), once by 1 process and once by 2 processes (DDP on the
+CPU, started by ``torchrun``; one thread each), on the same files in one run,
+alternating ``--repeats`` times (best of each): ``speedup_2proc_over_1proc``. The
+outputs of both are checked to be byte-identical.
+
+``--per-megapixel``: seconds per megapixel of :func:`predict_raster` (window 256,
+overlap 64, batch 1, one thread) for PTAViT and for SSG2 at T = 1, 2, 4, at the
+``--preset`` (default ``small``) on a ``--mp-size``² raster, to plan large runs.
+
+Usage: ``python benchmarks/bench_predict.py [--sizes 2048 8192] [--json out.json]``,
+``python benchmarks/bench_predict.py --many``,
+``python benchmarks/bench_predict.py --per-megapixel``.
 """
 
 import argparse
@@ -71,13 +84,19 @@ class BenchCNN(nn.Module):
 class PackageModel(nn.Module):
     """SSG2 / PTAViT at a preset, returning torchgeo's predict dict."""
 
-    def __init__(self, kind: str, in_channels: int = 3, num_classes: int = 6) -> None:
+    def __init__(
+        self,
+        kind: str,
+        in_channels: int = 3,
+        num_classes: int = 6,
+        sequence_length: int = 2,
+    ) -> None:
         super().__init__()
         from torchgeo_ssg2.models import SSG2, PTAViT
 
         self.in_channels = in_channels
         self.needs_supports = kind.startswith('ssg2')
-        self.sequence_length = 2
+        self.sequence_length = sequence_length
         cls = SSG2 if self.needs_supports else PTAViT
         self.model = cls(in_channels, num_classes, preset=kind.split('-', 1)[1])
         self.num_classes = num_classes
@@ -92,7 +111,7 @@ class PackageModel(nn.Module):
         return self.model(image)[:, : self.num_classes].softmax(dim=1)
 
 
-def build_model(kind: str) -> nn.Module:
+def build_model(kind: str, sequence_length: int = 2) -> nn.Module:
     torch.manual_seed(0)
     if kind == 'cnn':
         model: nn.Module = BenchCNN()
@@ -100,7 +119,7 @@ def build_model(kind: str) -> nn.Module:
         model = nn.Sequential(nn.Conv2d(3, 6, 1), nn.Softmax(dim=1))
         model.in_channels = 3  # type: ignore[assignment]
     else:
-        model = PackageModel(kind)
+        model = PackageModel(kind, sequence_length=sequence_length)
     return model.eval()
 
 
@@ -245,6 +264,107 @@ def child_throughput(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def child_per_megapixel(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per megapixel of predict_raster for one model and T."""
+    from torchgeo_ssg2.inference import predict_raster
+
+    model = build_model(args.model, args.sequence_length)
+    path = Path(args.workdir) / f'in_{args.size}.tif'
+    out = Path(args.workdir) / f'mp_{args.model}_{args.sequence_length}.tif'
+    runs = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        predict_raster(
+            model,
+            path,
+            out,
+            window=args.window,
+            overlap=args.overlap,
+            batch_size=1,
+            overwrite=True,
+            mean=[127.0] * 3,
+            std=[60.0] * 3,
+            sequence_length=args.sequence_length,
+            progress=False,
+        )
+        runs.append(time.perf_counter() - start)
+    megapixels = args.size * args.size / 1e6
+    return {
+        'model': args.model,
+        'sequence_length': args.sequence_length if model.needs_supports else None,
+        'size': args.size,
+        'seconds': runs,
+        'seconds_per_megapixel': min(runs) / megapixels,
+    }
+
+
+def make_checkpoint(path: Path) -> None:
+    """A PTAViTTask checkpoint (test preset, 3 bands, 6 classes) with statistics."""
+    import lightning
+
+    from torchgeo_ssg2.normalization import Normalization
+    from torchgeo_ssg2.trainers import PTAViTTask
+
+    torch.manual_seed(0)
+    task = PTAViTTask(preset='test', in_channels=3, num_classes=6)
+    task.set_normalization(Normalization(mean=(127.0,) * 3, std=(60.0,) * 3))
+    ckpt: dict[str, Any] = {
+        'state_dict': task.state_dict(),
+        'hyper_parameters': dict(task.hparams),
+        'pytorch-lightning_version': lightning.__version__,
+    }
+    task.on_save_checkpoint(ckpt)
+    torch.save(ckpt, path)
+
+
+def bench_many(args: argparse.Namespace) -> dict[str, Any]:
+    """1 process against 2 (torchrun, DDP on the CPU) over 8 rasters."""
+    work = Path(args.workdir)
+    tiles = work / 'tiles'
+    tiles.mkdir(exist_ok=True)
+    for i in range(8):
+        make_raster(tiles / f'tile_{i}.tif', args.many_size)
+    ckpt = work / 'ptavit.ckpt'
+    make_checkpoint(ckpt)
+    env = dict(os.environ, OMP_NUM_THREADS='1', OMP_WAIT_POLICY='PASSIVE')
+    common = ['predict', '--checkpoint', str(ckpt), '--input', str(tiles)]
+    common += ['--window', str(args.window), '--overlap', str(args.overlap)]
+    common += ['--batch-size', str(args.batch_size), '--no-progress', '--overwrite']
+    single = [sys.executable, '-m', 'torchgeo_ssg2.cli', *common, '--device', 'cpu']
+    single += ['--output-dir', str(work / 'one')]
+    torchrun = Path(sys.executable).with_name('torchrun')
+    double = [str(torchrun), '--standalone', '--nproc_per_node', '2']
+    double += ['-m', 'torchgeo_ssg2.cli', *common, '--accelerator', 'cpu']
+    double += ['--devices', '2', '--output-dir', str(work / 'two')]
+
+    def timed(cmd: list[str]) -> float:
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr)
+            raise SystemExit(f'{" ".join(cmd[:3])} failed')
+        return time.perf_counter() - start
+
+    one, two = [], []
+    for _ in range(args.repeats):
+        one.append(timed(single))
+        two.append(timed(double))
+    identical = all(
+        (work / 'one' / f'tile_{i}.tif').read_bytes()
+        == (work / 'two' / f'tile_{i}.tif').read_bytes()
+        for i in range(8)
+    )
+    return {
+        'rasters': 8,
+        'raster_size': args.many_size,
+        'model': 'ptavit-test checkpoint',
+        'seconds_1proc': one,
+        'seconds_2proc': two,
+        'speedup_2proc_over_1proc': min(one) / min(two),
+        'outputs_byte_identical': identical,
+    }
+
+
 def run_child(
     mode: str, args: argparse.Namespace, size: int, model: str | None = None
 ) -> dict[str, Any]:
@@ -269,6 +389,8 @@ def run_child(
         str(args.threads),
         '--repeats',
         str(args.repeats),
+        '--sequence-length',
+        str(getattr(args, 'sequence_length', 2)),
     ]
     env = dict(os.environ)
     if mode == 'throughput':
@@ -300,9 +422,19 @@ def main() -> None:
         metavar='MODEL:SIZE',
         help='further pipeline/forward measurements (e.g. a real package model)',
     )
+    parser.add_argument('--many', action='store_true', help='1 vs 2 processes')
+    parser.add_argument('--many-size', type=int, default=768)
+    parser.add_argument(
+        '--per-megapixel', action='store_true', help='seconds per megapixel'
+    )
+    parser.add_argument('--preset', default='small')
+    parser.add_argument('--mp-size', type=int, default=512)
+    parser.add_argument('--sequence-length', type=int, default=2)
     parser.add_argument('--workdir', default=None)
     parser.add_argument('--json', default=None, help='also write the JSON here')
-    parser.add_argument('--child', choices=('predict', 'throughput'), default=None)
+    parser.add_argument(
+        '--child', choices=('predict', 'throughput', 'megapixel'), default=None
+    )
     parser.add_argument('--size', type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -312,6 +444,49 @@ def main() -> None:
         return
     if args.child == 'throughput':
         print(json.dumps(child_throughput(args)))
+        return
+    if args.child == 'megapixel':
+        print(json.dumps(child_per_megapixel(args)))
+        return
+    if args.many or args.per_megapixel:
+        torch.set_num_threads(1)
+        with tempfile.TemporaryDirectory(prefix='bench_predict_') as tmp:
+            args.workdir = Path(args.workdir or tmp)
+            args.workdir.mkdir(parents=True, exist_ok=True)
+            result: dict[str, Any] = {
+                'benchmark': 'bench_predict',
+                'cpu_count': os.cpu_count(),
+                'machine': platform.platform(),
+            }
+            if args.many:
+                result['many'] = bench_many(args)
+                result['speedup_2proc_over_1proc'] = result['many'][
+                    'speedup_2proc_over_1proc'
+                ]
+            if args.per_megapixel:
+                make_raster(args.workdir / f'in_{args.mp_size}.tif', args.mp_size)
+                args.threads = 1
+                rows = []
+                for model, t in [('ptavit', 1), ('ssg2', 1), ('ssg2', 2), ('ssg2', 4)]:
+                    args.sequence_length = t
+                    rows.append(
+                        run_child(
+                            'megapixel', args, args.mp_size, f'{model}-{args.preset}'
+                        )
+                    )
+                result['per_megapixel'] = rows
+                result['seconds_per_megapixel'] = {
+                    (
+                        r['model']
+                        if r['sequence_length'] is None
+                        else f'{r["model"]}_T{r["sequence_length"]}'
+                    ): r['seconds_per_megapixel']
+                    for r in rows
+                }
+        text = json.dumps(result, indent=2)
+        print(text)
+        if args.json:
+            Path(args.json).write_text(text + '\n')
         return
 
     with tempfile.TemporaryDirectory(prefix='bench_predict_') as tmp:

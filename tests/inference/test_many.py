@@ -90,6 +90,15 @@ def test_folder_to_output_dir(folder: Path, tmp_path: Path) -> None:
     assert (mosaic[30:, 50:] == 255).all()  # covered by no raster: nodata
 
 
+def test_worker_processes_give_the_same_files(folder: Path, tmp_path: Path) -> None:
+    a = predict_rasters(PixelModel(), folder, tmp_path / 'a', **OPTIONS)
+    b = predict_rasters(
+        PixelModel(), folder, tmp_path / 'b', num_workers=2, batch_size=3, **OPTIONS
+    )
+    for source in a:
+        assert a[source]['classes'].read_bytes() == b[source]['classes'].read_bytes()
+
+
 def test_rerun_resumes_and_overwrite_predicts_again(
     folder: Path, tmp_path: Path
 ) -> None:

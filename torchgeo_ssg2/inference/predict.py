@@ -199,23 +199,15 @@ def _run(
     """
     if device is not None and str(device) != 'auto' and accelerator is None:
         check_device(device)
-    if output is not None and not isinstance(input, str | os.PathLike):
-        input = list(input)
     if output is not None:
-        paths = output_paths(output, probabilities, uncertainty)
-        protected = {
-            'input raster': Path(input)
-            if isinstance(input, str | os.PathLike)
-            else None
-        }
+        protected = {'input raster': Path(input)}
         if not isinstance(checkpoint_or_task, nn.Module):
             protected['checkpoint'] = Path(checkpoint_or_task)
         if hasattr(support_bank, 'source_files'):
             for i, path in enumerate(support_bank.source_files()):
                 protected[f'support-bank image #{i}'] = path
-        check_output_free(
-            paths, overwrite, {k: v for k, v in protected.items() if v is not None}
-        )
+        paths = output_paths(output, probabilities, uncertainty)
+        check_output_free(paths, overwrite, protected)
     expand_inputs(input)  # a missing input fails before the checkpoint is read
     checkpoint: dict[str, Any] | None = None
     if isinstance(checkpoint_or_task, nn.Module):
@@ -275,6 +267,12 @@ def _run(
             raise ValueError(msg) from None
         try:
             trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        except SystemExit:
+            # Lightning turns Ctrl-C into sys.exit(1) after its clean-up (the
+            # writer has removed its staging files): report it as an interrupt.
+            if trainer.interrupted:
+                raise KeyboardInterrupt from None
+            raise
         finally:
             model.to(model_device)
     return writer
