@@ -25,9 +25,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
-import rasterio
-import rasterio.merge
 import torch
 from matplotlib.figure import Figure
 from rasterio.errors import RasterioError
@@ -35,6 +32,7 @@ from rasterio.windows import Window
 from torch import Tensor
 from torchgeo.datasets import (
     DatasetNotFoundError,
+    IntersectionDataset,
     NonGeoDataset,
     RasterDataset,
     RGBBandsMissingError,
@@ -62,7 +60,14 @@ from .potsdam_source import (
     read_raster,
 )
 
-__all__ = ('Potsdam', 'PreparedPotsdam', 'prepared_paths')
+__all__ = (
+    'Potsdam',
+    'PotsdamImages',
+    'PotsdamMasks',
+    'PreparedPotsdam',
+    'ProtocolRemap',
+    'prepared_paths',
+)
 
 
 def _display_bands(bands: Sequence[str]) -> list[int]:
@@ -295,16 +300,58 @@ def prepared_paths(root: Path, tile: str) -> dict[str, str]:
     }
 
 
-class PreparedPotsdam(RasterDataset):
+class PotsdamImages(RasterDataset):
+    """The prepared 5-band image stacks (R, G, B, IR, DSM; float32)."""
+
+    filename_glob = 'top_potsdam_*_image.tif'
+    filename_regex = r'^top_potsdam_(?P<tile>\d+_\d+)_image\.tif$'
+    all_bands = ALL_BANDS
+    rgb_bands = ('R', 'G', 'B')
+    is_image = True
+
+
+class PotsdamMasks(RasterDataset):
+    """The prepared class-index masks (torchgeo's class order; ignore outside)."""
+
+    filename_glob = 'top_potsdam_*_label*.tif'
+    is_image = False
+    nodata = IGNORE_INDEX
+
+
+class ProtocolRemap:
+    """Sample transform: the mask from torchgeo's class order to a protocol's.
+
+    Args:
+        protocol: The protocol.
+    """
+
+    def __init__(self, protocol: PotsdamProtocol) -> None:
+        self.protocol = protocol
+
+    def __call__(self, sample: Sample) -> Sample:
+        """Remap the ``mask`` of a sample.
+
+        Args:
+            sample: A sample with ``mask``.
+
+        Returns:
+            The sample, its mask in protocol indices.
+        """
+        sample['mask'] = self.protocol.remap(sample['mask'])
+        return sample
+
+
+class PreparedPotsdam(IntersectionDataset):
     """ISPRS Potsdam as prepared GeoTIFFs, indexed by geographic windows.
 
-    Reads the tiled, compressed, georeferenced files written by
-    :func:`torchgeo_ssg2.datasets.prepare.prepare_potsdam` (or
-    ``torchgeo-ssg2 prepare potsdam SRC DST``): a 5-band float32 stack
-    (R, G, B, IR, DSM) and two uint8 class-index masks per tile. Only the requested
-    window is read, so torchgeo samplers (``RandomPatchSampler``,
-    ``GriddedPatchSampler``) and :class:`torchgeo_ssg2.samplers.SupportGeoSampler`
-    apply.
+    An :class:`~torchgeo.datasets.IntersectionDataset` of two torchgeo
+    ``RasterDataset`` objects, :class:`PotsdamImages` and :class:`PotsdamMasks`
+    (the protocol's remapping as the masks' transform), over the tiled, compressed, georeferenced files
+    written by :func:`torchgeo_ssg2.datasets.prepare.prepare_potsdam` (or
+    ``torchgeo-ssg2 prepare potsdam SRC DST``): a 5-band float32 stack (R, G, B,
+    IR, DSM) and two uint8 class-index masks per tile. Only the requested window
+    is read, so torchgeo samplers and
+    :class:`~torchgeo_ssg2.episodes.GeoEpisodeSampler` apply.
 
     Samples:
 
@@ -313,12 +360,6 @@ class PreparedPotsdam(RasterDataset):
       the tiles)
     * ``bounds``, ``transform``: float (9,), torchgeo 0.10 layout
     """
-
-    filename_glob = 'top_potsdam_*_image.tif'
-    filename_regex = r'^top_potsdam_(?P<tile>\d+_\d+)_image\.tif$'
-    all_bands = ALL_BANDS
-    rgb_bands = ('R', 'G', 'B')
-    is_image = True
 
     def __init__(
         self,
@@ -389,28 +430,35 @@ class PreparedPotsdam(RasterDataset):
                 f'split {split!r}: {missing}; run `torchgeo-ssg2 prepare potsdam SRC '
                 f'{root}`'
             )
-        self._mask_paths = {p['image']: p[self.labels] for p in paths}
-        super().__init__(
+        images = PotsdamImages(
             paths=[p['image'] for p in paths],
             crs=crs,
             res=res,
             bands=_resolve_bands(bands),
-            transforms=transforms,
             cache=cache,
         )
         # torchgeo's index skips files that rasterio cannot open: refuse instead.
-        indexed = set(self.index.filepath)
-        for p in paths:
-            unreadable = [] if p['image'] in indexed else [p['image']]
-            try:
-                with rasterio.open(p[self.labels]):
-                    pass
-            except RasterioError:
-                unreadable.append(p[self.labels])
-            if unreadable:
+        self._refuse_skipped(images, [p['image'] for p in paths])
+        masks = PotsdamMasks(
+            paths=[p[self.labels] for p in paths],
+            crs=images.crs,
+            res=images.res,
+            transforms=ProtocolRemap(self.protocol),
+            cache=cache,
+        )
+        self._refuse_skipped(masks, [p[self.labels] for p in paths])
+        self.images, self.masks = images, masks
+        self.bands = images.bands
+        super().__init__(images, masks, transforms=transforms)
+
+    def _refuse_skipped(self, dataset: RasterDataset, paths: Sequence[str]) -> None:
+        """Raise for the first file that torchgeo's index skipped."""
+        indexed = set(dataset.index.filepath)
+        for path in paths:
+            if path not in indexed:
                 raise RuntimeError(
-                    f'{unreadable[0]}: unreadable raster (truncated or corrupt); '
-                    f'rerun `torchgeo-ssg2 prepare potsdam SRC {root} --overwrite`'
+                    f'{path}: unreadable raster (truncated or corrupt); '
+                    f'rerun `torchgeo-ssg2 prepare potsdam SRC {self.root} --overwrite`'
                 )
 
     @property
@@ -432,51 +480,13 @@ class PreparedPotsdam(RasterDataset):
             RuntimeError: If the window's pixels cannot be read (the message names
                 the files and the window).
         """
-        x, y, t = self._disambiguate_slice(index)
-        df = self.index.iloc[self.index.index.overlaps(pd.Interval(t.start, t.stop))]
-        df = df.iloc[:: t.step]
-        df = df.cx[x.start : x.stop, y.start : y.stop]
-        if df.empty:
-            raise IndexError(
-                f'index: {index} not found in dataset with bounds: {self.bounds}'
-            )
-        files = list(df.filepath)
-        try:
-            image = self._merge_or_stack(
-                files, index, self.band_indexes, out_crs=self.crs
-            )
-        except RasterioError as err:
-            raise RuntimeError(
-                f'{", ".join(files)}: unreadable pixels in window x {x.start}-'
-                f'{x.stop}, y {y.start}-{y.stop} (truncated or corrupt file: {err})'
-            ) from err
-        masks = [self._mask_paths[fp] for fp in files]
-        try:
-            handles = [
-                self._cached_load_warp_file(path, self.crs)
-                if self.cache
-                else self._load_warp_file(path, self.crs)
-                for path in masks
-            ]
-            mask, _ = rasterio.merge.merge(
-                handles,
-                bounds=(x.start, y.start, x.stop, y.stop),
-                res=(x.step, y.step),
-                indexes=[1],
-                nodata=IGNORE_INDEX,
-                resampling=rasterio.enums.Resampling.nearest,
-            )
-        except RasterioError as err:
-            raise RuntimeError(
-                f'{", ".join(masks)}: unreadable pixels in window x {x.start}-'
-                f'{x.stop}, y {y.start}-{y.stop} (truncated or corrupt file: {err})'
-            ) from err
-        transform = rasterio.transform.from_origin(x.start, y.stop, x.step, y.step)
+        image = _read_window(self.images, index)
+        mask = _read_window(self.masks, index)
         sample: Sample = {
-            'image': image.float(),
-            'mask': self.protocol.remap(torch.from_numpy(mask[0].astype(np.int64))),
-            'bounds': self._slice_to_tensor(index),
-            'transform': torch.tensor(transform),
+            'image': image['image'].float(),
+            'mask': mask['mask'],
+            'bounds': image['bounds'],
+            'transform': image['transform'],
         }
         if self.transforms is not None:
             sample = self.transforms(sample)
@@ -515,3 +525,28 @@ class PreparedPotsdam(RasterDataset):
             alpha,
             stretch=True,
         )
+
+
+def _read_window(dataset: RasterDataset, index: GeoSlice) -> Sample:
+    """Read a window of a RasterDataset; a read error names the files.
+
+    Args:
+        dataset: The dataset.
+        index: The window.
+
+    Returns:
+        The sample.
+
+    Raises:
+        RuntimeError: If the window's pixels cannot be read.
+    """
+    try:
+        return dataset[index]
+    except RasterioError as err:
+        x, y = index[0], index[1]  # type: ignore[index]
+        hits = dataset.index.cx[x.start : x.stop, y.start : y.stop]
+        files = ', '.join(str(f) for f in hits.filepath)
+        raise RuntimeError(
+            f'{files}: unreadable pixels in window x {x.start}-{x.stop}, '
+            f'y {y.start}-{y.stop} (truncated or corrupt file: {err})'
+        ) from err
