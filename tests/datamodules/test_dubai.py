@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from torchgeo_ssg2.datamodules import DubaiAerialDataModule
-from torchgeo_ssg2.datasets import GridPatchDataset, RandomPatchDataset
-from torchgeo_ssg2.datasets import DubaiAerial
+from torchgeo_ssg2.datasets import DubaiAerial, GridPatchDataset, RandomPatchDataset
 
 ROOT = os.path.join('tests', 'data', 'dubai', 'data')
 
