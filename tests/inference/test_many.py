@@ -185,6 +185,34 @@ def test_qgis_ready_outputs(folder: Path, tmp_path: Path) -> None:
     assert not (tmp_path / 'e.tif').exists()
 
 
+def test_class_names_and_palette_from_the_checkpoint(tmp_path: Path) -> None:
+    import torch
+    from inference_fakes import save_checkpoint
+
+    from torchgeo_ssg2.datasets.dubai import DubaiAerial
+    from torchgeo_ssg2.inference.model import class_labels_from_checkpoint
+    from torchgeo_ssg2.trainers import PTAViTTask
+
+    k = len(DubaiAerial.classes)
+    ckpt = save_checkpoint(
+        PTAViTTask(preset='test', in_channels=3, num_classes=k), tmp_path / 'm.ckpt'
+    )
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint['datamodule_hyper_parameters'] = {
+        '_class_path': 'torchgeo_ssg2.datamodules.DubaiAerialDataModule'
+    }
+    torch.save(checkpoint, ckpt)
+    names, palette = class_labels_from_checkpoint(checkpoint)
+    assert names == list(DubaiAerial.classes)
+    assert palette == [tuple(c) for c in DubaiAerial.colormap]
+    assert class_labels_from_checkpoint({'state_dict': {}}) == (None, None)
+    src = make_raster(tmp_path / 'in.tif', 32, 32)
+    out = predict_raster(ckpt, src, tmp_path / 'o.tif', **OPTIONS)
+    with rasterio.open(out['classes']) as dst:
+        assert json.loads(dst.tags()['CLASS_NAMES']) == list(DubaiAerial.classes)
+        assert dst.colormap(1)[1][:3] == tuple(DubaiAerial.colormap[1])
+
+
 def test_cog_output(tmp_path: Path) -> None:
     src_path = make_raster(tmp_path / 'in.tif', 300, 280)
     out = predict_raster(

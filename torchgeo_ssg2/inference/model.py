@@ -29,6 +29,7 @@ from ..normalization import Normalization
 __all__ = (
     'CHECKPOINT_SAFE_GLOBALS',
     'check_device',
+    'class_labels_from_checkpoint',
     'load_task',
     'model_in_channels',
     'needs_supports',
@@ -437,3 +438,75 @@ def predict_batch(
         msg = 'the model must return probabilities or a dict with "probabilities"'
         raise TypeError(msg)
     return dict(out)
+
+
+def _dataset_labels(
+    class_path: str, hparams: Mapping[str, Any]
+) -> tuple[Sequence[str] | None, Sequence[Sequence[int]] | None]:
+    """Class names and palette of this package's datamodules, by class name.
+
+    Args:
+        class_path: The datamodule's ``_class_path`` (compared as a string).
+        hparams: Its saved hyper-parameters.
+
+    Returns:
+        ``(names, palette)``, None where unknown.
+    """
+    name = class_path.rpartition('.')[2]
+    if name == 'DubaiAerialDataModule':
+        from ..datasets.dubai import DubaiAerial
+
+        return DubaiAerial.classes, DubaiAerial.colormap
+    if name in ('ISIC2018DataModule', 'ISIC2017DataModule'):
+        from ..datasets.isic import ISIC2018
+
+        return ISIC2018.classes, ISIC2018.colormap
+    if name == 'PotsdamDataModule':
+        from ..datasets.potsdam_protocol import get_protocol
+
+        try:
+            protocol = get_protocol(str(hparams.get('protocol', 'geoseg')))
+        except (KeyError, ValueError):
+            return None, None
+        return protocol.classes, protocol.colormap
+    return None, None
+
+
+def class_labels_from_checkpoint(
+    checkpoint: Mapping[str, Any] | None,
+) -> tuple[list[str] | None, list[tuple[int, int, int]] | None]:
+    """Class names and colours recorded with a checkpoint's datamodule.
+
+    From ``datamodule_hyper_parameters``: ``class_names`` (or ``classes``) and
+    ``palette`` (or ``colormap``) when they are plain lists, else the dataset's
+    own classes and colours for this package's Dubai, ISIC and Potsdam
+    datamodules (their ``_class_path`` is compared as a string).
+
+    Args:
+        checkpoint: The checkpoint dictionary, or None.
+
+    Returns:
+        ``(names, palette)``, each None when the checkpoint does not say.
+    """
+    hparams = (checkpoint or {}).get('datamodule_hyper_parameters')
+    if not isinstance(hparams, Mapping):
+        return None, None
+    names = hparams.get('class_names') or hparams.get('classes')
+    palette = hparams.get('palette') or hparams.get('colormap')
+    class_path = hparams.get('_class_path')
+    if names is None and isinstance(class_path, str):
+        names, default_palette = _dataset_labels(class_path, hparams)
+        palette = palette if palette is not None else default_palette
+    if not (
+        isinstance(names, Sequence)
+        and not isinstance(names, str)
+        and all(isinstance(n, str) for n in names)
+    ):
+        names = None
+    try:
+        rgb = [tuple(int(v) for v in c) for c in palette] if palette else None
+    except (TypeError, ValueError):
+        rgb = None
+    if rgb is not None and any(len(c) != 3 for c in rgb):
+        rgb = None
+    return (None if names is None else list(names)), rgb  # type: ignore[return-value]

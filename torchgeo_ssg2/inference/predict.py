@@ -770,14 +770,17 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         '--cog', action='store_true', help='Cloud-Optimized GeoTIFFs with overviews'
     )
     parser.add_argument(
-        '--class-names', nargs='+', default=None, help='class names (class_0, ...)'
+        '--class-names',
+        nargs='+',
+        default=None,
+        help="class names (the checkpoint's dataset's, else class_0, ...)",
     )
     parser.add_argument(
         '--palette',
         nargs='+',
         default=None,
         metavar='#RRGGBB',
-        help='colour of each class in the colour table (a fixed palette)',
+        help="colour of each class (the checkpoint's dataset's, else a fixed palette)",
     )
     parser.add_argument(
         '--supports',

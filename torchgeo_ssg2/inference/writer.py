@@ -44,6 +44,9 @@ class PredictionAssembler:
         class_names: Class names for the band descriptions and metadata.
         palette: RGB colours of the classes.
         cog: Write Cloud-Optimized GeoTIFFs with overviews.
+        recorded_names: Names recorded with the checkpoint, used when
+            ``class_names`` is None and they fit the number of classes.
+        recorded_palette: Colours recorded with the checkpoint, used likewise.
     """
 
     def __init__(
@@ -60,8 +63,11 @@ class PredictionAssembler:
         class_names: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
         cog: bool = False,
+        recorded_names: Sequence[str] | None = None,
+        recorded_palette: Sequence[Sequence[int]] | None = None,
     ) -> None:
         self.meta = meta
+        self.recorded = (recorded_names, recorded_palette)
         self.class_names = class_names
         self.palette = palette
         self.cog = cog
@@ -89,6 +95,13 @@ class PredictionAssembler:
         Args:
             num_classes: Probability channels K.
         """
+        names, palette = self.class_names, self.palette
+        n = max(num_classes, 2)
+        recorded_names, recorded_palette = self.recorded
+        if names is None and recorded_names is not None and len(recorded_names) == n:
+            names = recorded_names
+        if palette is None and recorded_palette is not None:
+            palette = recorded_palette if len(recorded_palette) >= n else None
         self.sink = GeoTIFFSink(
             self.meta,
             self.output,
@@ -98,8 +111,8 @@ class PredictionAssembler:
             overwrite=self.overwrite,
             block_size=self.block_size,
             protected=self.protected,
-            class_names=self.class_names,
-            palette=self.palette,
+            class_names=names,
+            palette=palette,
             cog=self.cog,
         )
         self.blender = StripBlender(
@@ -230,8 +243,12 @@ class RasterPredictionWriter(BasePredictionWriter):
         blend_floor: Smallest blending weight.
         block_size: Output tile side.
         cog: Write Cloud-Optimized GeoTIFFs with overviews.
-        class_names: Class names (default ``class_0``, ``class_1``, ...).
-        palette: RGB colour of each class (default: a fixed palette).
+        class_names: Class names (default: those recorded with the checkpoint's
+            datamodule, see
+            :func:`~torchgeo_ssg2.inference.model.class_labels_from_checkpoint`,
+            else ``class_0``, ``class_1``, ...).
+        palette: RGB colour of each class (default: the recorded palette, else
+            :data:`~torchgeo_ssg2.inference.output.DEFAULT_PALETTE`).
         vrt: Write GDAL VRT mosaics of the outputs in ``output_dir``.
         progress: Show progress per raster and in total, with the remaining time.
 
@@ -287,6 +304,7 @@ class RasterPredictionWriter(BasePredictionWriter):
         self._protected: dict[str, Path] = {}
         self._warnings: Any = None
         self._failed = False
+        self._labels: tuple[Any, Any] = (None, None)
 
     def teardown(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
@@ -397,6 +415,7 @@ class RasterPredictionWriter(BasePredictionWriter):
             )
             raise TypeError(msg)
         self._datasets = dataset.datasets
+        self._labels = self._class_labels(trainer)
         trainer.predict_loop.return_predictions = False
         self._env = gdal_cache_limit()
         self._env.__enter__()
@@ -412,6 +431,28 @@ class RasterPredictionWriter(BasePredictionWriter):
             )
             self._rasters_done = 0
             self._raster_start = time.perf_counter()
+
+    def _class_labels(
+        self, trainer: pl.Trainer
+    ) -> tuple[Sequence[str] | None, Sequence[Sequence[int]] | None]:
+        """The class names and palette recorded with the checkpoint, if any.
+
+        Args:
+            trainer: The trainer (its datamodule's checkpoint, or ``ckpt_path``).
+
+        Returns:
+            ``(names, palette)``
+            (:func:`~torchgeo_ssg2.inference.model.class_labels_from_checkpoint`).
+        """
+        if self.class_names is not None and self.palette is not None:
+            return None, None
+        from .model import class_labels_from_checkpoint, read_checkpoint
+
+        checkpoint = getattr(trainer.datamodule, 'checkpoint', None)
+        ckpt_path = getattr(trainer, 'ckpt_path', None)
+        if checkpoint is None and ckpt_path and Path(ckpt_path).is_file():
+            checkpoint = read_checkpoint(Path(ckpt_path))
+        return class_labels_from_checkpoint(checkpoint)
 
     def _start(self, index: int) -> None:
         """Open the assembler of one raster.
@@ -433,6 +474,8 @@ class RasterPredictionWriter(BasePredictionWriter):
             class_names=self.class_names,
             palette=self.palette,
             cog=self.cog,
+            recorded_names=self._labels[0],
+            recorded_palette=self._labels[1],
         )
         self._current = index
         if self._bar is not None:
