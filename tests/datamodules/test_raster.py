@@ -336,3 +336,16 @@ def test_fit_from_template_then_predict(
         assert (dst.width, dst.height) == (src.width, src.height)
         classes = dst.read(1)
     assert set(np.unique(classes).tolist()) <= {0, 1, 2, 255}
+
+
+def test_mask_nodata_is_ignored(tmp_path: Path) -> None:
+    mask = class_mask(64, 64)
+    mask[:, :, :8] = 254
+    write(tmp_path / 'mask.tif', mask, UTM33, X0, Y0, nodata=254)
+    write(tmp_path / 'image.tif', image_for(mask, 3, 'uint8', 0), UTM33, X0, Y0)
+    dm = make(str(tmp_path / 'image.tif'), str(tmp_path / 'mask.tif'), block_size=32)
+    dm.setup('fit')
+    window = (slice(X0, X0 + 32), slice(Y0 - 32, Y0))
+    sample = dm.train_dataset.reader.read(window, 0)  # type: ignore[union-attr]
+    assert (sample['mask'][:, :8] == 255).all()
+    assert set(sample['mask'][:, 8:].unique().tolist()) <= {0, 1, 2}

@@ -38,7 +38,8 @@ class GeoEpisodeDataModule(GeoDataModule):
 
     Episodes are read by :class:`~torchgeo_ssg2.episodes.EpisodeDataset` through
     a :class:`~torchgeo_ssg2.episodes.GeoReader` (image nodata pixels get the
-    ignore index). ``aug`` and ``train_aug`` are
+    ignore index); a support with more than half of its pixels ignored is
+    replaced by a spare window of its draw. ``aug`` and ``train_aug`` are
     :class:`~torchgeo_ssg2.episodes.EpisodeAugmentation` modules applied by
     torchgeo's ``on_after_batch_transfer``: normalisation, and in training random
     flips and 90° rotations, every support independently of the target.

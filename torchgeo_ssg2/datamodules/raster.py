@@ -67,6 +67,9 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
     two splits) or ``'file'`` (whole image/mask pairs, torchgeo's
     ``random_bbox_assignment``). Supports always come from the target's split.
 
+    Mask values outside the classes (or *mask_mapping*), such as a mask file's
+    nodata, are read as ``ignore_index``, and so are image nodata pixels.
+
     Before any window is read, every input is checked, with a one-line error
     naming the file: an image without an overlapping mask, band counts or dtypes
     that differ between files, a mask value outside ``num_classes`` (or
@@ -184,6 +187,13 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
             if mask_mapping is None
             else MaskMapping(mask_mapping, num_classes, ignore_index)
         )
+        # Masks are always read through a mapping: without one given, the classes
+        # map to themselves and anything else (a file's nodata) to ignore_index.
+        self._read_mapping = self.mapping or MaskMapping(
+            {**{c: c for c in range(num_classes)}, ignore_index: ignore_index},
+            num_classes,
+            ignore_index,
+        )
         self.class_names = None if class_names is None else tuple(class_names)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
@@ -225,7 +235,7 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
             is_image=False,
             crs=image_ds.crs,
             res=image_ds.res,
-            transforms=self.mapping,
+            transforms=self._read_mapping,
         )
         if reference is not None:
             count = check_bands(image_ds, self.bands)
