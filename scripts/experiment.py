@@ -58,7 +58,7 @@ from torchmetrics.classification import BinaryAUROC, MulticlassJaccardIndex
 
 from torchgeo_ssg2.datamodules import DubaiAerialDataModule, ISIC2018DataModule
 from torchgeo_ssg2.datasets import DubaiAerial
-from torchgeo_ssg2.trainers import PTAViTTask, SSG2Task
+from torchgeo_ssg2.trainers import PTAViTTask, SSG2Task, sequence_uncertainty
 
 MODELS = ('ssg2', 'ptavit', 'unet')
 LR, EPS = 1e-3, 1e-6
@@ -112,7 +112,7 @@ def build_datamodule(args: argparse.Namespace, model: str, seed: int) -> Any:
             batch_size=args.batch_size,
             patch_size=args.size,
             sequence_length=t,
-            support_strategy='random',
+            support_strategy=args.support_strategy,
             length=args.steps * args.batch_size,
             seed=seed,
             num_workers=0,
@@ -224,7 +224,13 @@ def probabilities(
     else:
         out = task.predict_step(batch, 0)
         probs = out['probabilities']
-        signals = {'bracket': out['uncertainty']} if 'uncertainty' in out else {}
+        signals = {}
+        if isinstance(task, SSG2Task):
+            # the support-sequence bracket, max_k (min_t U - max_t I)
+            full = task.model.forward_inference(batch['image'], batch['support_image'])
+            signals['bracket'] = sequence_uncertainty(
+                full['intersection'], full['union'], probs.shape[1]
+            )
     p = probs.clamp_min(1e-12)
     signals['entropy'] = -(p * p.log()).sum(1) / math.log(probs.shape[1])
     return probs, signals
@@ -379,6 +385,7 @@ def run_one(
         accelerator='cpu',
         devices=1,
         max_steps=args.stop_after or args.steps,
+        precision=args.precision,
         val_check_interval=args.eval_every,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
@@ -420,6 +427,8 @@ def load_runs(folder: Path) -> dict[str, list[dict[str, Any]]]:
     runs: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(folder.glob('*_seed*.json')):
         r = json.loads(path.read_text())
+        if r['model'] != 'ssg2':  # only SSG2 has a support-sequence bracket
+            r['final'].get('auroc', {}).pop('bracket', None)
         runs.setdefault(r['run'], []).append(r)
     return runs
 
@@ -570,8 +579,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.add_argument('--batch-size', type=int, default=4)
         p.add_argument('--sequence-length', type=int, default=2)
         p.add_argument('--threads', type=int, default=1)
+        p.add_argument(
+            '--precision',
+            default='32-true',
+            help="Lightning Trainer precision, e.g. '32-true' or 'bf16-mixed'",
+        )
         if dataset == 'isic':
             p.add_argument('--train-images', type=int, default=1500)
+        else:
+            p.add_argument(
+                '--support-strategy',
+                default='random',
+                choices=('random', 'same_source'),
+                help='where training supports come from (the paper: random)',
+            )
     p = sub.add_parser('plot')
     p.add_argument('folders', nargs='+', type=Path)
     p.add_argument('--figure', type=Path, default=Path('docs/figures/curves.png'))

@@ -61,7 +61,7 @@ class HeldOutDubaiDataModule(DubaiAerialDataModule):
     """The Dubai datamodule, testing on an evenly spread subset of the test grid.
 
     Set :attr:`eval_windows` to the number of test windows to keep (None: all);
-    also used by ``scripts/compare_dubai.py`` and ``scripts/compare_supports.py``.
+    also the base of the Dubai study in ``scripts/experiment.py``.
     """
 
     eval_windows: int | None = None
@@ -88,7 +88,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument('--root', default='data/dubai_aerial/data')
     parser.add_argument('--output', default='outputs/demo')
     parser.add_argument('--preset', default='tiny')
-    parser.add_argument('--max-steps', type=int, default=300)
+    parser.add_argument('--max-steps', type=int, default=1000)
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--patch-size', type=int, default=64)
     parser.add_argument('--sequence-length', type=int, default=2)
@@ -103,7 +103,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         '--train-minutes',
         type=float,
-        default=9.0,
+        default=4.5,
         help='training stops early when this budget is spent',
     )
     parser.add_argument('--seed', type=int, default=0)
@@ -282,8 +282,6 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
                 supports='bank',
                 support_bank=bank,
                 sequence_length=args.sequence_length,
-                mean=DubaiAerialDataModule.mean,
-                std=DubaiAerialDataModule.std,
                 progress=False,
             )
             with rasterio.open(paths['classes']) as src:
