@@ -156,7 +156,11 @@ class TestFit:
         assert ckpt['state_dict']['normalization_mean'].tolist() == list(NORM.mean)
         assert 'normalization' not in ckpt['hyper_parameters']
         loaded = PTAViTTask(
-            **{k: v for k, v in ckpt['hyper_parameters'].items() if k != '_class_path'}
+            **{
+                k: v
+                for k, v in ckpt['hyper_parameters'].items()
+                if not k.startswith('_')
+            }
         )
         loaded.on_load_checkpoint(ckpt)
         loaded.load_state_dict(ckpt['state_dict'])

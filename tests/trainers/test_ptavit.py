@@ -6,6 +6,7 @@ import pytest
 import torch
 from torchgeo.main import main
 
+from torchgeo_ssg2.models import PTAViT
 from torchgeo_ssg2.trainers import PTAViTTask
 
 CONFIG = os.path.join('tests', 'conf', 'ptavit_dubai.yaml')
@@ -51,7 +52,9 @@ class TestPTAViTTask:
         (path,) = glob.glob(str(tmp_path / '**' / '*.ckpt'), recursive=True)
         task = PTAViTTask.load_from_checkpoint(path)
         saved = torch.load(path, map_location='cpu', weights_only=False)
-        assert task.hparams['model'] == 'ptavit'
+        assert isinstance(task.model, PTAViT)
+        hparams = {k: v for k, v in saved['hyper_parameters'].items() if k[0] != '_'}
+        assert dict(task.hparams) == hparams
         for key, value in task.state_dict().items():
             assert torch.equal(value, saved['state_dict'][key])
 
@@ -94,6 +97,12 @@ class TestPTAViTTask:
         assert out['uncertainty'].shape == (2, 32, 32)
         assert 0 <= out['uncertainty'].min() and out['uncertainty'].max() <= 1
         assert out['bounds'] is None
+
+    def test_shared_signature(self) -> None:
+        assert '__init__' not in vars(PTAViTTask)
+        assert _task().hparams['model'] is None
+        task = PTAViTTask(model='ptavit', preset='test', num_classes=NC)
+        assert task.hparams['model'] == 'ptavit'
 
     def test_invalid(self) -> None:
         with pytest.raises(ValueError, match='ptavit'):

@@ -1,4 +1,5 @@
 import glob
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ from torchgeo.main import main
 from torchgeo.tasks import SemanticSegmentation
 
 from torchgeo_ssg2.datamodules import DubaiAerialDataModule
+from torchgeo_ssg2.inference.model import load_task
 from torchgeo_ssg2.trainers import SSG2Task, sequence_uncertainty
+from torchgeo_ssg2.trainers.base import MultitaskSegmentationTask
 
 ROOT = os.path.join('tests', 'data', 'dubai', 'data')
 CONFIG = os.path.join('tests', 'conf', 'ssg2_dubai.yaml')
@@ -83,7 +86,12 @@ class TestSSG2TaskCLI:
         task = SSG2Task.load_from_checkpoint(checkpoint)
         assert task.hparams['num_classes'] == NC
         assert task.hparams['preset'] == 'test'
-        assert task.hparams['sequence_length'] == 2
+        # T is given once, by the datamodule: the hyper-parameters keep the
+        # config's None and the checkpoint records the T of training
+        assert task.hparams['sequence_length'] is None
+        assert saved['hyper_parameters']['sequence_length'] is None
+        assert saved['sequence_length'] == 2
+        assert task.sequence_length == 2
         for key, value in task.state_dict().items():
             assert torch.equal(value, saved['state_dict'][key])
         # evaluation from the checkpoint through the CLI
@@ -137,6 +145,82 @@ class TestSSG2TaskCLI:
         )
 
 
+def _trainer(**kwargs: Any) -> Trainer:
+    return Trainer(
+        accelerator='cpu',
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+class TestSequenceLength:
+    def test_from_datamodule(self, tmp_path: Path) -> None:
+        task = _task(sequence_length=None)
+        before = dict(task.hparams)
+        dm = DubaiAerialDataModule(
+            batch_size=2, patch_size=32, sequence_length=2, root=ROOT
+        )
+        trainer = _trainer()
+        trainer.fit(task, dm)
+        assert task.sequence_length == 2
+        assert dict(task.hparams) == before
+        path = tmp_path / 'task.ckpt'
+        trainer.save_checkpoint(path)
+        saved = torch.load(path, weights_only=True)
+        assert saved['sequence_length'] == 2
+        assert saved['hyper_parameters'] == before | {
+            '_class_path': 'torchgeo_ssg2.trainers.ssg2.SSG2Task',
+            '_instantiator': 'lightning.pytorch.cli.instantiate_module',
+        }
+        assert SSG2Task.load_from_checkpoint(path).sequence_length == 2
+        loaded, _ = load_task(path)
+        assert loaded.sequence_length == 2
+
+    def test_datamodule_disagrees(self) -> None:
+        task = _task(sequence_length=3)
+        dm = DubaiAerialDataModule(
+            batch_size=2, patch_size=32, sequence_length=2, root=ROOT
+        )
+        with pytest.raises(ValueError, match=r'sequence_length=3.*draws sequence_'):
+            _trainer().fit(task, dm)
+
+    def test_bad_checkpoint_record(self) -> None:
+        with pytest.raises(ValueError, match="checkpoint\\['sequence_length'\\]"):
+            _task().on_load_checkpoint({'sequence_length': '4'})
+
+    def test_checkpoint_with_smp_names(self, tmp_path: Path) -> None:
+        # hyper-parameters as tasks with torchgeo's smp-only arguments saved them
+        task = _task()
+        hparams = dict(task.hparams) | {
+            'model': 'ssg2',
+            'num_labels': None,
+            'class_weights': None,
+            'pos_weight': None,
+            '_class_path': 'torchgeo_ssg2.trainers.ssg2.SSG2Task',
+        }
+        path = tmp_path / 'old.ckpt'
+        torch.save({'state_dict': task.state_dict(), 'hyper_parameters': hparams}, path)
+        loaded, _ = load_task(path)
+        assert loaded.hparams['preset'] == 'test'
+        assert loaded.hparams['num_classes'] == NC
+        assert loaded.sequence_length == 2
+        for key, value in task.state_dict().items():
+            assert torch.equal(value, loaded.state_dict()[key])
+
+
+def test_sync_batchnorm_refused() -> None:
+    dm = DubaiAerialDataModule(
+        batch_size=2, patch_size=32, sequence_length=2, root=ROOT
+    )
+    with pytest.raises(ValueError, match='sync_batchnorm'):
+        _trainer(sync_batchnorm=True).fit(_task(), dm)
+
+
 class TestSSG2Task:
     def test_subclass(self) -> None:
         assert issubclass(SSG2Task, SemanticSegmentation)
@@ -146,11 +230,8 @@ class TestSSG2Task:
         for key in (
             'task',
             'num_classes',
-            'num_labels',
             'labels',
             'ignore_index',
-            'class_weights',
-            'pos_weight',
             'loss',
             'lr',
             'patience',
@@ -159,8 +240,26 @@ class TestSSG2Task:
             'optimizer',
         ):
             assert key in task.hparams
-        assert 'backbone' not in task.hparams
+        for key in ('backbone', 'weights', 'num_labels', 'class_weights'):
+            assert key not in task.hparams
         assert task.model.num_outputs == NC + 1
+
+    def test_signature_written_once(self) -> None:
+        own = set(inspect.signature(SSG2Task.__init__).parameters)
+        assert own == {
+            'self',
+            'sequence_length',
+            'loss_empty',
+            'loss_fuzzy_target_null',
+            'kwargs',
+        }
+        shared = set(inspect.signature(MultitaskSegmentationTask.__init__).parameters)
+        assert set(_task().hparams) == (own | shared) - {'self', 'kwargs'}
+
+    @pytest.mark.parametrize('name', ['num_labels', 'class_weights', 'pos_weight'])
+    def test_smp_arguments_refused(self, name: str) -> None:
+        with pytest.raises(TypeError, match=name):
+            _task(**{name: None})
 
     def test_metrics_exclude_null(self) -> None:
         task = _task(labels=['a', 'b', 'c', 'd', 'e'])
@@ -258,7 +357,8 @@ class TestSSG2Task:
             task.training_step(_batch(t=3), 0)
         task = _task(sequence_length=None)
         task.training_step(_batch(t=1), 0)
-        assert task.hparams['sequence_length'] == 1
+        assert task.sequence_length == 1
+        assert task.hparams['sequence_length'] is None
 
     def test_missing_supports(self) -> None:
         task = _task()
@@ -275,8 +375,6 @@ class TestSSG2Task:
         [
             ({'task': 'binary'}, 'multiclass'),
             ({'num_classes': None}, 'num_classes'),
-            ({'num_labels': 3}, 'num_labels'),
-            ({'class_weights': [1.0] * NC}, 'class_weights'),
             ({'labels': ['a']}, 'labels'),
             ({'ignore_index': 0}, 'ignore_index'),
             ({'model': 'unet'}, 'ssg2'),
@@ -284,6 +382,7 @@ class TestSSG2Task:
             ({'optimizer': 'sgd'}, 'optimizer'),
             ({'lr_schedule': 'step'}, 'lr_schedule'),
             ({'sequence_length': 0}, 'sequence_length'),
+            ({'sequence_length': 2.5}, 'sequence_length'),
         ],
     )
     def test_invalid(self, kwargs: dict[str, Any], match: str) -> None:

@@ -207,6 +207,32 @@ def _load_weights(task: nn.Module, state_dict: Mapping[str, Any], path: Path) ->
         raise ValueError(msg)
 
 
+def _init_arguments(cls: type) -> set[str]:
+    """The argument names of ``cls(...)``, through the ``**kwargs`` of subclasses.
+
+    Args:
+        cls: A class.
+
+    Returns:
+        The names of its ``__init__``'s arguments and, while an ``__init__``
+        passes ``**kwargs`` on, those of its parents' ``__init__``.
+    """
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = vars(klass).get('__init__')
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {
+            p.name
+            for p in params
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names - {'self'}
+
+
 def _build_task(cls: type, ckpt: Mapping[str, Any], path: Path) -> LightningModule:
     """Build a task from a checkpoint's hyper-parameters and load its weights.
 
@@ -229,7 +255,7 @@ def _build_task(cls: type, ckpt: Mapping[str, Any], path: Path) -> LightningModu
     if not isinstance(hparams, Mapping):
         msg = f'checkpoint {path} has hyper_parameters of type {type(hparams).__name__}'
         raise ValueError(msg)
-    names = set(inspect.signature(cls.__init__).parameters) - {'self'}
+    names = _init_arguments(cls)
     kwargs = {k: v for k, v in hparams.items() if k in names}
     try:
         task = cls(**kwargs)

@@ -531,10 +531,7 @@ def convert_official_checkpoint(
         'hparams_name': 'kwargs',
         'hyper_parameters': dict(task.hparams),
     }
-    cls = type(task)
-    checkpoint['hyper_parameters']['_class_path'] = f'{cls.__module__}.{cls.__name__}'
-    if norm is not None:
-        checkpoint['normalization'] = norm.to_dict()
+    task.on_save_checkpoint(checkpoint)
     _write_atomic(checkpoint, target, overwrite)
     return target
 
@@ -544,7 +541,10 @@ _TASKS = {'SSG2Task': 'ssg2', 'PTAViTTask': 'ptavit'}
 
 
 def _config_task(path: str) -> tuple[str | None, dict[str, Any]]:
-    """``--model`` and the task arguments of a Lightning CLI config's ``model:``."""
+    """``--model`` and the task arguments of a Lightning CLI config's ``model:``.
+
+    For SSG2Task, ``sequence_length`` defaults to the ``data:`` section's.
+    """
     import yaml
 
     try:
@@ -561,7 +561,14 @@ def _config_task(path: str) -> tuple[str | None, dict[str, Any]]:
     init = section.get('init_args') or {}
     if not isinstance(init, dict):
         raise ValueError(f'{path}: model.init_args is not a mapping')
-    return _TASKS.get(name), dict(init)
+    init = dict(init)
+    # SSG2's T is given once, as the datamodule's sequence_length
+    data = config.get('data')
+    data_init = data.get('init_args') if isinstance(data, dict) else None
+    length = data_init.get('sequence_length') if isinstance(data_init, dict) else None
+    if name == 'SSG2Task' and isinstance(length, int):
+        init.setdefault('sequence_length', length)
+    return _TASKS.get(name), init
 
 
 def _run(args: argparse.Namespace) -> int:

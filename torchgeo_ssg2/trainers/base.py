@@ -1,8 +1,9 @@
 """Shared parts of the SSG2 and PTAViT tasks: optimisers, metrics, statistics, plots."""
 
+import inspect
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import matplotlib.pyplot as plt
 import torch
@@ -14,10 +15,22 @@ from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 from torchgeo.datamodules import BaseDataModule
 from torchgeo.datasets import RGBBandsMissingError
 from torchgeo.tasks import SemanticSegmentation
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import (
+    Accuracy,
+    F1Score,
+    JaccardIndex,
+    Precision,
+    Recall,
+)
+from torchmetrics.wrappers import ClasswiseWrapper
 
 from ..normalization import Normalization
 
 __all__ = ('MultitaskSegmentationTask', 'normalise_probabilities')
+
+#: Lightning's instantiator of CLI-made checkpoints (its allow-listed name).
+_INSTANTIATOR = 'lightning.pytorch.cli.instantiate_module'
 
 
 def normalise_probabilities(segmentation: Tensor, eps: float = 1e-6) -> Tensor:
@@ -41,20 +54,31 @@ def normalise_probabilities(segmentation: Tensor, eps: float = 1e-6) -> Tensor:
 class MultitaskSegmentationTask(SemanticSegmentation):
     """Base of :class:`SSG2Task` and :class:`PTAViTTask` (not used directly).
 
-    Subclasses define ``__init__`` (explicit hyper-parameters, then
-    ``super(SemanticSegmentation, self).__init__()`` so that exactly their own
-    arguments become ``self.hparams``), ``configure_models`` and
-    ``configure_losses``. This class provides:
+    The shared signature: torchgeo's semantic-segmentation hyper-parameter names
+    (``model``, ``in_channels``, ``task``, ``num_classes``, ``labels``, ``loss``,
+    ``ignore_index``, ``lr``, ``patience``) and this package's model, loss and
+    optimiser options. ``SemanticSegmentation.__init__`` runs torchgeo's
+    template (``save_hyperparameters``, then :meth:`configure_models`,
+    :meth:`configure_losses` and :meth:`configure_metrics`); its smp-only
+    arguments (``backbone``, ``weights``, ``class_weights``, ...) are not
+    arguments of these tasks and stay out of ``hparams`` (:attr:`ignore`).
 
-    * metrics: torchgeo's (:meth:`ClassificationMixin.configure_metrics`) over the
-      ``num_classes`` real classes only, i.e. ``OverallAccuracy``,
-      ``AverageJaccardIndex`` (mean IoU), ``AverageF1Score`` (mean F1), the
-      ``Classwise*`` per-class values and the precision/recall variants, with
-      ``ignore_index`` honoured;
+    Subclasses set :attr:`model_name`, define ``configure_models`` and
+    ``configure_losses``, and add only the arguments of their own (keyword-only,
+    the rest passed on as ``**kwargs``). This class provides:
+
+    * metrics: torchgeo's over the ``num_classes`` real classes only, i.e.
+      ``OverallAccuracy``, ``AverageJaccardIndex`` (mean IoU), ``AverageF1Score``
+      (mean F1), the ``Classwise*`` per-class values and the precision/recall
+      variants, with ``ignore_index`` honoured;
     * optimisers: RAdam (the paper's) or AdamW, optional weight decay, and a
       constant, plateau or cosine learning-rate schedule with linear warm-up;
+    * the normalisation statistics, kept with the weights;
     * validation figures through the datamodule's ``plot()``.
     """
+
+    #: The one model the task trains (the accepted value of ``model``).
+    model_name: ClassVar[str]
 
     #: Largest number of validation batches plotted per epoch.
     max_plots = 10
@@ -66,8 +90,86 @@ class MultitaskSegmentationTask(SemanticSegmentation):
     #: The statistics the inputs are normalised with (None until known).
     normalization: Normalization | None
 
+    def __init__(
+        self,
+        model: str | None = None,
+        preset: str = 'tiny',
+        model_kwargs: dict[str, Any] | None = None,
+        in_channels: int = 3,
+        task: Literal['multiclass'] = 'multiclass',
+        num_classes: int | None = None,
+        labels: list[str] | None = None,
+        loss: Literal['tanimoto'] = 'tanimoto',
+        loss_depth: int = 0,
+        loss_mode: Literal['exact', 'avg'] = 'exact',
+        ignore_index: int | None = None,
+        optimizer: Literal['radam', 'adamw'] = 'radam',
+        lr: float = 1e-3,
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        lr_schedule: Literal['constant', 'plateau', 'cosine'] = 'constant',
+        warmup_steps: int = 0,
+        min_lr: float = 0.0,
+        patience: int = 10,
+    ) -> None:
+        """Initialize a new task instance.
+
+        Args:
+            model: Model name: None or the task's :attr:`model_name` (``'ssg2'``
+                for SSG2Task, ``'ptavit'`` for PTAViTTask).
+            preset: Model preset: 'paper', 'small', 'tiny' or 'test' (see
+                :func:`torchgeo_ssg2.models.list_presets`).
+            model_kwargs: Overrides of the preset's
+                :class:`~torchgeo_ssg2.models.ModelConfig` fields (e.g.
+                ``{'spatial_size': 64}``).
+            in_channels: Number of input channels.
+            task: Only 'multiclass' (binary problems are 2-class multiclass).
+            num_classes: Number of real classes (SSG2 adds NULL itself).
+            labels: Class names, for the per-class metric names.
+            loss: Loss name (only 'tanimoto': fractal Tanimoto with complement).
+            loss_depth: Fractal depth of the Tanimoto similarity (0 in the paper).
+            loss_mode: 'exact' or 'avg' fractal Tanimoto.
+            ignore_index: Mask value excluded from losses and metrics (must not be
+                a real class index).
+            optimizer: 'radam' (the paper's) or 'adamw'.
+            lr: Learning rate (1e-3 in the paper).
+            eps: Optimizer epsilon (1e-6 in the paper, safe for mixed precision).
+            weight_decay: Weight decay (0 in the paper).
+            lr_schedule: 'constant' (the paper), 'plateau' or 'cosine'.
+            warmup_steps: Linear warm-up steps (constant and cosine schedules).
+            min_lr: Final learning rate of the cosine schedule.
+            patience: Patience of the plateau schedule.
+
+        Raises:
+            ValueError: For unsupported or inconsistent arguments.
+        """
+        super().__init__(
+            model=model,  # type: ignore[arg-type]
+            in_channels=in_channels,
+            task=task,
+            num_classes=num_classes,
+            labels=labels,
+            loss=loss,  # type: ignore[arg-type]
+            ignore_index=ignore_index,
+            lr=lr,
+            patience=patience,
+        )
+
+    #: Arguments of ``SemanticSegmentation.__init__`` that these tasks do not
+    #: take; ``save_hyperparameters`` leaves them out of ``hparams``.
+    ignore = tuple(
+        sorted(
+            set(inspect.signature(SemanticSegmentation.__init__).parameters)
+            - set(inspect.signature(__init__).parameters)
+        )
+    )
+
     def configure_metrics(self) -> None:
         """Initialize the metrics and the normalisation buffers.
+
+        The metrics are torchgeo's (those of
+        :meth:`ClassificationMixin.configure_metrics`, under the same names) for
+        a multiclass task over the ``num_classes`` real classes.
 
         ``BaseTask.__init__`` calls :meth:`configure_models`,
         :meth:`configure_losses` and this method last, so the buffers of the
@@ -75,11 +177,52 @@ class MultitaskSegmentationTask(SemanticSegmentation):
         ``normalization_std`` (C, float32; empty while unknown), persistent, so
         they travel with the weights in every ``state_dict``.
         """
-        super().configure_metrics()
+        hp = self.hparams
+        kwargs: dict[str, Any] = {
+            'task': 'multiclass',
+            'num_classes': hp['num_classes'],
+            'ignore_index': hp['ignore_index'],
+        }
+        metrics: dict[str, Metric | MetricCollection] = {}
+        for metric in (Accuracy, Precision, Recall, F1Score, JaccardIndex):
+            name = metric.__name__
+            metrics[f'Overall{name}'] = metric(average='micro', **kwargs)
+            metrics[f'Average{name}'] = metric(average='macro', **kwargs)
+            metrics[name] = ClasswiseWrapper(
+                metric(average='none', **kwargs),
+                labels=hp['labels'],
+                prefix=f'Classwise{name}_',
+            )
+        collection = MetricCollection(metrics)
+        self.train_metrics = collection.clone(prefix='train_')
+        self.val_metrics = collection.clone(prefix='val_')
+        self.test_metrics = collection.clone(prefix='test_')
         self.normalization = None
         self.register_buffer('normalization_mean', torch.empty(0))
         self.register_buffer('normalization_std', torch.empty(0))
         self.register_load_state_dict_post_hook(_sync_normalization)
+
+    def setup(self, stage: str) -> None:
+        """Refuse a trainer that would replace the per-support BatchNorm layers.
+
+        ``Trainer(sync_batchnorm=True)`` turns every BatchNorm layer into a
+        ``SyncBatchNorm`` when fitting with several processes, and those compute
+        one set of statistics over the whole folded batch instead of one per
+        support (:class:`~torchgeo_ssg2.models.layers.GroupedBatchNorm`).
+
+        Args:
+            stage: 'fit', 'validate', 'test' or 'predict'.
+
+        Raises:
+            ValueError: If the trainer was configured with ``sync_batchnorm``.
+        """
+        connector = getattr(self.trainer, '_accelerator_connector', None)
+        if getattr(connector, '_layer_sync', None) is not None:
+            raise ValueError(
+                f'{type(self).__name__} cannot train with trainer.sync_batchnorm: '
+                'true: SyncBatchNorm would replace the BatchNorm layers that keep '
+                'statistics per support image; set trainer.sync_batchnorm: false'
+            )
 
     def set_normalization(self, normalization: Normalization) -> None:
         """Set the statistics the task's inputs are normalised with.
@@ -175,28 +318,32 @@ class MultitaskSegmentationTask(SemanticSegmentation):
             )
 
     def _check_hparams(self) -> None:
-        """Reject settings the Tanimoto-based multitask losses cannot honour.
+        """Reject settings the Tanimoto-based multitask tasks cannot honour.
+
+        Called first by :meth:`configure_models`, before anything is built.
 
         Raises:
             ValueError: For an unsupported combination.
         """
         hp = self.hparams
+        name = type(self).__name__
+        if hp['model'] not in (None, self.model_name):
+            raise ValueError(
+                f'{name} supports model={self.model_name!r} only, got {hp["model"]!r}'
+            )
         if hp['task'] != 'multiclass':
             raise ValueError(
-                f"{type(self).__name__} supports task='multiclass' only, got "
+                f"{name} supports task='multiclass' only, got "
                 f'{hp["task"]!r} (a binary problem is multiclass with 2 classes)'
+            )
+        if hp['loss'] != 'tanimoto':
+            raise ValueError(
+                f"{name} supports loss='tanimoto' only, got {hp['loss']!r}"
             )
         if not hp['num_classes'] or hp['num_classes'] < 1:
             raise ValueError(
-                f'{type(self).__name__} needs num_classes >= 1 (the real classes, '
+                f'{name} needs num_classes >= 1 (the real classes, '
                 f'without NULL), got {hp["num_classes"]}'
-            )
-        if hp['num_labels'] is not None:
-            raise ValueError('num_labels applies to multilabel tasks only; use None')
-        if hp['class_weights'] is not None or hp['pos_weight'] is not None:
-            raise ValueError(
-                'class_weights and pos_weight are not supported by the Tanimoto '
-                'multitask losses; use None'
             )
         labels = hp['labels']
         if labels is not None and len(labels) != hp['num_classes']:
@@ -306,9 +453,11 @@ class MultitaskSegmentationTask(SemanticSegmentation):
 
         LightningCLI (``torchgeo fit|validate|test|predict --ckpt_path``) rebuilds
         the model from ``hyper_parameters['_class_path']``, which it only adds
-        itself for tasks it instantiated; adding it here makes checkpoints of tasks
-        built in Python (e.g. by ``make demo``) usable from the CLI too.
-        ``load_from_checkpoint`` ignores the key.
+        itself (with ``_instantiator``) for tasks it instantiated; adding both
+        here makes checkpoints of tasks built in Python (e.g. by ``make demo``)
+        usable from the CLI too, and ``load_from_checkpoint`` rebuilds every
+        checkpoint the same way, through Lightning's CLI instantiator (which
+        follows ``SSG2Task``'s ``**kwargs`` to the shared arguments).
 
         Args:
             checkpoint: The checkpoint dictionary being saved.
@@ -319,6 +468,7 @@ class MultitaskSegmentationTask(SemanticSegmentation):
         if isinstance(hparams, dict) and '_class_path' not in hparams:
             cls = type(self)
             hparams['_class_path'] = f'{cls.__module__}.{cls.__qualname__}'
+            hparams.setdefault('_instantiator', _INSTANTIATOR)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the statistics of a checkpoint (before its weights load).

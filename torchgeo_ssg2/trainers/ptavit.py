@@ -1,11 +1,9 @@
 """Trainer for the UNet-like PTAViT baseline."""
 
 import math
-from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from torch import Tensor
-from torchgeo.tasks import SemanticSegmentation
 
 from ..losses import MultitaskLoss
 from ..models import PTAViT
@@ -23,75 +21,16 @@ class PTAViTTask(MultitaskSegmentationTask):
     :class:`~torchgeo_ssg2.trainers.SSG2Task`. The loss is the multitask
     Tanimoto-with-complement loss over segmentation, boundary and distance maps
     (the labels are built from the mask on the batch's device); metrics are the
-    same as SSG2Task's.
+    same as SSG2Task's. Its arguments are those of
+    :class:`~torchgeo_ssg2.trainers.MultitaskSegmentationTask`.
     """
 
-    def __init__(
-        self,
-        model: Literal['ptavit'] = 'ptavit',
-        preset: str = 'tiny',
-        model_kwargs: dict[str, Any] | None = None,
-        in_channels: int = 3,
-        task: Literal['multiclass'] = 'multiclass',
-        num_classes: int | None = None,
-        num_labels: int | None = None,
-        labels: list[str] | None = None,
-        loss: Literal['tanimoto'] = 'tanimoto',
-        loss_depth: int = 0,
-        loss_mode: Literal['exact', 'avg'] = 'exact',
-        class_weights: Sequence[float] | None = None,
-        pos_weight: Tensor | None = None,
-        ignore_index: int | None = None,
-        optimizer: Literal['radam', 'adamw'] = 'radam',
-        lr: float = 1e-3,
-        eps: float = 1e-6,
-        weight_decay: float = 0.0,
-        lr_schedule: Literal['constant', 'plateau', 'cosine'] = 'constant',
-        warmup_steps: int = 0,
-        min_lr: float = 0.0,
-        patience: int = 10,
-    ) -> None:
-        """Initialize a new PTAViTTask instance.
-
-        Args:
-            model: Model name (only 'ptavit').
-            preset: Model preset: 'paper', 'small', 'tiny' or 'test'.
-            model_kwargs: Overrides of the preset's
-                :class:`~torchgeo_ssg2.models.ModelConfig` fields.
-            in_channels: Number of input channels.
-            task: Only 'multiclass'.
-            num_classes: Number of classes.
-            num_labels: Must be None.
-            labels: Class names, for the per-class metric names.
-            loss: Loss name (only 'tanimoto').
-            loss_depth: Fractal depth of the Tanimoto similarity.
-            loss_mode: 'exact' or 'avg' fractal Tanimoto.
-            class_weights: Must be None.
-            pos_weight: Must be None.
-            ignore_index: Mask value excluded from losses and metrics.
-            optimizer: 'radam' or 'adamw'.
-            lr: Learning rate.
-            eps: Optimizer epsilon.
-            weight_decay: Weight decay.
-            lr_schedule: 'constant', 'plateau' or 'cosine'.
-            warmup_steps: Linear warm-up steps.
-            min_lr: Final learning rate of the cosine schedule.
-            patience: Patience of the plateau schedule.
-
-        Raises:
-            ValueError: For unsupported or inconsistent arguments.
-        """
-        self.weights = None
-        super(SemanticSegmentation, self).__init__()
+    model_name = 'ptavit'
 
     def configure_models(self) -> None:
         """Initialize the PTAViT model."""
         self._check_hparams()
         hp = self.hparams
-        if hp['model'] != 'ptavit':
-            raise ValueError(
-                f"PTAViTTask supports model='ptavit' only, got {hp['model']!r}"
-            )
         self.model = PTAViT(
             hp['in_channels'],
             hp['num_classes'],
@@ -101,10 +40,6 @@ class PTAViTTask(MultitaskSegmentationTask):
 
     def configure_losses(self) -> None:
         """Initialize the multitask loss."""
-        if self.hparams['loss'] != 'tanimoto':
-            raise ValueError(
-                f"PTAViTTask supports loss='tanimoto' only, got {self.hparams['loss']!r}"
-            )
         self.criterion = MultitaskLoss(
             self.hparams['loss_depth'], self.hparams['loss_mode']
         )

@@ -1,10 +1,8 @@
 """Trainer for SSG2 semantic segmentation with support sequences."""
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from torch import Tensor
-from torchgeo.tasks import SemanticSegmentation
 
 from ..losses import SSG2Loss
 from ..metrics import SetOperationIoU
@@ -63,55 +61,26 @@ class SSG2Task(MultitaskSegmentationTask):
     and prediction may use another T than training.
     """
 
+    model_name = 'ssg2'
+
     def __init__(
         self,
-        model: Literal['ssg2'] = 'ssg2',
-        preset: str = 'tiny',
-        model_kwargs: dict[str, Any] | None = None,
-        in_channels: int = 3,
-        task: Literal['multiclass'] = 'multiclass',
-        num_classes: int | None = None,
-        num_labels: int | None = None,
-        labels: list[str] | None = None,
+        *,
         sequence_length: int | None = None,
-        loss: Literal['tanimoto'] = 'tanimoto',
-        loss_depth: int = 0,
-        loss_mode: Literal['exact', 'avg'] = 'exact',
         loss_empty: Literal['official', 'smoothed'] = 'official',
         loss_fuzzy_target_null: Literal['official', 'one', 'drop'] = 'one',
-        class_weights: Sequence[float] | None = None,
-        pos_weight: Tensor | None = None,
-        ignore_index: int | None = None,
-        optimizer: Literal['radam', 'adamw'] = 'radam',
-        lr: float = 1e-3,
-        eps: float = 1e-6,
-        weight_decay: float = 0.0,
-        lr_schedule: Literal['constant', 'plateau', 'cosine'] = 'constant',
-        warmup_steps: int = 0,
-        min_lr: float = 0.0,
-        patience: int = 10,
+        **kwargs: Any,
     ) -> None:
         """Initialize a new SSG2Task instance.
 
         Args:
-            model: Model name (only 'ssg2').
-            preset: Model preset: 'paper', 'small', 'tiny' or 'test' (see
-                :func:`torchgeo_ssg2.models.list_presets`).
-            model_kwargs: Overrides of the preset's
-                :class:`~torchgeo_ssg2.models.ModelConfig` fields (e.g.
-                ``{'support_chunk_size': 2}``).
-            in_channels: Number of input channels.
-            task: Only 'multiclass' (binary problems are 2-class multiclass).
-            num_classes: Number of real classes (the model adds NULL itself).
-            num_labels: Must be None (multilabel is not supported).
-            labels: Class names, for the per-class metric names.
             sequence_length: Number of supports T in training; a training batch
-                with another T is an error. None takes T from the first training
-                batch. It is stored in the checkpoint as the default T for
-                inference; evaluation and prediction take T from their batches.
-            loss: Loss name (only 'tanimoto': fractal Tanimoto with complement).
-            loss_depth: Fractal depth of the Tanimoto similarity (0 in the paper).
-            loss_mode: 'exact' or 'avg' fractal Tanimoto.
+                with another T is an error. None (the usual value in a config,
+                where the datamodule's ``sequence_length`` gives T once) takes
+                T from the datamodule at fit start, else from the first
+                training batch. The T in effect is :attr:`sequence_length`,
+                saved as ``checkpoint['sequence_length']``: the default T of
+                inference. Evaluation and prediction take T from their batches.
             loss_empty: How a channel with an empty label scores in the Tanimoto
                 loss: 'official' (similarity 0, loss floor 0.5, as the official
                 code) or 'smoothed' (eps-smoothed; rewards collapsing uncertain
@@ -119,39 +88,24 @@ class SSG2Task(MultitaskSegmentationTask):
             loss_fuzzy_target_null: Label of the NULL channel in the fuzzy-target
                 term: 'one' (its true value), 'official' (the target's NULL, 0, as
                 the official code; it fights both heads' NULL targets) or 'drop'.
-            class_weights: Must be None (not supported by the Tanimoto loss).
-            pos_weight: Must be None (binary cross-entropy only).
-            ignore_index: Mask value excluded from losses and metrics (must not be
-                a real class index).
-            optimizer: 'radam' (the paper's) or 'adamw'.
-            lr: Learning rate (1e-3 in the paper).
-            eps: Optimizer epsilon (1e-6 in the paper, safe for mixed precision).
-            weight_decay: Weight decay (0 in the paper).
-            lr_schedule: 'constant' (the paper), 'plateau' or 'cosine'.
-            warmup_steps: Linear warm-up steps (constant and cosine schedules).
-            min_lr: Final learning rate of the cosine schedule.
-            patience: Patience of the plateau schedule.
+            **kwargs: The arguments of
+                :class:`~torchgeo_ssg2.trainers.MultitaskSegmentationTask`
+                (``preset``, ``in_channels``, ``num_classes``, ...).
 
         Raises:
             ValueError: For unsupported or inconsistent arguments.
         """
-        self.weights = None
-        # Skip SemanticSegmentation.__init__ so that exactly these arguments (and
-        # none of the parent's smp-specific defaults) become self.hparams.
-        super(SemanticSegmentation, self).__init__()
+        super().__init__(**kwargs)
+        #: The number of supports T of training (None until known).
+        self.sequence_length: int | None = sequence_length
 
     def configure_models(self) -> None:
         """Initialize the SSG2 model."""
         self._check_hparams()
         hp = self.hparams
-        if hp['model'] != 'ssg2':
-            raise ValueError(
-                f"SSG2Task supports model='ssg2' only, got {hp['model']!r}"
-            )
-        if hp['sequence_length'] is not None and hp['sequence_length'] < 1:
-            raise ValueError(
-                f'sequence_length must be >= 1 or None, got {hp["sequence_length"]}'
-            )
+        length = hp['sequence_length']
+        if length is not None and (not isinstance(length, int) or length < 1):
+            raise ValueError(f'sequence_length must be >= 1 or None, got {length!r}')
         self.model = SSG2(
             hp['in_channels'],
             hp['num_classes'],
@@ -161,10 +115,6 @@ class SSG2Task(MultitaskSegmentationTask):
 
     def configure_losses(self) -> None:
         """Initialize the SSG2 loss."""
-        if self.hparams['loss'] != 'tanimoto':
-            raise ValueError(
-                f"SSG2Task supports loss='tanimoto' only, got {self.hparams['loss']!r}"
-            )
         hp = self.hparams
         self.criterion = SSG2Loss(
             hp['loss_depth'],
@@ -184,6 +134,66 @@ class SSG2Task(MultitaskSegmentationTask):
         nc = self.hparams['num_classes']
         self.val_head_fit = SetOperationIoU(nc)
         self.test_head_fit = SetOperationIoU(nc)
+
+    def setup(self, stage: str) -> None:
+        """Take the training T from the datamodule, or check it against it.
+
+        A datamodule with a ``sequence_length`` (every episode datamodule of
+        this package) gives :attr:`sequence_length` when the task has none, so
+        a config states T once, in its ``data`` section.
+
+        Args:
+            stage: 'fit', 'validate', 'test' or 'predict'.
+
+        Raises:
+            ValueError: If the task and the datamodule give different T, or the
+                trainer would replace the per-support BatchNorm layers.
+        """
+        super().setup(stage)
+        if stage != 'fit':
+            return
+        datamodule = getattr(self.trainer, 'datamodule', None)
+        length = getattr(datamodule, 'sequence_length', None)
+        if not isinstance(length, int):
+            return
+        if self.sequence_length is None:
+            self.sequence_length = length
+        elif self.sequence_length != length:
+            raise ValueError(
+                f'SSG2Task(sequence_length={self.sequence_length}) but the '
+                f'datamodule draws sequence_length={length} supports; give T once, '
+                "as the datamodule's sequence_length"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the statistics, the class path and the training T.
+
+        Args:
+            checkpoint: The checkpoint dictionary being saved.
+        """
+        super().on_save_checkpoint(checkpoint)
+        if self.sequence_length is not None:
+            checkpoint['sequence_length'] = self.sequence_length
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the statistics and the training T of a checkpoint.
+
+        Args:
+            checkpoint: The checkpoint dictionary being loaded.
+
+        Raises:
+            ValueError: If the recorded T is not a positive integer.
+        """
+        super().on_load_checkpoint(checkpoint)
+        length = checkpoint.get('sequence_length')
+        if length is None:
+            return
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(
+                f"checkpoint['sequence_length'] must be a positive integer, got "
+                f'{length!r}'
+            )
+        self.sequence_length = length
 
     def forward(self, image: Tensor, support_image: Tensor) -> dict[str, Tensor]:
         """Run the model with all outputs.
@@ -309,13 +319,13 @@ class SSG2Task(MultitaskSegmentationTask):
         if 'support_mask' not in batch:
             raise ValueError('SSG2Task training needs support_mask in the batch')
         t = support.shape[1]
-        expected = self.hparams['sequence_length']
-        if expected is None:
-            self.hparams['sequence_length'] = t
-        elif t != expected:
+        if self.sequence_length is None:
+            self.sequence_length = t
+        elif t != self.sequence_length:
             raise ValueError(
-                f'training batch has T={t} supports but the task was configured with '
-                f'sequence_length={expected}; set both to the same value'
+                f'training batch has T={t} supports but the task trains with '
+                f'sequence_length={self.sequence_length}; give T once, as the '
+                "datamodule's sequence_length"
             )
         _, loss = self._step(batch, 'train')
         assert loss is not None
