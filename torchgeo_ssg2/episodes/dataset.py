@@ -71,7 +71,8 @@ class ItemReader:
 class GeoReader(ItemReader):
     """Reads GeoDataset windows; pixels whose image is nodata get the ignore index.
 
-    A pixel is nodata when all its image bands equal *nodata* (or are NaN).
+    A pixel is nodata when all its image bands equal *nodata* (or are NaN when
+    *nodata* is NaN); without a nodata value, samples are returned as read.
 
     Args:
         dataset: GeoDataset with ``image`` and ``mask`` samples.
@@ -98,11 +99,12 @@ class GeoReader(ItemReader):
             index), ``bounds`` and ``transform``.
         """
         sample = super().read(key, epoch)
-        if 'mask' in sample:
+        if 'mask' in sample and self.nodata is not None:
             image: Tensor = sample['image']
-            bad = torch.isnan(image).all(dim=0)
-            if self.nodata is not None and not math.isnan(self.nodata):
-                bad |= (image == self.nodata).all(dim=0)
+            if math.isnan(self.nodata):
+                bad = torch.isnan(image).all(dim=0)
+            else:
+                bad = (image == self.nodata).all(dim=0)
             if bad.any():
                 sample['mask'] = sample['mask'].masked_fill(bad, self.ignore_index)
         return sample
