@@ -345,3 +345,19 @@ def test_mask_nodata_is_ignored(tmp_path: Path) -> None:
     sample = dm.train_dataset.reader.read(window, 0)  # type: ignore[union-attr]
     assert (sample['mask'][:, :8] == 255).all()
     assert set(sample['mask'][:, 8:].unique().tolist()) <= {0, 1, 2}
+
+
+def test_float_nan_is_nodata(tmp_path: Path) -> None:
+    mask = class_mask(64, 64)
+    image = image_for(mask, 2, 'uint8', 0).astype('float32')
+    image[:, :, :8] = np.nan
+    write(tmp_path / 'mask.tif', mask, UTM33, X0, Y0)
+    write(tmp_path / 'image.tif', image, UTM33, X0, Y0)
+    dm = make(str(tmp_path / 'image.tif'), str(tmp_path / 'mask.tif'), block_size=32)
+    assert np.isnan(dm.nodata)
+    assert all(np.isfinite(dm.normalization.mean))
+    dm.setup('fit')
+    window = (slice(X0, X0 + 32), slice(Y0 - 32, Y0))
+    sample = dm.train_dataset.reader.read(window, 0)  # type: ignore[union-attr]
+    assert (sample['mask'][:, :8] == 255).all()
+    assert (sample['mask'][:, 8:] != 255).all()

@@ -54,6 +54,9 @@ class GeoEpisodeDataModule(GeoDataModule):
     #: NumPy dtype name of the raw images, when known.
     input_dtype: str | None = None
 
+    #: Image nodata value (None: the image rasters' own, if any).
+    nodata: float | None = None
+
     def __init__(
         self,
         dataset_class: type[GeoDataset],
@@ -165,7 +168,7 @@ class GeoEpisodeDataModule(GeoDataModule):
             seed=self.seed,
             fixed=not training,
         )
-        reader = GeoReader(dataset, ignore_index=self.ignore_index)
+        reader = GeoReader(dataset, self.nodata, ignore_index=self.ignore_index)
         episodes = EpisodeDataset(reader, policy, mask_nodata=self.ignore_index)
         return episodes, sampler
 

@@ -205,6 +205,10 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
         self.images, self.masks = self._pair(images, masks)
         self.input_dtype = check_bands(self.images, self.bands)[1]
         self.nodata = infer_nodata(self.images)
+        if self.nodata is None and np.issubdtype(
+            np.dtype(self.input_dtype), np.floating
+        ):
+            self.nodata = math.nan  # float rasters without a nodata value: NaN
         pairs = self.images & self.masks
         self._check_area({'image': pairs})
         self._datasets = self._splits(
