@@ -382,3 +382,29 @@ def test_converted_checkpoint_predicts_a_raster(
         classes = src.read(1)
         assert src.crs == profile['crs'] and classes.shape == (64, 96)
     assert set(np.unique(classes)) <= set(range(NUM_CLASSES))
+
+
+def test_config_sequence_length_from_data_section(
+    tmp_path: Path, official_ssg2: tuple[Path, SSG2]
+) -> None:
+    # a fit config gives SSG2's T once, as the datamodule's sequence_length
+    from torchgeo_ssg2.cli import main as ssg2_main
+    from torchgeo_ssg2.trainers import SSG2Task
+
+    official, _ = official_ssg2
+    config = tmp_path / 'fit.yaml'
+    config.write_text(
+        'model:\n'
+        '  class_path: torchgeo_ssg2.trainers.SSG2Task\n'
+        '  init_args: {preset: test, in_channels: 5, num_classes: 2}\n'
+        'data:\n'
+        '  class_path: torchgeo_ssg2.datamodules.DubaiAerialDataModule\n'
+        '  init_args: {sequence_length: 3}\n'
+    )
+    out = tmp_path / 'converted.ckpt'
+    args = ['--official', str(official), '--config', str(config), '--output', str(out)]
+    ssg2_main(['convert', *args])
+    saved = torch.load(out, weights_only=True)
+    assert saved['hyper_parameters']['sequence_length'] == 3
+    assert saved['sequence_length'] == 3
+    assert SSG2Task.load_from_checkpoint(out).sequence_length == 3

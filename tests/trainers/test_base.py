@@ -206,6 +206,24 @@ class TestBatchNormBatch:
         task.eval()
         task.on_train_batch_start({'image': torch.zeros(1, 3, 32, 32)}, 0)
 
+    @pytest.mark.parametrize('cls', [PTAViTTask, SSG2Task])
+    def test_sync_batchnorm_refused(
+        self, cls: type[MultitaskSegmentationTask], tmp_path: Path
+    ) -> None:
+        trainer = Trainer(
+            accelerator='cpu',
+            max_steps=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            sync_batchnorm=True,
+            default_root_dir=tmp_path,
+        )
+        task = _task(cls)
+        with pytest.raises(ValueError, match=r'trainer\.sync_batchnorm: false'):
+            trainer.fit(task, datamodule=_DataModule(NORM))
+        assert task.global_step == 0
+
     def test_in_fit(self, tmp_path: Path) -> None:
         task = _task()
         task.set_normalization(NORM)

@@ -213,14 +213,6 @@ class TestSequenceLength:
             assert torch.equal(value, loaded.state_dict()[key])
 
 
-def test_sync_batchnorm_refused() -> None:
-    dm = DubaiAerialDataModule(
-        batch_size=2, patch_size=32, sequence_length=2, root=ROOT
-    )
-    with pytest.raises(ValueError, match='sync_batchnorm'):
-        _trainer(sync_batchnorm=True).fit(_task(), dm)
-
-
 class TestSSG2Task:
     def test_subclass(self) -> None:
         assert issubclass(SSG2Task, SemanticSegmentation)

@@ -214,8 +214,11 @@ class MultitaskSegmentationTask(SemanticSegmentation):
             stage: 'fit', 'validate', 'test' or 'predict'.
 
         Raises:
-            ValueError: If the trainer was configured with ``sync_batchnorm``.
+            ValueError: If a trainer configured with ``sync_batchnorm`` fits.
         """
+        if stage != 'fit':
+            return
+        # Trainer(sync_batchnorm=True) is kept only as its connector's layer sync
         connector = getattr(self.trainer, '_accelerator_connector', None)
         if getattr(connector, '_layer_sync', None) is not None:
             raise ValueError(
