@@ -194,6 +194,36 @@ def _run(
     single input), then the checkpoint is loaded, then the datamodule and the
     writer check every input and output before the first window.
 
+    Args:
+        checkpoint_or_task: See :func:`predict_rasters`.
+        input: Input rasters (one path with ``output``).
+        output: Output file of a single raster, or None.
+        output_dir: Output folder, or None.
+        window: See :func:`predict_raster`.
+        overlap: See :func:`predict_raster`.
+        batch_size: See :func:`predict_raster`.
+        num_workers: See :func:`predict_raster`.
+        overwrite: See :func:`predict_rasters`.
+        probabilities: See :func:`predict_raster`.
+        uncertainty: See :func:`predict_raster`.
+        supports: See :func:`predict_raster`.
+        support_bank: See :func:`predict_raster`.
+        sequence_length: See :func:`predict_raster`.
+        mean: See :func:`predict_raster`.
+        std: See :func:`predict_raster`.
+        support_seed: See :func:`predict_raster`.
+        blend_floor: See :func:`predict_raster`.
+        device: See :func:`predict_raster`.
+        accelerator: See :func:`predict_rasters`.
+        devices: See :func:`predict_rasters`.
+        num_nodes: See :func:`predict_rasters`.
+        cog: See :func:`predict_raster`.
+        class_names: See :func:`predict_raster`.
+        palette: See :func:`predict_raster`.
+        vrt: See :func:`predict_rasters`.
+        keep_going: See :func:`predict_rasters`.
+        progress: See :func:`predict_rasters`.
+
     Returns:
         The writer, holding what was written.
     """
@@ -263,7 +293,8 @@ def _run(
                 callbacks=[writer],
             )
         except (MisconfigurationException, RuntimeError) as err:
-            msg = f'cannot predict on {placement}: {str(err).splitlines()[0]}'
+            where = ', '.join(f'{k}={v}' for k, v in placement.items())
+            msg = f'cannot predict with {where}: {str(err).splitlines()[0]}'
             raise ValueError(msg) from None
         try:
             trainer.predict(module, datamodule=datamodule, return_predictions=False)

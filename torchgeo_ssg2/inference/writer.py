@@ -305,6 +305,8 @@ class RasterPredictionWriter(BasePredictionWriter):
         self._warnings: Any = None
         self._failed = False
         self._labels: tuple[Any, Any] = (None, None)
+        self._rasters_done = 0
+        self._raster_start = 0.0
 
     def teardown(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
