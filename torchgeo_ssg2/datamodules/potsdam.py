@@ -4,7 +4,6 @@ import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import torch
 from matplotlib.figure import Figure
 from torchgeo.datasets.utils import Sample
 
@@ -19,7 +18,7 @@ from ..datasets.potsdam_protocol import (
 from ..datasets.prepare import prepare_potsdam
 from ..episodes import GeoStrategy
 from ..plotting import plot_segmentation
-from .geo import GeoEpisodeDataModule
+from .raster import RasterEpisodeDataModule
 
 __all__ = ('PotsdamDataModule',)
 
@@ -29,19 +28,22 @@ _MEAN = dict(zip(ALL_BANDS, (85.846, 91.777, 84.993, 97.276, 38.462), strict=Tru
 _STD = dict(zip(ALL_BANDS, (35.466, 34.850, 36.257, 35.686, 6.216), strict=True))
 
 
-class PotsdamDataModule(GeoEpisodeDataModule):
+class PotsdamDataModule(RasterEpisodeDataModule):
     """SSG2 episodes of ISPRS Potsdam windows, read from the prepared GeoTIFFs.
 
     :meth:`prepare_data` runs :func:`~torchgeo_ssg2.datasets.prepare.prepare_potsdam`
-    once (``root`` -> ``prepared_root``) when prepared tiles are missing; every split
-    is then a :class:`~torchgeo_ssg2.datasets.PreparedPotsdam` read window by
-    window, so whole 6000x6000 tiles are never collated.
+    once (``root`` -> ``prepared_root``) when prepared tiles are missing.
 
-    Episodes are built by
-    :class:`~torchgeo_ssg2.datamodules.geo.GeoEpisodeDataModule`: training
-    targets are random windows over the training tiles (new every epoch);
-    validation and test targets are the non-overlapping grid windows of their
+    A configuration of :class:`~torchgeo_ssg2.datamodules.RasterEpisodeDataModule`:
+    the images and masks of every split are those of a
+    :class:`~torchgeo_ssg2.datasets.PreparedPotsdam` (its tiles, bands, protocol
+    and label set), opened at the first :meth:`setup` (after
+    :meth:`prepare_data`) and read window by window, so whole 6000x6000 tiles are
+    never collated. Training targets are random windows over the training tiles
+    (new every epoch); validation and test targets are the grid windows of their
     tiles, with fixed supports. Supports always come from the target's split.
+    The labels were checked by the prepare step, so mask values are not read
+    again (:attr:`check_values`).
 
     Batches: ``image`` BxCxHxW, ``mask`` BxHxW (protocol classes, ignore index
     255), ``support_image`` BxTxCxHxW, ``support_mask`` BxTxHxW, ``bounds`` Bx9,
@@ -60,6 +62,9 @@ class PotsdamDataModule(GeoEpisodeDataModule):
 
     #: NumPy dtype of the prepared image stacks.
     input_dtype = 'float32'
+
+    open_on_init = False
+    check_values = False
 
     def __init__(
         self,
@@ -110,41 +115,55 @@ class PotsdamDataModule(GeoEpisodeDataModule):
             **kwargs: passed to :class:`~torchgeo_ssg2.datasets.PreparedPotsdam`
                 (``labels``, ``crs``, ``res``, ``cache``, ...).
         """
-        self.bands = _resolve_bands(bands)
-        self.mean = torch.tensor([_MEAN[b] for b in self.bands])
-        self.std = torch.tensor([_STD[b] for b in self.bands])
         self.protocol = get_protocol(protocol)
         self.root = root
         self.prepared_root = prepared_root or os.path.join(root, 'prepared')
         self.val_tiles = tuple(val_tiles)
         self.drop_7_10 = drop_7_10
+        self.prepare = prepare
+        self.dataset_kwargs = kwargs
+        chosen = _resolve_bands(bands)
         super().__init__(
-            PreparedPotsdam,
-            batch_size=batch_size,
+            self.prepared_root,
+            self.prepared_root,
+            num_classes=self.protocol.num_classes,
+            bands=chosen,
+            ignore_index=IGNORE_INDEX,
             patch_size=patch_size,
+            batch_size=batch_size,
             sequence_length=sequence_length,
             eval_sequence_length=eval_sequence_length,
-            length=length,
             support_strategy=support_strategy,
-            ignore_index=IGNORE_INDEX,
+            length=length,
+            mean=[_MEAN[b] for b in chosen],
+            std=[_STD[b] for b in chosen],
+            class_names=self.protocol.classes,
             num_workers=num_workers,
             seed=seed,
             augment=augment,
-            root=self.prepared_root,
-            bands=self.bands,
-            protocol=self.protocol.name,
-            val_tiles=self.val_tiles,
-            drop_7_10=drop_7_10,
-            **kwargs,
         )
         self.save_hyperparameters({'protocol': self.protocol.name})
-        self.prepare = prepare
-        self._augmentations()
 
-    @property
-    def num_classes(self) -> int:
-        """Number of classes under the protocol."""
-        return self.protocol.num_classes
+    def sources(self) -> tuple[Any, ...]:
+        """The images and masks of the train, validation and test tiles.
+
+        Returns:
+            ``(images, masks, val_images, val_masks, test_images, test_masks)``
+            of :class:`~torchgeo_ssg2.datasets.PreparedPotsdam` splits.
+        """
+        pairs: list[Any] = []
+        for split in ('train', 'val', 'test'):
+            dataset = PreparedPotsdam(
+                root=self.prepared_root,
+                split=split,  # type: ignore[arg-type]
+                bands=self.bands,
+                protocol=self.protocol.name,
+                val_tiles=self.val_tiles,
+                drop_7_10=self.drop_7_10,
+                **self.dataset_kwargs,
+            )
+            pairs += [dataset.images, dataset.masks]
+        return tuple(pairs)
 
     def tiles(self) -> tuple[str, ...]:
         """Every tile the train, validation and test splits use.

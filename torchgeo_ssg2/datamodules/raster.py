@@ -79,7 +79,17 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
     ``statistics_windows`` seeded random windows of the training images (bounded
     memory, nodata ignored, with a progress bar); they are recorded in the
     hyper-parameters and so in every checkpoint (:attr:`normalization`).
+
+    The rasters are opened and checked on construction (:attr:`open_on_init`),
+    or else at the first :meth:`setup`; a subclass may give its sources as
+    datasets built then (:meth:`sources`).
     """
+
+    #: Open and check the rasters in ``__init__`` (else at the first setup).
+    open_on_init: bool = True
+
+    #: Check every mask value against the classes or the mapping.
+    check_values: bool = True
 
     def __init__(
         self,
@@ -202,6 +212,34 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
         self.statistics_windows = int(statistics_windows)
         self.bands = None if bands is None else tuple(bands)
 
+        self._sources = (images, masks, val_images, val_masks, test_images, test_masks)
+        self._given = mean is not None
+        if mean is not None and std is not None:
+            self.mean = torch.tensor([float(v) for v in mean])
+            self.std = torch.tensor([float(v) for v in std])
+            self._augmentations()
+        self._datasets: dict[str, GeoDataset] = {}
+        if self.open_on_init:
+            self.open()
+
+    def sources(self) -> tuple[Any, ...]:
+        """The image and mask sources: train, validation and test pairs.
+
+        Returns:
+            ``(images, masks, val_images, val_masks, test_images, test_masks)``,
+            each a :data:`~torchgeo_ssg2.datasets.rasters.RasterSource` or None.
+        """
+        return self._sources
+
+    def open(self) -> None:
+        """Open and check the rasters, split them and set the statistics (once).
+
+        Raises:
+            RasterInputError: If an input raster cannot be trained on.
+        """
+        if self._datasets:
+            return
+        images, masks, val_images, val_masks, test_images, test_masks = self.sources()
         self.images, self.masks = self._pair(images, masks)
         self.input_dtype = check_bands(self.images, self.bands)[1]
         self.nodata = infer_nodata(self.images)
@@ -211,16 +249,14 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
             self.nodata = math.nan  # float rasters without a nodata value: NaN
         pairs = self.images & self.masks
         self._check_area({'image': pairs})
-        self._datasets = self._splits(
+        datasets = self._splits(
             pairs,
             None if val_images is None else self._pair(val_images, val_masks),
             None if test_images is None else self._pair(test_images, test_masks),
         )
-        self._check_area(self._datasets)
-        if mean is not None and std is not None:
-            self.mean = torch.tensor([float(v) for v in mean])
-            self.std = torch.tensor([float(v) for v in std])
-        else:
+        self._check_area(datasets)
+        self._datasets = datasets
+        if not self._given:
             self.mean, self.std = self._compute_statistics()
         self._augmentations()
 
@@ -250,7 +286,10 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
                     f'band(s) but the training images have {expected[0]} {expected[1]}'
                 )
         check_overlap(image_ds, mask_ds)
-        check_mask_values(mask_ds, self.num_classes, self.ignore_index, self.mapping)
+        if self.check_values:
+            check_mask_values(
+                mask_ds, self.num_classes, self.ignore_index, self.mapping
+            )
         return image_ds, mask_ds
 
     def _splits(
@@ -325,7 +364,7 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
                 files = (
                     [str(f) for f in self.images.index.filepath]
                     if split == 'image'
-                    else self.split_files(split)
+                    else self._files_of(dataset)
                 )
                 raise RasterInputError(
                     f'the {split} area is smaller than one patch of {self.patch_size} '
@@ -353,7 +392,17 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
         Returns:
             The images and masks of the split, as an IntersectionDataset.
         """
+        self.open()
         return self._datasets[split]
+
+    def setup(self, stage: str) -> None:
+        """Open the rasters (once), then set up the episodes.
+
+        Args:
+            stage: ``'fit'``, ``'validate'``, ``'test'`` or ``'predict'``.
+        """
+        self.open()
+        super().setup(stage)
 
     def split_files(self, split: str) -> list[str]:
         """The image files that a split's area overlaps.
@@ -364,12 +413,14 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
         Returns:
             The files, in index order.
         """
-        area = self._datasets[split].index.geometry.union_all()
+        return self._files_of(self.split_dataset(split))
+
+    def _files_of(self, dataset: GeoDataset) -> list[str]:
+        """The image files that a dataset's area overlaps."""
+        area = dataset.index.geometry.union_all()
         images = [self.images]
-        if split != 'train':
-            dataset = self._datasets[split]
-            if isinstance(dataset, IntersectionDataset):
-                images.append(dataset.datasets[0])  # type: ignore[arg-type]
+        if isinstance(dataset, IntersectionDataset):
+            images.append(dataset.datasets[0])  # type: ignore[arg-type]
         files: list[str] = []
         for ds in images:
             for path, geometry in zip(

@@ -159,7 +159,8 @@ def check_bands(images: RasterDataset, bands: Sequence[str] | None) -> tuple[int
         bands: Band names, when given (their number must match).
 
     Returns:
-        The band count and the NumPy dtype name of the files.
+        The number of bands read (the dataset's band selection, if it has one)
+        and the NumPy dtype name of the files.
 
     Raises:
         RasterInputError: Naming the first file that differs.
@@ -167,9 +168,10 @@ def check_bands(images: RasterDataset, bands: Sequence[str] | None) -> tuple[int
     files = _files(images)
     with rasterio.open(files[0]) as src:
         count, dtype = src.count, src.dtypes[0]
-    if bands is not None and len(bands) != count:
+    read = len(images.bands) if images.bands else count
+    if bands is not None and len(bands) != read:
         raise RasterInputError(
-            f'image {files[0]} has {count} band(s) but {len(bands)} band names '
+            f'image {files[0]} has {read} band(s) but {len(bands)} band names '
             f'were given: {list(bands)}'
         )
     for path in files[1:]:
@@ -182,7 +184,7 @@ def check_bands(images: RasterDataset, bands: Sequence[str] | None) -> tuple[int
                 raise RasterInputError(
                     f'image {path} is {src.dtypes[0]} but {files[0]} is {dtype}'
                 )
-    return count, dtype
+    return read, dtype
 
 
 def check_overlap(images: RasterDataset, masks: RasterDataset) -> None:
