@@ -97,6 +97,33 @@ class TestSSG2TaskCLI:
         # evaluation from the checkpoint through the CLI
         main(['test', *_args(tmp_path), '--ckpt_path', checkpoint])
 
+    def test_predict_raster_with_checkpoint_t(
+        self, checkpoint: str, tmp_path: Path
+    ) -> None:
+        # T is not a hyper-parameter of this checkpoint: predict takes it from
+        # checkpoint['sequence_length'] (raster supports need it)
+        import numpy as np
+        import rasterio
+        import yaml
+
+        src = tmp_path / 'in.tif'
+        pixels = np.random.default_rng(0).integers(0, 255, (3, 64, 64), np.uint8)
+        profile = {'driver': 'GTiff', 'count': 3, 'dtype': 'uint8'}
+        with rasterio.open(src, 'w', height=64, width=64, **profile) as f:
+            f.write(pixels)
+        config = yaml.safe_load(Path('experiments', 'predict_ssg2.yaml').read_text())
+        config['data']['init_args'] |= {'input': str(src), 'window': 32}
+        config['data']['init_args'] |= {'overlap': 0, 'batch_size': 2}
+        config['trainer'] |= {'accelerator': 'cpu', 'enable_progress_bar': False}
+        out = tmp_path / 'out.tif'
+        config['trainer']['callbacks'][0]['init_args']['output'] = str(out)
+        conf = tmp_path / 'predict.yaml'
+        conf.write_text(yaml.safe_dump(config))
+        main(['predict', '--config', str(conf), '--ckpt_path', checkpoint])
+        with rasterio.open(out) as f:
+            assert (f.height, f.width) == (64, 64)
+            assert f.read().max() < NC
+
     def test_resume(self, checkpoint: str, tmp_path: Path) -> None:
         main(
             [
