@@ -306,6 +306,55 @@ def test_supports_from_a_bank(ssg2_checkpoint: Path, tmp_path: Path) -> None:
     assert not (tmp_path / 'd.tif').exists()
 
 
+def test_bank_supports_from_the_command_line(
+    ssg2_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from torchgeo_ssg2.samplers.inference import ImageChips
+
+    src = make_raster(tmp_path / 'in.tif', 40, 48)
+    bank_dir = tmp_path / 'bank'
+    bank_dir.mkdir()
+    make_raster(bank_dir / 'x.tif', 64, 70, seed=5)  # 4 chips of 32 (edges left out)
+    make_raster(bank_dir / 'y.tif', 32, 32, seed=6)  # 1 chip
+    chips = ImageChips(sorted(bank_dir.iterdir()), 32)
+    assert len(chips) == 5 and chips[4]['image'].shape == (3, 32, 32)
+    assert chips.files == sorted(bank_dir.iterdir())
+    options = ['--window', '32', '--overlap', '8', '--mean', '0', '--std', '255']
+    argv = ['predict', '--checkpoint', str(ssg2_checkpoint), '--input', str(src)]
+    argv += [*options, '--supports', 'bank', '--bank-images', str(bank_dir)]
+    argv += ['--sequence-length', '2', '--no-progress', '--probabilities']
+    assert ssg2_main([*argv, '--output', str(tmp_path / 'cli.tif')]) == 0
+    task = SSG2Task.load_from_checkpoint(ssg2_checkpoint)
+    a = predict_raster(
+        task,
+        src,
+        tmp_path / 'py.tif',
+        window=32,
+        overlap=8,
+        mean=0,
+        std=255,
+        supports='bank',
+        support_bank=SupportBank(chips, sequence_length=2),
+        sequence_length=2,
+        probabilities=True,
+        progress=False,
+    )
+    same_files(
+        a,
+        {
+            'classes': tmp_path / 'cli.tif',
+            'probabilities': tmp_path / 'cli_probabilities.tif',
+        },
+    )
+    capsys.readouterr()
+    no_images = [a for a in argv if a not in ('--bank-images', str(bank_dir))]
+    assert ssg2_main([*no_images, '--output', str(tmp_path / 'e.tif')]) == 1
+    assert '--supports bank needs --bank-images' in capsys.readouterr().err
+    # a bank image may not be overwritten either
+    assert ssg2_main([*argv, '--output', str(bank_dir / 'y.tif'), '--overwrite']) == 1
+    assert 'support-bank image' in capsys.readouterr().err
+
+
 def test_ssg2_raster_smaller_than_window(ssg2_checkpoint: Path, tmp_path: Path) -> None:
     src = make_raster(tmp_path / 'in.tif', 20, 27)
     out = predict_raster(
