@@ -18,7 +18,7 @@ only reports the activations a training step keeps (``ssg2_saved_gb_T{t}``).
 ``gflop_infer_by_module_T{t}``), ``peak_matmul_gflops`` (a 2048³ float32 matrix
 product on the same threads) and, at batch size 1, the achieved rates
 (``{ptavit,ssg2}_gflops_*``), ``flop_ratio_{train,infer}_T{t}`` and the rate each of
-issue 7's goals would need (``needed_gflops_*``, ``needed_over_peak_*``).
+the goals (8x training, 6x inference at T = 4) would need (``needed_gflops_*``, ``needed_over_peak_*``).
 ``--bf16`` adds ``ssg2_bf16_over_fp32_{train,infer}_T{t}`` (bfloat16 autocast
 against float32, interleaved) and the change of the eval-mode target
 probabilities (``bf16_target_{max,mean}_abs_diff``).
@@ -369,7 +369,7 @@ def _gflops(
     return out
 
 
-#: issue 7's goals for SSG2 / PTAViT at T = 4
+#: the goals for SSG2 / PTAViT at T = 4: 8x per training step, 6x per inference
 GOALS = {'train': 8.0, 'infer': 6.0}
 
 
