@@ -185,6 +185,8 @@ def build_task(
                 extra['loss_empty'] = loss['empty']
             if 'fuzzy' in loss:
                 extra['loss_fuzzy_target_null'] = loss['fuzzy']
+            if 'fuzzy_weight' in loss:
+                extra['loss_fuzzy_weight'] = float(loss['fuzzy_weight'])
         return SSG2Task(
             preset=args.preset,
             sequence_length=args.sequence_length,
@@ -560,7 +562,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             '--ssg2-variant',
             action='append',
             default=[],
-            help='extra SSG2 run NAME:empty=official|smoothed,fuzzy=official|one|drop',
+            help='extra SSG2 run NAME:empty=official|smoothed,fuzzy=official|one|drop,'
+            'fuzzy_weight=W',
         )
         p.add_argument('--seeds', nargs='+', type=int, default=[0])
         p.add_argument('--steps', type=int, default=1500)

@@ -112,16 +112,24 @@ class TestSetOperationIoU:
         metric = SetOperationIoU(3)
         metric.update(empty, targets)
         assert all(v.item() == 0 for v in metric.compute().values())
-        # predicting only the NULL channel right: IoU = |NULL| / |all labels|
+        # predicting only the NULL channel right: 1 of the channels that occur
         metric = SetOperationIoU(3)
         null_only = {k: torch.zeros_like(v) for k, v in outputs.items()}
         for k in null_only:
             null_only[k][:, :, 3] = targets[k][:, :, 3]
         metric.update(null_only, targets)
         inter = targets['intersection'][:, :, :4]
-        expected = inter[:, :, 3].sum() / inter.sum()
+        occurring = int((inter.sum((0, 1, 3, 4)) > 0).sum())
         got = metric.compute()['intersection']
-        assert got.item() == pytest.approx(expected.item())
+        assert got.item() == pytest.approx(1 / occurring)
+        # a head that predicts NULL everywhere scores low, although NULL covers
+        # most labelled pixels
+        metric = SetOperationIoU(3)
+        all_null = {k: torch.zeros_like(v) for k, v in outputs.items()}
+        for v in all_null.values():
+            v[:, :, 3] = 1
+        metric.update(all_null, targets)
+        assert metric.compute()['intersection'].item() < 0.5
 
     def test_ignored_pixels_do_not_count(self) -> None:
         outputs, targets = self._batch(ignore=True)
@@ -139,4 +147,5 @@ class TestSetOperationIoU:
         metric = SetOperationIoU(3)
         metric.update(outputs, targets)
         metric.update(half, targets)
+        # every occurring channel: half of its label pixels found, none extra
         assert metric.compute()['union'].item() == pytest.approx(0.5)

@@ -254,6 +254,7 @@ class SSG2Loss(nn.Module):
         generator: torch.Generator | None = None,
         empty: EmptyChannels = 'official',
         fuzzy_target_null: FuzzyTargetNull = 'one',
+        fuzzy_weight: float = 1.0,
     ) -> None:
         """Initialise the loss.
 
@@ -268,6 +269,9 @@ class SSG2Loss(nn.Module):
             fuzzy_target_null: label of the NULL channel in the fuzzy-target term:
                 ``'official'`` (the target's NULL, 0), ``'one'`` (its true value) or
                 ``'drop'``.
+            fuzzy_weight: weight of the fuzzy-target and fuzzy-null terms in the
+                total (1 as in the official code, 0 leaves them out); the
+                denominator stays ``5T + 2``.
 
         Raises:
             ValueError: for an unknown *empty* or *fuzzy_target_null*.
@@ -287,6 +291,9 @@ class SSG2Loss(nn.Module):
         self.generator = generator
         self.empty = empty
         self.fuzzy_target_null = fuzzy_target_null
+        if fuzzy_weight < 0:
+            raise ValueError(f'SSG2Loss: fuzzy_weight must be >= 0, got {fuzzy_weight}')
+        self.fuzzy_weight = fuzzy_weight
         self.mtsk = MultitaskLoss(depth, mode, channel_dim=2, empty=empty)
         self.target_loss = MultitaskLoss(depth, mode, empty=empty)
 
@@ -377,5 +384,6 @@ class SSG2Loss(nn.Module):
             generator if generator is not None else self.generator,
         )
         terms['symmetry'] = self._tanimoto(seq, seq[:, perm], dims=(-4, -2, -1))
-        total = sum(terms.values()) / (5 * t + 2)
+        weights = {'fuzzy_target': self.fuzzy_weight, 'fuzzy_null': self.fuzzy_weight}
+        total = sum(weights.get(k, 1.0) * v for k, v in terms.items()) / (5 * t + 2)
         return {'loss': total, **terms}

@@ -162,12 +162,14 @@ class SetOperationIoU(Metric):
     """IoU of each SSG2 set-operation head against its own target.
 
     Each head's K = num_classes + 1 segmentation channels (NULL included) are
-    thresholded at 0.5 and compared, as multi-label maps, with the set-operation
+    thresholded at 0.5 and compared, channel by channel, with the set-operation
     labels built from the target and support masks
-    (:func:`torchgeo_ssg2.targets.set_operation_targets`). The IoU is micro-averaged:
-    ``sum |pred & label| / sum |pred | label|`` over the channels, supports and
-    valid pixels (target and support both not ignored) of all batches seen. A head
-    that fits its target scores near 1; one that predicts nothing scores 0.
+    (:func:`torchgeo_ssg2.targets.set_operation_targets`), over the supports and
+    valid pixels (target and support both not ignored) of all batches seen. The
+    score of a head is the mean of its per-channel IoUs over the channels that
+    occur (in the label or the prediction). The mean over channels, rather than one
+    IoU over all of them, keeps a degenerate head honest: an intersection head that
+    predicts NULL everywhere covers most labelled pixels but scores about 1/K.
 
     :meth:`compute` returns one value per head: ``{'intersection': ..., 'union': ...,
     'difference': ...}``.
@@ -188,8 +190,9 @@ class SetOperationIoU(Metric):
         self.k = num_classes + 1
         self.threshold = threshold
         for name in SET_OPERATIONS:
-            self.add_state(f'{name}_inter', torch.zeros((), dtype=torch.float64), 'sum')
-            self.add_state(f'{name}_union', torch.zeros((), dtype=torch.float64), 'sum')
+            zeros = torch.zeros(self.k, dtype=torch.float64)
+            self.add_state(f'{name}_inter', zeros.clone(), 'sum')
+            self.add_state(f'{name}_union', zeros.clone(), 'sum')
 
     def update(self, outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> None:
         """Accumulate one batch.
@@ -202,24 +205,27 @@ class SetOperationIoU(Metric):
                 B x T x 1 x H x W).
         """
         valid = targets['support_valid'] > 0.5
+        dims = (0, 1, 3, 4)
         for name in SET_OPERATIONS:
             pred = (outputs[name][:, :, : self.k] > self.threshold) & valid
             label = (targets[name][:, :, : self.k] > 0.5) & valid
             inter = getattr(self, f'{name}_inter')
             union = getattr(self, f'{name}_union')
-            inter += (pred & label).sum()
-            union += (pred | label).sum()
+            inter += (pred & label).sum(dims)
+            union += (pred | label).sum(dims)
 
     def compute(self) -> dict[str, Tensor]:
         """The IoU of each head over the batches seen.
 
         Returns:
-            ``{'intersection': iou, 'union': iou, 'difference': iou}`` (0 when a
-            head's union is empty).
+            ``{'intersection': iou, 'union': iou, 'difference': iou}``, each the mean
+            per-channel IoU over the channels that occur (0 when none does).
         """
         result = {}
         for name in SET_OPERATIONS:
             inter = getattr(self, f'{name}_inter')
             union = getattr(self, f'{name}_union')
-            result[name] = (inter / union.clamp_min(1)).float()
+            seen = union > 0
+            iou = inter[seen] / union[seen]
+            result[name] = (iou.mean() if seen.any() else union.new_zeros(())).float()
         return result

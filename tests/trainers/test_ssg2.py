@@ -14,7 +14,7 @@ from torchgeo.tasks import SemanticSegmentation
 
 from torchgeo_ssg2.datamodules import DubaiAerialDataModule
 from torchgeo_ssg2.inference.model import load_task
-from torchgeo_ssg2.trainers import SSG2Task, sequence_uncertainty
+from torchgeo_ssg2.trainers import SSG2Task, normalised_entropy, sequence_uncertainty
 from torchgeo_ssg2.trainers.base import MultitaskSegmentationTask
 
 ROOT = os.path.join('tests', 'data', 'dubai', 'data')
@@ -270,6 +270,7 @@ class TestSSG2Task:
             'sequence_length',
             'loss_empty',
             'loss_fuzzy_target_null',
+            'loss_fuzzy_weight',
             'kwargs',
         }
         shared = set(inspect.signature(MultitaskSegmentationTask.__init__).parameters)
@@ -351,8 +352,19 @@ class TestSSG2Task:
         assert torch.allclose(out['probabilities'].sum(1), torch.ones(2, 32, 32))
         assert out['uncertainty'].shape == (2, 32, 32)
         assert out['uncertainty'].min() >= 0 and out['uncertainty'].max() <= 1
+        torch.testing.assert_close(
+            out['uncertainty'], normalised_entropy(out['probabilities'])
+        )
         assert out['bounds'] is batch['bounds']
         assert out['transform'] is None
+
+    def test_normalised_entropy(self) -> None:
+        certain = torch.zeros(1, 4, 2, 2)
+        certain[:, 1] = 1
+        uniform = torch.full((1, 4, 2, 2), 0.25)
+        assert normalised_entropy(certain).max().item() == pytest.approx(0, abs=1e-6)
+        assert normalised_entropy(uniform).min().item() == pytest.approx(1)
+        assert normalised_entropy(torch.ones(1, 1, 2, 2)).shape == (1, 2, 2)
 
     def test_sequence_uncertainty(self) -> None:
         inter = torch.zeros(1, 2, 3, 2, 2)

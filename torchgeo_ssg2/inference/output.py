@@ -85,11 +85,11 @@ DEFAULT_PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 
 #: Description of the uncertainty band (see
-#: :func:`torchgeo_ssg2.trainers.sequence_uncertainty`).
+#: :func:`torchgeo_ssg2.trainers.normalised_entropy`).
 UNCERTAINTY_DESCRIPTION = (
-    'SSG2 uncertainty in [0, 1]: widest gap, over the classes, between the '
-    'intersection and the union of the support sequence (0: the supports pin the '
-    'class down, 1: they leave it open)'
+    'uncertainty in [0, 1]: entropy of the class probabilities divided by '
+    'log(number of classes) (0: one class takes all the probability, 1: all '
+    'classes equally likely)'
 )
 
 

@@ -1,6 +1,10 @@
 """Lightning tasks (torchgeo ``SemanticSegmentation`` subclasses) for SSG2 and PTAViT."""
 
-from .base import MultitaskSegmentationTask, normalise_probabilities
+from .base import (
+    MultitaskSegmentationTask,
+    normalise_probabilities,
+    normalised_entropy,
+)
 from .ptavit import PTAViTTask
 from .ssg2 import SSG2Task, sequence_uncertainty
 
@@ -9,5 +13,6 @@ __all__: tuple[str, ...] = (
     'PTAViTTask',
     'SSG2Task',
     'normalise_probabilities',
+    'normalised_entropy',
     'sequence_uncertainty',
 )

@@ -27,7 +27,7 @@ from torchmetrics.wrappers import ClasswiseWrapper
 
 from ..normalization import Normalization
 
-__all__ = ('MultitaskSegmentationTask', 'normalise_probabilities')
+__all__ = ('MultitaskSegmentationTask', 'normalise_probabilities', 'normalised_entropy')
 
 #: Lightning's instantiator of CLI-made checkpoints (its allow-listed name).
 _INSTANTIATOR = 'lightning.pytorch.cli.instantiate_module'
@@ -49,6 +49,25 @@ def normalise_probabilities(segmentation: Tensor, eps: float = 1e-6) -> Tensor:
     """
     segmentation = segmentation.float().clamp(0, 1) + eps
     return segmentation / segmentation.sum(dim=1, keepdim=True)
+
+
+def normalised_entropy(probabilities: Tensor) -> Tensor:
+    """Per-pixel uncertainty: the entropy of the class distribution over log(C).
+
+    Args:
+        probabilities: B x C x H x W probabilities that sum to one over C.
+
+    Returns:
+        B x H x W uncertainty in [0, 1]: 0 where one class takes all the
+        probability, 1 where all classes are equally likely (0 for C = 1).
+    """
+    c = probabilities.shape[1]
+    if c < 2:
+        return probabilities.new_zeros(
+            probabilities.shape[:1] + probabilities.shape[2:]
+        )
+    p = probabilities.float().clamp_min(1e-12)
+    return (-(p * p.log()).sum(dim=1) / math.log(c)).clamp(0, 1)
 
 
 class MultitaskSegmentationTask(SemanticSegmentation):

@@ -1,6 +1,5 @@
 """Trainer for the UNet-like PTAViT baseline."""
 
-import math
 from typing import Any
 
 from torch import Tensor
@@ -8,7 +7,7 @@ from torch import Tensor
 from ..losses import MultitaskLoss
 from ..models import PTAViT
 from ..targets import multitask_labels, one_hot_with_ignore
-from .base import MultitaskSegmentationTask, normalise_probabilities
+from .base import MultitaskSegmentationTask, normalise_probabilities, normalised_entropy
 
 __all__ = ('PTAViTTask',)
 
@@ -135,12 +134,9 @@ class PTAViTTask(MultitaskSegmentationTask):
             log(num_classes), in [0, 1] (0 for a single class).
         """
         probs = normalise_probabilities(self.segmentation(self(batch['image'])))
-        entropy = -(probs * probs.log()).sum(dim=1)
-        nc = self.hparams['num_classes']
-        uncertainty = (entropy / math.log(nc)).clamp(0, 1) if nc > 1 else entropy * 0
         return {
             'probabilities': probs,
             'bounds': batch.get('bounds'),
             'transform': batch.get('transform'),
-            'uncertainty': uncertainty,
+            'uncertainty': normalised_entropy(probs),
         }
