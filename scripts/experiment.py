@@ -439,35 +439,58 @@ def headline(dataset: str) -> str:
     return 'dice' if dataset == 'isic' else 'mean_iou'
 
 
-def summary(folder: Path) -> list[str]:
-    runs = load_runs(folder)
-    lines = []
-    for name, rs in runs.items():
-        dataset = rs[0]['dataset']
-        keys = ['mean_iou', 'pixel_accuracy']
-        if dataset == 'isic':
-            keys = ['dice', 'thresholded_jaccard', 'mean_iou']
-        row = [name, str(len(rs)), str(rs[0]['final']['step'])]
-        for key in keys:
-            v = np.array([r['final'][key] for r in rs])
-            row.append(
-                f'{key} {v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}'
+def _point(run: dict[str, Any], step: int | None) -> dict[str, Any] | None:
+    """The final point of a run, or its curve point at *step*."""
+    if step is None:
+        return run['final']
+    return next((p for p in run['curve'] if p['step'] == step), None)
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    v = np.asarray(values, dtype=float)
+    sd = v.std(ddof=1) if len(v) > 1 else 0.0
+    return f'{v.mean():.3f} ± {sd:.3f}'
+
+
+def summary(folders: Sequence[Path], step: int | None = None) -> list[str]:
+    """A markdown table: mean ± sd over seeds of every run of the folders.
+
+    Args:
+        folders: Result folders (one dataset each).
+        step: Score the curve point at this many updates instead of the end.
+
+    Returns:
+        The table's lines.
+    """
+    lines = [
+        '| data | run | seeds | updates | held-out score | pixel acc. | '
+        'AUROC entropy | AUROC bracket | heads I / U / D | s / update |',
+        '|---|---|---|---|---|---|---|---|---|---|',
+    ]
+    for folder in folders:
+        for name, rs in load_runs(folder).items():
+            points = [p for p in (_point(r, step) for r in rs) if p is not None]
+            if not points:
+                continue
+            dataset = rs[0]['dataset']
+            key = headline(dataset)
+            score = f'{"Dice" if key == "dice" else "mIoU"} {_mean_sd([p[key] for p in points])}'
+            aurocs = []
+            for sig in ('entropy', 'bracket'):
+                v = [p['auroc'][sig] for p in points if sig in p.get('auroc', {})]
+                aurocs.append(_mean_sd(v) if v else '-')
+            heads = ['IoU_intersection', 'IoU_union', 'IoU_difference']
+            fit = (
+                ' / '.join(f'{np.mean([p[h] for p in points]):.2f}' for h in heads)
+                if heads[0] in points[0]
+                else '-'
             )
-        for sig in ('bracket', 'entropy'):
-            v = np.array(
-                [r['final']['auroc'][sig] for r in rs if sig in r['final']['auroc']]
+            secs = np.mean([p['train_seconds'] / p['step'] for p in points])
+            lines.append(
+                f'| {dataset} | {name} | {len(points)} | {points[0]["step"]} | {score} '
+                f'| {_mean_sd([p["pixel_accuracy"] for p in points])} '
+                f'| {aurocs[0]} | {aurocs[1]} | {fit} | {secs:.2f} |'
             )
-            if len(v):
-                row.append(
-                    f'AUROC {sig} {v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}'
-                )
-        secs = np.array([r['final']['train_seconds'] / r['final']['step'] for r in rs])
-        row.append(f'{secs.mean():.2f} s/update')
-        heads = [k for k in rs[0]['final'] if k.startswith('IoU_')]
-        for key in heads:
-            v = np.array([r['final'][key] for r in rs])
-            row.append(f'{key} {v.mean():.2f}')
-        lines.append(' | '.join(row))
     return lines
 
 
@@ -599,15 +622,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = sub.add_parser('plot')
     p.add_argument('folders', nargs='+', type=Path)
     p.add_argument('--figure', type=Path, default=Path('docs/figures/curves.png'))
+    p.add_argument(
+        '--at-step', type=int, help='tabulate the curve point at this many updates'
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.dataset == 'plot':
-        for folder in args.folders:
-            print(f'## {folder}')
-            print('\n'.join(summary(folder)))
+        print('\n'.join(summary(args.folders, args.at_step)))
         plot(args.folders, args.figure)
         return
     variants = [parse_variant(v) for v in args.ssg2_variant]
