@@ -140,7 +140,6 @@ class TestSupportBank:
         assert ids == bank.draw(7)
         assert len(set(ids)) == 4
         assert torch.equal(bank.supports(7), out)
-        assert bank.support_masks(7)[:, 0, 0].tolist() == ids
         assert any(bank.draw(k) != ids for k in range(8, 12))
         other = SupportBank(data, 4, seed=3)
         assert [other.draw(k) for k in range(5)] != [bank.draw(k) for k in range(5)]
@@ -161,7 +160,5 @@ class TestSupportBank:
     def test_errors(self) -> None:
         with pytest.raises(ValueError, match='empty'):
             SupportBank(Bank(0), 2)
-        with pytest.raises(ValueError, match='no masks'):
-            SupportBank(Bank(3, with_mask=False), 2).support_masks(0)
         with pytest.raises(ValueError, match='key'):
             SupportBank(Bank(3), 2).draw(-1)

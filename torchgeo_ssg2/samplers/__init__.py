@@ -7,6 +7,6 @@ and its implementations) live in :mod:`torchgeo_ssg2.episodes`.
   (:class:`RasterSupportSelector`) or from a bank (:class:`SupportBank`).
 """
 
-from .inference import SUPPORT_SOURCES, RasterSupportSelector, SupportBank
+from .inference import ImageChips, RasterSupportSelector, SupportBank
 
-__all__ = ('SUPPORT_SOURCES', 'RasterSupportSelector', 'SupportBank')
+__all__ = ('ImageChips', 'RasterSupportSelector', 'SupportBank')

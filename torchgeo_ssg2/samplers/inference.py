@@ -2,8 +2,8 @@
 
 SSG2's forward takes support *images* only (support labels are used only to build
 training targets), so at prediction time any image chips of the same sensor and
-domain serve as supports. Two sources, chosen in the config by the string option
-``support_source``:
+domain serve as supports. Two sources (the ``supports`` option of the predictor:
+``'raster'`` or ``'bank'``):
 
 * ``'raster'``: :class:`RasterSupportSelector`, support windows from the raster
   being predicted itself: nearby windows that do not overlap the target window
@@ -33,7 +33,7 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,19 +42,9 @@ from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .support import draw_without_target
+from ..episodes.index import draw_without_target
 
-__all__ = (
-    'SUPPORT_SOURCES',
-    'ImageChips',
-    'RasterSupportSelector',
-    'SupportBank',
-    'SupportSource',
-)
-
-#: Values of the ``support_source`` config option.
-SupportSource = Literal['raster', 'bank']
-SUPPORT_SOURCES: tuple[str, ...] = ('raster', 'bank')
+__all__ = ('ImageChips', 'RasterSupportSelector', 'SupportBank')
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
@@ -513,23 +503,6 @@ class SupportBank:
                 f'different shapes {sorted(shapes)}'
             )
         return torch.stack(images)
-
-    def support_masks(self, key: int) -> Tensor:
-        """Support masks of *key* (labelled banks only).
-
-        Args:
-            key: Non-negative key of the predicted window.
-
-        Returns:
-            Long tensor of shape T x H x W.
-
-        Raises:
-            ValueError: If the bank has no masks.
-        """
-        samples = [self._item(i) for i in self.draw(key)]
-        if not all('mask' in s for s in samples):
-            raise ValueError(f'support bank {type(self.dataset).__name__} has no masks')
-        return torch.stack([s['mask'] for s in samples])
 
 
 class ImageChips(Dataset[dict[str, Tensor]]):
