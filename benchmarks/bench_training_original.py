@@ -621,7 +621,7 @@ def compare_losses(
     }
     for empty in EMPTY_CHANNELS:
         for null in FUZZY_TARGET_NULL:
-            loss_fn = SSG2Loss(empty=empty, fuzzy_target_null=null)
+            loss_fn = SSG2Loss(empty=empty, fuzzy_target_null=null, fuzzy_weight=1.0)
             gen = torch.Generator().manual_seed(perm_seed)
             ours = loss_fn(leaves, same, generator=gen)
             grads = _grads(ours['loss'], leaves)
@@ -640,9 +640,9 @@ def compare_losses(
     # each side on its own targets
     own_leaves = _leaves(outputs)
     off_own = official_loss(loop, own_leaves, official_targets, k, perm_seed)
-    ours_own = SSG2Loss(empty='official', fuzzy_target_null='official')(
-        own_leaves, same, generator=torch.Generator().manual_seed(perm_seed)
-    )
+    ours_own = SSG2Loss(
+        empty='official', fuzzy_target_null='official', fuzzy_weight=1.0
+    )(own_leaves, same, generator=torch.Generator().manual_seed(perm_seed))
     report['own_targets'] = {
         'terms': {key: _diff(ours_own[key], off_own[key]) for key in ('loss', *_TERMS)},
         'official_loss': float(off_own['loss'].detach()),

@@ -80,7 +80,7 @@ class SSG2Task(MultitaskSegmentationTask):
         sequence_length: int | None = None,
         loss_empty: Literal['official', 'smoothed'] = 'official',
         loss_fuzzy_target_null: Literal['official', 'one', 'drop'] = 'one',
-        loss_fuzzy_weight: float = 1.0,
+        loss_fuzzy_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         """Initialize a new SSG2Task instance.
@@ -100,8 +100,9 @@ class SSG2Task(MultitaskSegmentationTask):
             loss_fuzzy_target_null: Label of the NULL channel in the fuzzy-target
                 term: 'one' (its true value), 'official' (the target's NULL, 0, as
                 the official code; it fights both heads' NULL targets) or 'drop'.
-            loss_fuzzy_weight: Weight of the fuzzy-target and fuzzy-null terms
-                (1 as in the official loss; 0 leaves them out). See
+            loss_fuzzy_weight: Weight of the fuzzy-target and fuzzy-null terms:
+                0 (the default) leaves them out, so that the set-operation heads
+                fit their own targets; 1 is the official loss. See
                 :class:`~torchgeo_ssg2.losses.SSG2Loss`.
             **kwargs: The arguments of
                 :class:`~torchgeo_ssg2.trainers.MultitaskSegmentationTask`
