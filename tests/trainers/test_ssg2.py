@@ -317,7 +317,7 @@ class TestSSG2Task:
     def test_ignored_pixels_get_no_gradient(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        task = _task()
+        task = _task(loss_fuzzy_weight=1.0)  # every term in the total
         batch = _batch()
         batch['mask'][:, :8] = 255
         b, k, t = 2, NC + 1, 2
