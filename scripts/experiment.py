@@ -463,7 +463,7 @@ def summary(folders: Sequence[Path], step: int | None = None) -> list[str]:
         The table's lines.
     """
     lines = [
-        '| data | run | seeds | updates | held-out score | pixel acc. | '
+        '| results | run | seeds | updates | held-out score | pixel acc. | '
         'AUROC entropy | AUROC bracket | heads I / U / D | s / update |',
         '|---|---|---|---|---|---|---|---|---|---|',
     ]
@@ -487,7 +487,7 @@ def summary(folders: Sequence[Path], step: int | None = None) -> list[str]:
             )
             secs = np.mean([p['train_seconds'] / p['step'] for p in points])
             lines.append(
-                f'| {dataset} | {name} | {len(points)} | {points[0]["step"]} | {score} '
+                f'| {folder.name} | {name} | {len(points)} | {points[0]["step"]} | {score} '
                 f'| {_mean_sd([p["pixel_accuracy"] for p in points])} '
                 f'| {aurocs[0]} | {aurocs[1]} | {fit} | {secs:.2f} |'
             )
