@@ -37,7 +37,6 @@ The studies reported in the README::
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -58,7 +57,12 @@ from torchmetrics.classification import BinaryAUROC, MulticlassJaccardIndex
 
 from torchgeo_ssg2.datamodules import DubaiAerialDataModule, ISIC2018DataModule
 from torchgeo_ssg2.datasets import DubaiAerial
-from torchgeo_ssg2.trainers import PTAViTTask, SSG2Task, sequence_uncertainty
+from torchgeo_ssg2.trainers import (
+    PTAViTTask,
+    SSG2Task,
+    normalised_entropy,
+    sequence_uncertainty,
+)
 
 MODELS = ('ssg2', 'ptavit', 'unet')
 LR, EPS = 1e-3, 1e-6
@@ -233,8 +237,7 @@ def probabilities(
             signals['bracket'] = sequence_uncertainty(
                 full['intersection'], full['union'], probs.shape[1]
             )
-    p = probs.clamp_min(1e-12)
-    signals['entropy'] = -(p * p.log()).sum(1) / math.log(probs.shape[1])
+    signals['entropy'] = normalised_entropy(probs)
     return probs, signals
 
 

@@ -424,7 +424,7 @@ class SSG2Task(MultitaskSegmentationTask):
         union = outputs['union'][0].detach()
         sample['intersection'] = inter[:, : nc + 1].argmax(1).cpu()
         sample['union'] = union[:, :nc].argmax(1).cpu()
-        sample['uncertainty'] = sequence_uncertainty(inter[None], union[None], nc)[
-            0
-        ].cpu()
+        sample['uncertainty'] = normalised_entropy(
+            normalise_probabilities(self.segmentation(outputs['target'][:1]))
+        )[0].cpu()
         return sample
