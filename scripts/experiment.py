@@ -73,22 +73,23 @@ BINS = 10
 
 
 class _EvalOnHeldOut:
-    """Mixin: validation runs on the held-out (test-split) set, subsampled evenly."""
+    """Mixin: validation runs on a fixed subset of the held-out (test-split) set."""
 
     eval_items: int | None = None
 
-    def _held_out(self) -> None:
-        super().setup('test')  # type: ignore[misc]
-        data = self.test_dataset  # type: ignore[attr-defined]
-        n = len(data)
-        count = n if not self.eval_items else min(self.eval_items, n)
-        keep = np.unique(np.linspace(0, n - 1, count).astype(int)).tolist()
-        self.val_dataset = Subset(data, keep)
+    @staticmethod
+    def _keep(n: int, count: int) -> list[int]:
+        """The held-out items scored: evenly spread over the split."""
+        return np.unique(np.linspace(0, n - 1, count).astype(int)).tolist()
 
     def setup(self, stage: str) -> None:
         super().setup(stage)  # type: ignore[misc]
         if stage in ('fit', 'validate'):
-            self._held_out()
+            super().setup('test')  # type: ignore[misc]
+            data = self.test_dataset  # type: ignore[attr-defined]
+            n = len(data)
+            count = n if not self.eval_items else min(self.eval_items, n)
+            self.val_dataset = Subset(data, self._keep(n, count))
 
 
 class DubaiStudy(_EvalOnHeldOut, DubaiAerialDataModule):
@@ -98,13 +99,10 @@ class DubaiStudy(_EvalOnHeldOut, DubaiAerialDataModule):
 class ISICStudy(_EvalOnHeldOut, ISIC2018DataModule):
     """ISIC datamodule validating on a seeded subset of the held-out images."""
 
-    def _held_out(self) -> None:
-        super(_EvalOnHeldOut, self).setup('test')
-        n = len(self.test_dataset)
+    @staticmethod
+    def _keep(n: int, count: int) -> list[int]:
         rng = np.random.default_rng(0)
-        count = n if not self.eval_items else min(self.eval_items, n)
-        keep = sorted(rng.choice(n, size=count, replace=False).tolist())
-        self.val_dataset = Subset(self.test_dataset, keep)
+        return sorted(rng.choice(n, size=count, replace=False).tolist())
 
 
 def build_datamodule(args: argparse.Namespace, model: str, seed: int) -> Any:
