@@ -72,7 +72,7 @@ class PTAViTTask(MultitaskSegmentationTask):
         self.log(
             f'{stage}_loss', loss, batch_size=image.shape[0], sync_dist=stage != 'train'
         )
-        getattr(self, f'{stage}_metrics')(self.segmentation(output).float(), mask)
+        self.update_metrics(stage, output, mask)
         return output, loss
 
     def training_step(

@@ -289,8 +289,7 @@ class SSG2Task(MultitaskSegmentationTask):
                     )
         else:
             outputs = self.model.forward_inference(image, support)
-        metrics = getattr(self, f'{stage}_metrics')
-        metrics(self.segmentation(outputs['target']).float(), mask)
+        self.update_metrics(stage, outputs['target'], mask)
         return outputs, loss
 
     def _log_head_fit(self, stage: str) -> None:
