@@ -31,6 +31,12 @@ def test_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
             '8',
             '--eval-windows',
             '3',
+            '--figure-window',
+            '32',
+            '--lr-schedule',
+            'cosine',
+            '--warmup-steps',
+            '1',
         ]
     )
     assert status == 0
@@ -46,6 +52,7 @@ def test_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         'Water',
     }
     assert (out / 'prediction.png').stat().st_size > 0
+    assert (out / 'episode.png').stat().st_size > 0
     printed = capsys.readouterr().out
     assert str((out / 'prediction.png').resolve()) in printed
     assert str((out / 'metrics.json').resolve()) in printed

@@ -9,8 +9,10 @@
    (:func:`torchgeo_ssg2.inference.predict_raster`, supports from a bank of training
    patches); the JPEG is written to a temporary GeoTIFF without CRS first. The
    stitched map is scored against the image's mask as well.
-4. Write ``prediction.png`` (image | truth | prediction), ``metrics.json`` and the
-   checkpoint into one output folder, and print where they are.
+4. Write ``prediction.png`` (image | truth | prediction), ``episode.png`` (one
+   held-out episode: target, supports, the per-support partial views and the
+   result), ``metrics.json`` and the checkpoint into one output folder, and print
+   where they are.
 
 Run ``python -m torchgeo_ssg2.demo --help`` for the options.
 """
@@ -55,6 +57,11 @@ from .samplers import SupportBank
 from .trainers import SSG2Task
 
 __all__ = ('HeldOutDubaiDataModule', 'main', 'run_demo')
+
+#: Training recipe of the demo (see ``--help``).
+LR = 1e-3
+LR_SCHEDULE = 'constant'
+WARMUP_STEPS = 0
 
 
 class HeldOutDubaiDataModule(DubaiAerialDataModule):
@@ -105,6 +112,26 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=4.5,
         help='training stops early when this budget is spent',
+    )
+    parser.add_argument('--lr', type=float, default=LR, help='peak learning rate')
+    parser.add_argument(
+        '--lr-schedule',
+        choices=('constant', 'cosine'),
+        default=LR_SCHEDULE,
+        help='cosine: decays to lr/100 over --max-steps',
+    )
+    parser.add_argument('--warmup-steps', type=int, default=WARMUP_STEPS)
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=1,
+        help='torch CPU threads (one is fastest for the tiny preset on 2 cores)',
+    )
+    parser.add_argument(
+        '--figure-window',
+        type=int,
+        default=192,
+        help='size of the held-out episode drawn in episode.png',
     )
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args(argv)
@@ -183,6 +210,55 @@ def _write_geotiff(image: np.ndarray, path: Path) -> None:
             dst.write(image.transpose(2, 0, 1))
 
 
+def _plot_episode(
+    task: SSG2Task,
+    datamodule: HeldOutDubaiDataModule,
+    args: argparse.Namespace,
+    path: Path,
+    steps: int,
+) -> None:
+    """Draw one held-out episode: target, supports, partial views and result.
+
+    The episode is the test-split window (``--figure-window`` pixels, fixed
+    supports) with the most classes present among the first 64.
+
+    Args:
+        task: The trained task (attached to the trainer of *datamodule*).
+        datamodule: The demo's datamodule (its statistics normalise the episode).
+        args: Parsed command-line options.
+        path: Output PNG.
+        steps: Training steps done, for the title.
+    """
+    source = HeldOutDubaiDataModule(
+        batch_size=1,
+        patch_size=args.figure_window,
+        sequence_length=args.sequence_length,
+        seed=args.seed,
+        root=args.root,
+    )
+    source.setup('test')
+    episodes = source.test_dataset
+    candidates = range(min(len(episodes), 64))
+    index = max(candidates, key=lambda i: len(torch.unique(episodes[i]['mask'])))
+    batch = {k: v.unsqueeze(0) for k, v in episodes[index].items()}
+    mean = torch.as_tensor(datamodule.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.as_tensor(datamodule.std, dtype=torch.float32).view(-1, 1, 1)
+    batch['image'] = (batch['image'].float() - mean) / std
+    batch['support_image'] = (batch['support_image'].float() - mean) / std
+    task.eval()
+    with torch.inference_mode():
+        outputs = task(batch['image'], batch['support_image'])
+    sample = task.figure_sample(batch, outputs)
+    fig = datamodule.plot(
+        sample,
+        suptitle=f'SSG2 ({args.preset}, {steps} steps) on a held-out episode: '
+        'target, supports, partial views (T \u2229 S, T \u222a S), result',
+    )
+    if fig is not None:
+        fig.savefig(path, dpi=100, bbox_inches='tight')
+        plt.close(fig)
+
+
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     """Run the demo (see the module docstring).
 
@@ -193,6 +269,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         The metrics dictionary written to ``metrics.json``.
     """
     start = time.perf_counter()
+    torch.set_num_threads(args.threads)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(args.seed, workers=True)
@@ -215,7 +292,10 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         ignore_index=ignore,
         sequence_length=args.sequence_length,
         optimizer='radam',
-        lr=1e-3,
+        lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        warmup_steps=args.warmup_steps,
+        min_lr=args.lr / 100,
         eps=1e-6,
         # the attention token grids follow the training chip size (the
         # original's spatial_size_init); at 64 px the default 256 would give
@@ -297,6 +377,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     png = out / 'prediction.png'
     fig.savefig(png, dpi=120, bbox_inches='tight')
     plt.close(fig)
+    _plot_episode(task, datamodule, args, out / 'episode.png', steps)
 
     metrics = {
         'model': f'SSG2 ({args.preset} preset)',
@@ -353,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f'held-out windows: mean IoU {windows["mean_iou"]:.3f}, mean F1 '
         f'{windows["mean_f1"]:.3f}; whole image: mean IoU {whole["mean_iou"]:.3f}'
     )
-    print(f'[demo] picture: {(out / "prediction.png").resolve()}')
+    print(f'[demo] pictures: {(out / "prediction.png").resolve()}, episode.png')
     print(f'[demo] metrics: {(out / "metrics.json").resolve()}')
     print(f'[demo] total time {metrics["seconds"]["total"]} s')
     return 0

@@ -467,7 +467,7 @@ class TestSSG2Task:
         task.eval()
         with torch.no_grad():
             outputs = task(batch['image'], batch['support_image'])
-        sample = task._figure_sample(batch, outputs)
+        sample = task.figure_sample(batch, outputs)
         assert sample['intersection'].shape == (2, 32, 32)
         assert sample['intersection'].max() <= NC
         assert sample['union'].max() < NC

@@ -359,7 +359,7 @@ class SSG2Task(MultitaskSegmentationTask):
         """
         outputs, _ = self._step(batch, 'val')
         if self._should_plot(batch_idx):
-            self._log_figure(self._figure_sample(batch, outputs), batch_idx)
+            self._log_figure(self.figure_sample(batch, outputs), batch_idx)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Compute the test loss and metrics.
@@ -399,7 +399,7 @@ class SSG2Task(MultitaskSegmentationTask):
             'uncertainty': normalised_entropy(probs),
         }
 
-    def _figure_sample(
+    def figure_sample(
         self, batch: dict[str, Any], outputs: dict[str, Tensor]
     ) -> dict[str, Tensor]:
         """The first episode of a batch, ready for the datamodule's plot.
