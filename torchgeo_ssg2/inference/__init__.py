@@ -13,16 +13,25 @@ from .dataset import RasterWindowDataset
 from .inputs import expand_inputs, outputs_for
 from .mosaic import write_mosaics, write_vrt
 from .output import GeoTIFFSink, RasterMeta, output_paths
-from .predict import ModulePredictor, add_subcommand, predict_raster, predict_rasters
+from .predict import (
+    ModulePredictor,
+    PredictOptions,
+    add_subcommand,
+    predict_raster,
+    predict_rasters,
+)
+from .sharding import RasterPart, plan_parts
 from .windows import WindowGrid, blend_weight
 from .writer import PredictionAssembler, RasterPredictionWriter
 
 __all__ = (
     'GeoTIFFSink',
     'ModulePredictor',
+    'PredictOptions',
     'PredictionAssembler',
     'RasterBatches',
     'RasterMeta',
+    'RasterPart',
     'RasterPredictDataModule',
     'RasterPredictionWriter',
     'RasterWindowDataset',
@@ -33,6 +42,7 @@ __all__ = (
     'expand_inputs',
     'output_paths',
     'outputs_for',
+    'plan_parts',
     'predict_raster',
     'predict_rasters',
     'write_mosaics',

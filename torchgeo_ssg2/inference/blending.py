@@ -50,6 +50,12 @@ class StripBlender:
     normalised and handed to the sink. The accumulator therefore spans only
     ``window + block_rows`` rows of the full width, whatever the raster's height.
 
+    With ``rows``, the blender produces only output rows ``start:stop`` (a strip
+    of the raster): the parts of windows outside them are dropped, and blocks
+    are counted from ``start``. Fed every window that touches those rows, in
+    row-major order, it gives each of them the same values as a blender of the
+    whole raster.
+
     Args:
         height: Output height in pixels.
         width: Output width in pixels.
@@ -59,6 +65,7 @@ class StripBlender:
         sink: Receiver of finished blocks.
         block_rows: Rows per written block (the output's tile height).
         uncertainty: Whether windows carry an uncertainty map to blend as well.
+        rows: ``(start, stop)`` output rows produced (default: all).
     """
 
     def __init__(
@@ -71,7 +78,12 @@ class StripBlender:
         sink: BlockSink,
         block_rows: int = 256,
         uncertainty: bool = False,
+        rows: tuple[int, int] | None = None,
     ) -> None:
+        start, stop = (0, height) if rows is None else rows
+        if not 0 <= start < stop <= height:
+            msg = f'rows must lie in [0, {height}], got {start}:{stop}'
+            raise ValueError(msg)
         if weight.shape != (window, window):
             msg = f'weight must be {window}x{window}, got {weight.shape}'
             raise ValueError(msg)
@@ -83,7 +95,8 @@ class StripBlender:
         self.block_rows = block_rows
         self.with_uncertainty = uncertainty
         self.weight = np.ascontiguousarray(weight, dtype=np.float32)
-        rows = min(height, window + block_rows)
+        self.stop = stop
+        rows = min(stop - start, window + block_rows)
         channels = num_classes + int(uncertainty)
         # numpy, not torch: these small element-wise operations stay on the calling
         # thread instead of waking torch's intra-op thread pool for every window.
@@ -91,7 +104,7 @@ class StripBlender:
         self._acc = np.zeros((channels, rows, width), dtype=np.float32)
         self._wsum = np.zeros((rows, width), dtype=np.float32)
         self._tmp = np.empty((channels, window, window), dtype=np.float32)
-        self._start = 0
+        self._start = start
         self._last_row_off = 0
 
     @property
@@ -140,21 +153,25 @@ class StripBlender:
             unc = _as_array(uncertainty).reshape(self.window, self.window)
         self._last_row_off = row_off
         self._flush_until(row_off)
-        h = min(self.window, self.height - row_off)
+        top = max(row_off, self._start) - row_off
+        h = min(self.window, self.stop - row_off)
+        if h <= top:
+            return  # the window lies outside the rows produced
         w = min(self.window, self.width - col_off)
-        r = row_off - self._start
-        weight = self.weight[:h, :w]
-        tmp = self._tmp[:, :h, :w]
-        np.multiply(probs[:, :h, :w], weight, out=tmp[: self.num_classes])
+        r = row_off + top - self._start
+        weight = self.weight[top:h, :w]
+        tmp = self._tmp[:, : h - top, :w]
+        np.multiply(probs[:, top:h, :w], weight, out=tmp[: self.num_classes])
         if unc is not None:
-            np.multiply(unc[:h, :w], weight, out=tmp[self.num_classes])
+            np.multiply(unc[top:h, :w], weight, out=tmp[self.num_classes])
+        h -= top
         self._acc[:, r : r + h, col_off : col_off + w] += tmp
         self._wsum[r : r + h, col_off : col_off + w] += weight
 
     def finish(self) -> None:
         """Flush every remaining row to the sink."""
-        self._flush_until(self.height)
-        self._last_row_off = self.height
+        self._flush_until(self.stop)
+        self._last_row_off = self.stop
 
     def _flush_until(self, row: int) -> None:
         """Hand finished blocks above ``row`` to the sink and shift the strip.
@@ -162,8 +179,8 @@ class StripBlender:
         Args:
             row: Rows above it receive no further windows.
         """
-        while self._start < min(row, self.height):
-            end = min(self._start + self.block_rows, self.height)
+        while self._start < min(row, self.stop):
+            end = min(self._start + self.block_rows, self.stop)
             if end > row:
                 break  # windows starting at ``row`` or below still touch it
             n = end - self._start

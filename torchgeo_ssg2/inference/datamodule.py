@@ -25,6 +25,7 @@ from .model import (
     task_classes,
 )
 from .output import RasterMeta, open_raster, read_input
+from .sharding import RasterPart, ShardMode, plan_parts
 
 __all__ = (
     'RasterBatches',
@@ -32,7 +33,6 @@ __all__ = (
     'build_window_dataset',
     'check_input',
     'check_values',
-    'shard',
 )
 
 #: Windows read up front to compare the input's values with the statistics.
@@ -225,55 +225,45 @@ def check_values(
         )
 
 
-def shard(sizes: Sequence[int], world_size: int, rank: int) -> list[int]:
-    """The items one rank predicts: largest first to the least loaded rank.
-
-    Deterministic, so every rank computes the same assignment without talking.
-
-    Args:
-        sizes: Work of each item (its window count).
-        world_size: Number of ranks.
-        rank: This rank.
-
-    Returns:
-        Indices into ``sizes`` of this rank's items, in increasing order.
-    """
-    load = [0] * world_size
-    mine = []
-    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
-        r = min(range(world_size), key=lambda r: (load[r], r))
-        load[r] += sizes[i]
-        if r == rank:
-            mine.append(i)
-    return sorted(mine)
-
-
 class RasterBatches(IterableDataset[dict[str, Tensor]]):
-    """Batches of windows of several rasters, raster after raster, each row-major.
+    """Batches of windows of raster parts, part after part, each row-major.
 
-    A batch never mixes rasters, so the writer finishes one raster's files before
-    the next raster's first batch. It is iterable (the DataLoader's
-    ``batch_size`` is None): the order is fixed here, Lightning adds no sampler,
-    and with ``num_workers`` workers, worker ``w`` reads batches ``w``,
-    ``w + num_workers``, ..., which the DataLoader hands out in their order.
+    A part is a whole raster or a strip of its window rows
+    (:class:`~torchgeo_ssg2.inference.sharding.RasterPart`); its batches are
+    those of a single-process run of its raster. A batch never mixes parts, so
+    the writer finishes one part's files before the next part's first batch. It
+    is iterable (the DataLoader's ``batch_size`` is None): the order is fixed
+    here, Lightning adds no sampler, and with ``num_workers`` workers, worker
+    ``w`` reads batches ``w``, ``w + num_workers``, ..., which the DataLoader
+    hands out in their order.
 
     Args:
         datasets: Window dataset of each raster, by raster index.
         batch_size: Windows per batch.
+        parts: The parts to predict (default: every raster whole).
     """
 
     def __init__(
-        self, datasets: Mapping[int, RasterWindowDataset], batch_size: int
+        self,
+        datasets: Mapping[int, RasterWindowDataset],
+        batch_size: int,
+        parts: Sequence[RasterPart] | None = None,
     ) -> None:
         if batch_size < 1:
             msg = f'batch_size must be >= 1, got {batch_size}'
             raise ValueError(msg)
         self.datasets = dict(datasets)
         self.batch_size = batch_size
+        if parts is None:
+            parts = [
+                RasterPart(i, 0, 1, (0, d.meta.height), (0, len(d)), 0)
+                for i, d in sorted(self.datasets.items())
+            ]
+        self.parts = list(parts)
         self.batches = [
-            (index, start, min(start + batch_size, len(dataset)))
-            for index, dataset in sorted(self.datasets.items())
-            for start in range(0, len(dataset), batch_size)
+            (p, start, min(start + batch_size, part.windows[1]))
+            for p, part in enumerate(self.parts)
+            for start in range(*part.windows, batch_size)
         ]
 
     def __len__(self) -> int:
@@ -282,21 +272,24 @@ class RasterBatches(IterableDataset[dict[str, Tensor]]):
 
     @property
     def windows(self) -> int:
-        """Number of windows over all rasters."""
-        return sum(len(d) for d in self.datasets.values())
+        """Number of windows over all parts."""
+        return sum(len(part) for part in self.parts)
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         """Read the batches (of this worker).
 
         Yields:
-            :func:`collate_windows` of the windows plus ``raster_index`` (B).
+            :func:`collate_windows` of the windows plus ``raster_index`` and
+            ``part_index`` (B, the index into :attr:`parts`).
         """
         info = get_worker_info()
         step, first = (1, 0) if info is None else (info.num_workers, info.id)
-        for index, start, stop in self.batches[first::step]:
+        for p, start, stop in self.batches[first::step]:
+            index = self.parts[p].raster
             dataset = self.datasets[index]
             batch = collate_windows([dataset[i] for i in range(start, stop)])
             batch['raster_index'] = torch.full((stop - start,), index)
+            batch['part_index'] = torch.full((stop - start,), p)
             yield batch
 
     def close(self) -> None:
@@ -315,9 +308,10 @@ class RasterPredictDataModule(NonGeoDataModule):
     A raster that fails stops the run with its error, or with ``keep_going`` is
     reported (a warning, and :attr:`failed`) and left out.
 
-    Under DDP each rank predicts whole rasters (:func:`shard`), so each output
-    is written by one process, and the result does not depend on the number of
-    ranks. Normalisation happens in the dataset (from ``mean``/``std``, else the
+    Under DDP the rasters, or strips of the window rows of large ones, are
+    shared out between ranks (``shard``, see
+    :mod:`~torchgeo_ssg2.inference.sharding`); each output is written by one
+    process, and its bytes do not depend on the number of ranks. Normalisation happens in the dataset (from ``mean``/``std``, else the
     statistics recorded in the checkpoint or the task, as
     :func:`~torchgeo_ssg2.inference.model.resolve_normalization` finds them), so
     this datamodule applies no batch augmentation. Pair it with
@@ -337,6 +331,9 @@ class RasterPredictDataModule(NonGeoDataModule):
         sequence_length: Supports per window (None: the task's).
         support_seed: Seed of the raster support selector.
         keep_going: Leave out rasters that fail their checks instead of stopping.
+        shard: ``"auto"`` (cut a raster into strips when it has more windows
+            than a rank's fair share), ``"rasters"`` (whole rasters only) or
+            ``"strips"`` (every raster into one strip per rank).
 
     Attributes:
         rasters: The rasters, after :meth:`setup`.
@@ -345,6 +342,8 @@ class RasterPredictDataModule(NonGeoDataModule):
             writer for outputs that are already complete).
         checkpoint: The checkpoint the task was loaded from, when it was not
             restored by the trainer (``ckpt_path``); its statistics are used.
+        plan: ``(rank, part)`` of every part of every rank, after
+            :meth:`predict_dataloader`.
     """
 
     def __init__(
@@ -361,8 +360,13 @@ class RasterPredictDataModule(NonGeoDataModule):
         sequence_length: int | None = None,
         support_seed: int = 0,
         keep_going: bool = False,
+        shard: ShardMode = 'auto',
     ) -> None:
+        if shard not in ('auto', 'rasters', 'strips'):
+            msg = f"shard must be 'auto', 'rasters' or 'strips', got {shard!r}"
+            raise ValueError(msg)
         super().__init__(RasterWindowDataset, batch_size, num_workers)
+        self.shard = shard
         self.input = input
         self.window = window
         self.overlap = overlap
@@ -378,6 +382,7 @@ class RasterPredictDataModule(NonGeoDataModule):
         self.excluded: set[int] = set()
         self.checkpoint: Mapping[str, Any] | None = None
         self.datasets: dict[int, RasterWindowDataset] = {}
+        self.plan: list[tuple[int, RasterPart]] = []
 
     def _fail(self, path: Path, err: Exception) -> None:
         """Report a raster that failed its checks, or stop.
@@ -461,10 +466,13 @@ class RasterPredictDataModule(NonGeoDataModule):
         world_size, rank = 1, 0
         if self.trainer is not None:
             world_size, rank = self.trainer.world_size, self.trainer.global_rank
-        order = sorted(built)
-        mine = shard([len(built[i]) for i in order], world_size, rank)
-        self.datasets = {order[i]: built[order[i]] for i in mine}
-        self.predict_dataset = RasterBatches(self.datasets, self.batch_size)
+        grids = {i: d.grid for i, d in built.items()}
+        self.plan = plan_parts(grids, self.batch_size, world_size, self.shard)
+        parts = [part for r, part in self.plan if r == rank]
+        self.datasets = {p.raster: built[p.raster] for p in parts}
+        for index in set(built) - set(self.datasets):
+            built[index].close()
+        self.predict_dataset = RasterBatches(self.datasets, self.batch_size, parts)
         return DataLoader(
             self.predict_dataset,
             batch_size=None,

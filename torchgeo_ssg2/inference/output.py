@@ -463,6 +463,9 @@ class GeoTIFFSink:
         class_names: Class names (see :func:`class_labels`).
         palette: RGB colours of the classes (see :func:`class_labels`).
         cog: Write Cloud-Optimized GeoTIFFs with overviews.
+        sweep: Remove staging files of the output left by processes that no
+            longer run (:func:`sweep_staging`); False where other ranks' strips
+            of the output are in place.
     """
 
     def __init__(
@@ -478,6 +481,7 @@ class GeoTIFFSink:
         class_names: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
         cog: bool = False,
+        sweep: bool = True,
     ) -> None:
         self.meta = meta
         self.num_classes = num_classes
@@ -486,7 +490,8 @@ class GeoTIFFSink:
         self.paths = output_paths(output, probabilities, uncertainty)
         protected = {'input raster': meta.path, **(protected or {})}
         check_output_free(self.paths, overwrite, protected)
-        sweep_staging(self.paths['classes'], protected)
+        if sweep:
+            sweep_staging(self.paths['classes'], protected)
         names, colours = class_labels(num_classes, class_names, palette)
         n_labels = len(names)
         self.class_dtype = 'uint8' if n_labels <= 255 else 'uint16'

@@ -16,6 +16,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,16 @@ from .model import (
     task_classes,
 )
 from .output import check_output_free, output_paths
+from .sharding import ShardMode
 from .writer import RasterPredictionWriter
 
-__all__ = ('ModulePredictor', 'add_subcommand', 'predict_raster', 'predict_rasters')
+__all__ = (
+    'ModulePredictor',
+    'PredictOptions',
+    'add_subcommand',
+    'predict_raster',
+    'predict_rasters',
+)
 
 
 class ModulePredictor(LightningModule):
@@ -157,36 +165,100 @@ def _quiet_lightning() -> Iterator[None]:
             logger.setLevel(level)
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """How rasters are predicted, one set of options for every front door.
+
+    :func:`predict_raster`, :func:`predict_rasters` and ``torchgeo-ssg2
+    predict`` share them. Both functions take an instance (``options``) and/or the fields as keyword
+    arguments, which override it: ``predict_raster(task, tif, out, window=128)``.
+
+    Args:
+        window: Window side in pixels (a multiple of 32 for SSG2/PTAViT).
+        overlap: Pixels shared by neighbouring windows.
+        batch_size: Windows per forward pass.
+        num_workers: Worker processes reading windows (0: the main process).
+        overwrite: Replace existing outputs (:func:`predict_raster`), or
+            predict rasters whose outputs are complete again
+            (:func:`predict_rasters`, which otherwise skips them).
+        probabilities: Also write ``OUT_probabilities.tif`` (float32, K bands).
+        uncertainty: Also write ``OUT_uncertainty.tif`` (float32; SSG2 only).
+        supports: SSG2 supports from the input itself (``"raster"``) or from
+            ``support_bank`` (``"bank"``); ignored for single-image models.
+        support_bank: A :class:`torchgeo_ssg2.samplers.SupportBank`.
+        sequence_length: Supports per window (default: the task's).
+        mean: Per-band mean in the input's units (default: the statistics
+            recorded in the checkpoint, or the task's ``normalization``; without
+            either, ``mean`` and ``std`` must be given).
+        std: Per-band std (default: as ``mean``).
+        support_seed: Seed of the raster support selector.
+        blend_floor: Smallest blending weight at a window's edge.
+        device: Device to run on: a torch device name, or ``"auto"`` (the
+            accelerator if the machine has one). Default: where a model object
+            is; ``"auto"`` for a checkpoint.
+        cog: Write Cloud-Optimized GeoTIFFs with overviews.
+        class_names: Class names for the band descriptions and metadata.
+        palette: RGB colour of each class for the class map's colour table.
+        progress: Show progress per raster and in total, with the remaining time.
+    """
+
+    window: int = 256
+    overlap: int = 64
+    batch_size: int = 4
+    num_workers: int = 0
+    overwrite: bool = False
+    probabilities: bool = False
+    uncertainty: bool = False
+    supports: SupportMode = 'raster'
+    support_bank: Any = None
+    sequence_length: int | None = None
+    mean: float | Sequence[float] | Tensor | None = None
+    std: float | Sequence[float] | Tensor | None = None
+    support_seed: int = 0
+    blend_floor: float = 0.01
+    device: str | torch.device | None = None
+    cog: bool = False
+    class_names: Sequence[str] | None = None
+    palette: Sequence[Sequence[int]] | None = None
+    progress: bool = True
+
+
+def _options(
+    options: PredictOptions | None, overrides: dict[str, Any]
+) -> PredictOptions:
+    """The options with keyword overrides applied.
+
+    Args:
+        options: Base options (default: :class:`PredictOptions`'s defaults).
+        overrides: Fields of :class:`PredictOptions`.
+
+    Returns:
+        The options.
+
+    Raises:
+        TypeError: If an override is not a field of :class:`PredictOptions`.
+    """
+    base = PredictOptions() if options is None else options
+    unknown = sorted(set(overrides) - {f.name for f in fields(PredictOptions)})
+    if unknown:
+        msg = f'unexpected prediction option(s): {", ".join(unknown)}'
+        raise TypeError(msg)
+    return replace(base, **overrides)
+
+
 def _run(
     checkpoint_or_task: str | os.PathLike[str] | nn.Module,
     input: Any,
+    options: PredictOptions,
     *,
-    output: str | os.PathLike[str] | None,
-    output_dir: str | os.PathLike[str] | None,
-    window: int,
-    overlap: int,
-    batch_size: int,
-    num_workers: int,
-    overwrite: bool,
-    probabilities: bool,
-    uncertainty: bool,
-    supports: SupportMode,
-    support_bank: Any,
-    sequence_length: int | None,
-    mean: Any,
-    std: Any,
-    support_seed: int,
-    blend_floor: float,
-    device: str | torch.device | None,
-    accelerator: str | None,
-    devices: int,
-    num_nodes: int,
-    cog: bool,
-    class_names: Sequence[str] | None,
-    palette: Sequence[Sequence[int]] | None,
-    vrt: bool,
-    keep_going: bool,
-    progress: bool,
+    output: str | os.PathLike[str] | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    accelerator: str | None = None,
+    devices: int = 1,
+    num_nodes: int = 1,
+    shard: ShardMode = 'auto',
+    vrt: bool = False,
+    keep_going: bool = False,
 ) -> RasterPredictionWriter:
     """The one prediction loop: ``Trainer.predict`` with the datamodule and writer.
 
@@ -195,49 +267,34 @@ def _run(
     writer check every input and output before the first window.
 
     Args:
-        checkpoint_or_task: See :func:`predict_rasters`.
+        checkpoint_or_task: See :func:`predict_raster`.
         input: Input rasters (one path with ``output``).
+        options: The prediction options.
         output: Output file of a single raster, or None.
         output_dir: Output folder, or None.
-        window: See :func:`predict_raster`.
-        overlap: See :func:`predict_raster`.
-        batch_size: See :func:`predict_raster`.
-        num_workers: See :func:`predict_raster`.
-        overwrite: See :func:`predict_rasters`.
-        probabilities: See :func:`predict_raster`.
-        uncertainty: See :func:`predict_raster`.
-        supports: See :func:`predict_raster`.
-        support_bank: See :func:`predict_raster`.
-        sequence_length: See :func:`predict_raster`.
-        mean: See :func:`predict_raster`.
-        std: See :func:`predict_raster`.
-        support_seed: See :func:`predict_raster`.
-        blend_floor: See :func:`predict_raster`.
-        device: See :func:`predict_raster`.
         accelerator: See :func:`predict_rasters`.
         devices: See :func:`predict_rasters`.
         num_nodes: See :func:`predict_rasters`.
-        cog: See :func:`predict_raster`.
-        class_names: See :func:`predict_raster`.
-        palette: See :func:`predict_raster`.
+        shard: See :func:`predict_rasters`.
         vrt: See :func:`predict_rasters`.
         keep_going: See :func:`predict_rasters`.
-        progress: See :func:`predict_rasters`.
 
     Returns:
         The writer, holding what was written.
     """
+    o = options
+    device = o.device
     if device is not None and str(device) != 'auto' and accelerator is None:
         check_device(device)
     if output is not None:
         protected = {'input raster': Path(input)}
         if not isinstance(checkpoint_or_task, nn.Module):
             protected['checkpoint'] = Path(checkpoint_or_task)
-        if hasattr(support_bank, 'source_files'):
-            for i, path in enumerate(support_bank.source_files()):
+        if hasattr(o.support_bank, 'source_files'):
+            for i, path in enumerate(o.support_bank.source_files()):
                 protected[f'support-bank image #{i}'] = path
-        paths = output_paths(output, probabilities, uncertainty)
-        check_output_free(paths, overwrite, protected)
+        paths = output_paths(output, o.probabilities, o.uncertainty)
+        check_output_free(paths, o.overwrite, protected)
     expand_inputs(input)  # a missing input fails before the checkpoint is read
     checkpoint: dict[str, Any] | None = None
     if isinstance(checkpoint_or_task, nn.Module):
@@ -247,38 +304,43 @@ def _run(
     else:
         model, checkpoint = load_task(checkpoint_or_task)
         device = 'auto' if device is None else device
-    if uncertainty and not needs_supports(model) and isinstance(model, task_classes()):
+    if (
+        o.uncertainty
+        and not needs_supports(model)
+        and isinstance(model, task_classes())
+    ):
         msg = f'{type(model).__name__} gives no uncertainty (only SSG2Task does)'
         raise ValueError(msg)
     module = model if isinstance(model, LightningModule) else ModulePredictor(model)
     placement = _placement(model, device, accelerator, devices, num_nodes)
     datamodule = RasterPredictDataModule(
         input,
-        window=window,
-        overlap=overlap,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        mean=mean,
-        std=std,
-        supports=supports,
-        support_bank=support_bank,
-        sequence_length=sequence_length,
-        support_seed=support_seed,
+        window=o.window,
+        overlap=o.overlap,
+        batch_size=o.batch_size,
+        num_workers=o.num_workers,
+        mean=o.mean,
+        std=o.std,
+        supports=o.supports,
+        support_bank=o.support_bank,
+        sequence_length=o.sequence_length,
+        support_seed=o.support_seed,
         keep_going=keep_going,
+        shard=shard,
     )
     datamodule.checkpoint = checkpoint
     writer = RasterPredictionWriter(
         None if output is None else os.fspath(output),
         None if output_dir is None else os.fspath(output_dir),
-        overwrite=overwrite,
-        probabilities=probabilities,
-        uncertainty=uncertainty,
-        blend_floor=blend_floor,
-        cog=cog,
-        class_names=None if class_names is None else list(class_names),
-        palette=None if palette is None else [list(c) for c in palette],
+        overwrite=o.overwrite,
+        probabilities=o.probabilities,
+        uncertainty=o.uncertainty,
+        blend_floor=o.blend_floor,
+        cog=o.cog,
+        class_names=None if o.class_names is None else list(o.class_names),
+        palette=None if o.palette is None else [list(c) for c in o.palette],
         vrt=vrt,
-        progress=progress,
+        progress=o.progress,
     )
     model_device = _model_device(model)
     with _quiet_lightning():
@@ -313,26 +375,8 @@ def predict_raster(
     checkpoint_or_task: str | os.PathLike[str] | nn.Module,
     input: str | os.PathLike[str],
     output: str | os.PathLike[str],
-    *,
-    window: int = 256,
-    overlap: int = 64,
-    batch_size: int = 4,
-    num_workers: int = 0,
-    overwrite: bool = False,
-    probabilities: bool = False,
-    uncertainty: bool = False,
-    supports: SupportMode = 'raster',
-    support_bank: Any = None,
-    sequence_length: int | None = None,
-    mean: float | Sequence[float] | Tensor | None = None,
-    std: float | Sequence[float] | Tensor | None = None,
-    support_seed: int = 0,
-    blend_floor: float = 0.01,
-    device: str | torch.device | None = None,
-    cog: bool = False,
-    class_names: Sequence[str] | None = None,
-    palette: Sequence[Sequence[int]] | None = None,
-    progress: bool = True,
+    options: PredictOptions | None = None,
+    **overrides: Any,
 ) -> dict[str, Path]:
     """Predict a raster of any size with overlapping windows and write a GeoTIFF.
 
@@ -359,71 +403,23 @@ def predict_raster(
         input: Input raster (any GDAL format; without CRS the prediction is made
             in pixel space with a warning).
         output: Class-index GeoTIFF to write.
-        window: Window side in pixels (a multiple of 32 for SSG2/PTAViT).
-        overlap: Pixels shared by neighbouring windows.
-        batch_size: Windows per forward pass.
-        num_workers: Worker processes reading windows (0: the main process).
-        overwrite: Whether existing outputs may be replaced.
-        probabilities: Also write ``OUT_probabilities.tif`` (float32, K bands).
-        uncertainty: Also write ``OUT_uncertainty.tif`` (float32; SSG2 only).
-        supports: SSG2 supports from the input itself (``"raster"``) or from
-            ``support_bank`` (``"bank"``); ignored for single-image models.
-        support_bank: A :class:`torchgeo_ssg2.samplers.SupportBank`.
-        sequence_length: Supports per window (default: the task's).
-        mean: Per-band mean in the input's units (default: the statistics
-            recorded in the checkpoint, or the task's ``normalization``; without
-            either, ``mean`` and ``std`` must be given).
-        std: Per-band std (default: as ``mean``).
-        support_seed: Seed of the raster support selector.
-        blend_floor: Smallest blending weight at a window's edge.
-        device: Device to run on: a torch device name, or ``"auto"`` (the
-            accelerator if the machine has one). Default: where a model object
-            is; ``"auto"`` for a checkpoint.
-        cog: Write Cloud-Optimized GeoTIFFs with overviews.
-        class_names: Class names for the band descriptions and metadata.
-        palette: RGB colour of each class for the class map's colour table.
-        progress: Show progress with the remaining time.
+        options: The prediction options (default: :class:`PredictOptions`'s).
+        **overrides: Fields of :class:`PredictOptions` (``window``,
+            ``overlap``, ``batch_size``, ...), overriding ``options``.
 
     Returns:
         The written files by role (``"classes"``, ``"probabilities"``,
         ``"uncertainty"``).
 
     Raises:
+        TypeError: If an override is not a prediction option.
         ValueError: If the device, checkpoint, input or arguments are unusable,
             or an output would replace an input.
         FileExistsError: If an output exists and ``overwrite`` is False.
         OSError: If a window of the input cannot be read.
     """
-    writer = _run(
-        checkpoint_or_task,
-        input,
-        output=output,
-        output_dir=None,
-        window=window,
-        overlap=overlap,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        overwrite=overwrite,
-        probabilities=probabilities,
-        uncertainty=uncertainty,
-        supports=supports,
-        support_bank=support_bank,
-        sequence_length=sequence_length,
-        mean=mean,
-        std=std,
-        support_seed=support_seed,
-        blend_floor=blend_floor,
-        device=device,
-        accelerator=None,
-        devices=1,
-        num_nodes=1,
-        cog=cog,
-        class_names=class_names,
-        palette=palette,
-        vrt=False,
-        keep_going=False,
-        progress=progress,
-    )
+    opts = _options(options, overrides)
+    writer = _run(checkpoint_or_task, input, opts, output=output)
     return writer.written
 
 
@@ -431,31 +427,15 @@ def predict_rasters(
     checkpoint_or_task: str | os.PathLike[str] | nn.Module,
     inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     output_dir: str | os.PathLike[str],
+    options: PredictOptions | None = None,
     *,
-    window: int = 256,
-    overlap: int = 64,
-    batch_size: int = 4,
-    num_workers: int = 0,
-    overwrite: bool = False,
-    probabilities: bool = False,
-    uncertainty: bool = False,
-    supports: SupportMode = 'raster',
-    support_bank: Any = None,
-    sequence_length: int | None = None,
-    mean: float | Sequence[float] | Tensor | None = None,
-    std: float | Sequence[float] | Tensor | None = None,
-    support_seed: int = 0,
-    blend_floor: float = 0.01,
-    device: str | torch.device | None = None,
     accelerator: str | None = None,
     devices: int = 1,
     num_nodes: int = 1,
-    cog: bool = False,
-    class_names: Sequence[str] | None = None,
-    palette: Sequence[Sequence[int]] | None = None,
+    shard: ShardMode = 'auto',
     vrt: bool = False,
     keep_going: bool = False,
-    progress: bool = True,
+    **overrides: Any,
 ) -> dict[Path, dict[str, Path]]:
     """Predict many rasters into a folder, on one device or many (DDP).
 
@@ -464,75 +444,48 @@ def predict_rasters(
     (:func:`~torchgeo_ssg2.inference.inputs.outputs_for`). Rasters whose outputs
     are complete are skipped unless ``overwrite`` (a rerun resumes). With
     ``devices``/``num_nodes`` above 1, Lightning's DDP runs one process per
-    device and each predicts whole rasters: every output is written by one
-    process, identical to a single-process run. Call it from a script (DDP
-    starts the script again for every other rank) or from ``torchgeo-ssg2
-    predict``.
+    device; the rasters, or strips of the window rows of large ones, are shared
+    out between them (``shard``, :mod:`~torchgeo_ssg2.inference.sharding`).
+    Every output is written by one process, byte-identical to a single-process
+    run. Call it from a script (DDP starts the script again for every other
+    rank) or from ``torchgeo-ssg2 predict``.
 
     Args:
         checkpoint_or_task: As for :func:`predict_raster`.
         inputs: Rasters, folders, glob patterns or list files
             (:func:`~torchgeo_ssg2.inference.inputs.expand_inputs`).
         output_dir: Output folder (created if missing).
-        window: See :func:`predict_raster`.
-        overlap: See :func:`predict_raster`.
-        batch_size: See :func:`predict_raster`.
-        num_workers: See :func:`predict_raster`.
-        overwrite: Predict rasters whose outputs exist again.
-        probabilities: See :func:`predict_raster`.
-        uncertainty: See :func:`predict_raster`.
-        supports: See :func:`predict_raster`.
-        support_bank: See :func:`predict_raster`.
-        sequence_length: See :func:`predict_raster`.
-        mean: See :func:`predict_raster`.
-        std: See :func:`predict_raster`.
-        support_seed: See :func:`predict_raster`.
-        blend_floor: See :func:`predict_raster`.
-        device: One device, as for :func:`predict_raster`.
+        options: The prediction options (default: :class:`PredictOptions`'s).
         accelerator: ``"auto"``, ``"cpu"`` or ``"gpu"`` for ``devices`` x
-            ``num_nodes`` processes (overrides ``device``).
+            ``num_nodes`` processes (overrides the ``device`` option).
         devices: Devices (processes) per node.
-        num_nodes: Nodes.
-        cog: See :func:`predict_raster`.
-        class_names: See :func:`predict_raster`.
-        palette: See :func:`predict_raster`.
+        num_nodes: Nodes (the output folder must be shared by all nodes).
+        shard: ``"auto"`` (cut a raster into strips when it has more windows
+            than a rank's fair share of all windows), ``"rasters"`` (whole
+            rasters only) or ``"strips"`` (every raster into one strip per
+            rank).
         vrt: Write VRT mosaics of the outputs (one per CRS), after every rank.
         keep_going: Report and leave out rasters that fail their checks instead
             of stopping before any work.
-        progress: Show progress per raster and in total, with the remaining time.
+        **overrides: Fields of :class:`PredictOptions`, overriding ``options``.
 
     Returns:
         The files of every raster (written now or found complete) by input.
+
+    Raises:
+        TypeError: If an override is not a prediction option.
     """
     writer = _run(
         checkpoint_or_task,
         inputs,
-        output=None,
+        _options(options, overrides),
         output_dir=output_dir,
-        window=window,
-        overlap=overlap,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        overwrite=overwrite,
-        probabilities=probabilities,
-        uncertainty=uncertainty,
-        supports=supports,
-        support_bank=support_bank,
-        sequence_length=sequence_length,
-        mean=mean,
-        std=std,
-        support_seed=support_seed,
-        blend_floor=blend_floor,
-        device=device,
         accelerator=accelerator,
         devices=devices,
         num_nodes=num_nodes,
-        cog=cog,
-        class_names=class_names,
-        palette=palette,
+        shard=shard,
         vrt=vrt,
         keep_going=keep_going,
-        progress=progress,
     )
     return writer.results
 
@@ -658,33 +611,33 @@ def _predict_from_args(
     palette = None
     if args.palette:
         palette = [_hex_colour(c) for c in args.palette]
-    common: dict[str, Any] = {
-        'window': args.window,
-        'overlap': args.overlap,
-        'batch_size': args.batch_size,
-        'num_workers': args.num_workers,
-        'overwrite': args.overwrite,
-        'probabilities': args.probabilities,
-        'uncertainty': args.uncertainty,
-        'supports': args.supports,
-        'support_bank': _bank_from_args(args),
-        'sequence_length': args.sequence_length,
-        'mean': args.mean,
-        'std': args.std,
-        'support_seed': args.support_seed,
-        'device': args.device,
-        'cog': args.cog,
-        'class_names': args.class_names,
-        'palette': palette,
-        'progress': not args.no_progress,
-    }
+    options = PredictOptions(
+        window=args.window,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        overwrite=args.overwrite,
+        probabilities=args.probabilities,
+        uncertainty=args.uncertainty,
+        supports=args.supports,
+        support_bank=_bank_from_args(args),
+        sequence_length=args.sequence_length,
+        mean=args.mean,
+        std=args.std,
+        support_seed=args.support_seed,
+        device=args.device,
+        cog=args.cog,
+        class_names=args.class_names,
+        palette=palette,
+        progress=not args.no_progress,
+    )
     if args.output is not None:
         for flag in ('vrt', 'keep_going'):
             if getattr(args, flag):
                 msg = f'--{flag.replace("_", "-")} needs --output-dir'
                 raise ValueError(msg)
         if args.accelerator is not None or args.devices != 1 or args.num_nodes != 1:
-            msg = '--accelerator/--devices/--num-nodes need --output-dir (DDP shards rasters)'
+            msg = '--accelerator/--devices/--num-nodes need --output-dir'
             raise ValueError(msg)
         if len(args.input) != 1:
             msg = (
@@ -692,20 +645,19 @@ def _predict_from_args(
                 'items: pass --output-dir'
             )
             raise ValueError(msg)
-        written = predict_raster(args.checkpoint, args.input[0], args.output, **common)
+        written = predict_raster(args.checkpoint, args.input[0], args.output, options)
         return written, [], []
     writer = _run(
         args.checkpoint,
         args.input,
-        output=None,
+        options,
         output_dir=args.output_dir,
-        blend_floor=0.01,
         accelerator=args.accelerator,
         devices=args.devices,
         num_nodes=args.num_nodes,
+        shard=args.shard,
         vrt=args.vrt,
         keep_going=args.keep_going,
-        **common,
     )
     skipped = set(writer.skipped)
     written = {
@@ -856,6 +808,13 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument('--devices', type=int, default=1, help='devices per node')
     parser.add_argument('--num-nodes', type=int, default=1, help='nodes')
+    parser.add_argument(
+        '--shard',
+        choices=('auto', 'rasters', 'strips'),
+        default='auto',
+        help='DDP work: whole rasters, or strips of window rows of rasters '
+        "larger than a rank's share (auto), or always strips",
+    )
     parser.add_argument(
         '--vrt', action='store_true', help='write VRT mosaics (one per CRS)'
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -16,8 +17,15 @@ from tqdm.auto import tqdm
 from .blending import StripBlender
 from .inputs import outputs_for
 from .mosaic import write_mosaics
-from .output import GeoTIFFSink, RasterMeta, check_output_free, gdal_cache_limit
+from .output import (
+    GeoTIFFSink,
+    RasterMeta,
+    check_output_free,
+    gdal_cache_limit,
+    sweep_staging,
+)
 from .output import output_paths as _output_paths
+from .sharding import RasterPart, StripFile, merge_strips, strip_path
 from .windows import WindowGrid, blend_weight
 
 __all__ = ('PredictionAssembler', 'RasterPredictionWriter')
@@ -26,8 +34,12 @@ __all__ = ('PredictionAssembler', 'RasterPredictionWriter')
 class PredictionAssembler:
     """Blend window predictions of one raster and write them, block by block.
 
-    :class:`RasterPredictionWriter` feeds it from Lightning's predict loop. The output files are opened (as temporary files) when the first batch
-    reveals the number of classes.
+    :class:`RasterPredictionWriter` feeds it from Lightning's predict loop. The
+    output files are opened (as staging files) when the first batch reveals the
+    number of classes. For a strip of the raster (``part``), the blended rows
+    go to the strip's staging file
+    (:class:`~torchgeo_ssg2.inference.sharding.StripFile`) instead, for the
+    owner rank to merge.
 
     Args:
         meta: The input raster.
@@ -47,6 +59,8 @@ class PredictionAssembler:
         recorded_names: Names recorded with the checkpoint, used when
             ``class_names`` is None and they fit the number of classes.
         recorded_palette: Colours recorded with the checkpoint, used likewise.
+        part: The windows and rows predicted (default: the whole raster).
+        strip_file: Staging file of a strip ``part``.
     """
 
     def __init__(
@@ -65,7 +79,16 @@ class PredictionAssembler:
         cog: bool = False,
         recorded_names: Sequence[str] | None = None,
         recorded_palette: Sequence[Sequence[int]] | None = None,
+        part: RasterPart | None = None,
+        strip_file: Path | None = None,
     ) -> None:
+        if part is None:
+            part = RasterPart(0, 0, 1, (0, meta.height), (0, len(grid)), 0)
+        if not part.whole and strip_file is None:
+            msg = 'a strip of a raster needs its strip_file'
+            raise ValueError(msg)
+        self.part = part
+        self.strip_file = strip_file
         self.meta = meta
         self.recorded = (recorded_names, recorded_palette)
         self.class_names = class_names
@@ -78,7 +101,8 @@ class PredictionAssembler:
         self.overwrite = overwrite
         self.weight = blend_weight(grid.window, blend_floor)
         self.block_size = block_size
-        self.sink: GeoTIFFSink | None = None
+        self.sink: GeoTIFFSink | StripFile | None = None
+        self.num_classes: int | None = None
         self.blender: StripBlender | None = None
         self.windows_done = 0
         self.protected = {'input raster': meta.path, **(protected or {})}
@@ -89,11 +113,16 @@ class PredictionAssembler:
         """Files this assembler writes."""
         return _output_paths(self.output, self.probabilities, self.uncertainty)
 
-    def _start(self, num_classes: int) -> None:
-        """Open the outputs once the number of classes is known.
+    def open_sink(self, num_classes: int, sweep: bool = True) -> GeoTIFFSink:
+        """Open the output files (as staging files).
 
         Args:
             num_classes: Probability channels K.
+            sweep: Remove staging files of the output left by processes that no
+                longer run (see :class:`~torchgeo_ssg2.inference.GeoTIFFSink`).
+
+        Returns:
+            The sink.
         """
         names, palette = self.class_names, self.palette
         n = max(num_classes, 2)
@@ -102,7 +131,7 @@ class PredictionAssembler:
             names = recorded_names
         if palette is None and recorded_palette is not None:
             palette = recorded_palette if len(recorded_palette) >= n else None
-        self.sink = GeoTIFFSink(
+        return GeoTIFFSink(
             self.meta,
             self.output,
             num_classes,
@@ -114,7 +143,27 @@ class PredictionAssembler:
             class_names=names,
             palette=palette,
             cog=self.cog,
+            sweep=sweep,
         )
+
+    def _start(self, num_classes: int) -> None:
+        """Open the sink and the blender once the number of classes is known.
+
+        Args:
+            num_classes: Probability channels K.
+        """
+        self.num_classes = num_classes
+        if self.part.whole:
+            self.sink = self.open_sink(num_classes)
+        else:
+            assert self.strip_file is not None
+            self.sink = StripFile(
+                self.strip_file,
+                self.part.rows,
+                self.meta.width,
+                num_classes + int(self.uncertainty),
+                self.protected,
+            )
         self.blender = StripBlender(
             self.meta.height,
             self.meta.width,
@@ -124,6 +173,7 @@ class PredictionAssembler:
             self.sink,
             block_rows=self.block_size,
             uncertainty=self.uncertainty,
+            rows=self.part.rows,
         )
 
     def add_batch(self, prediction: dict[str, Tensor], batch: dict[str, Any]) -> None:
@@ -168,7 +218,7 @@ class PredictionAssembler:
         """Flush the last rows and move the complete files into place.
 
         Returns:
-            The written files.
+            The written files (``{"strip": file}`` for a strip).
 
         Raises:
             RuntimeError: If not every window was predicted.
@@ -176,11 +226,12 @@ class PredictionAssembler:
         if self.blender is None or self.sink is None:
             msg = 'no window was predicted; nothing to write'
             raise RuntimeError(msg)
-        if self.windows_done != len(self.grid):
-            msg = f'only {self.windows_done} of {len(self.grid)} windows were predicted'
+        if self.windows_done != len(self.part):
+            msg = f'only {self.windows_done} of {len(self.part)} windows were predicted'
             raise RuntimeError(msg)
         self.blender.finish()
-        paths = self.sink.commit()
+        committed = self.sink.commit()
+        paths = committed if isinstance(committed, dict) else {'strip': committed}
         self.blender = None
         self.sink = None
         return paths
@@ -301,6 +352,11 @@ class RasterPredictionWriter(BasePredictionWriter):
         self._env: Any = None
         self._bar: Any = None
         self._datasets: Mapping[int, Any] = {}
+        self._parts: list[RasterPart] = []
+        self._done: set[int] = set()
+        self._num_classes: dict[int, int] = {}
+        self._own_strips: list[Path] = []
+        self._pids: list[int] = []
         self._protected: dict[str, Path] = {}
         self._warnings: Any = None
         self._failed = False
@@ -388,6 +444,14 @@ class RasterPredictionWriter(BasePredictionWriter):
             if self.output_dir is None or len(present) < len(paths):
                 check_output_free(paths, False, self._protected)
             excluded.add(index)
+        if trainer.is_global_zero:
+            # Before any rank stages a strip: the sinks that merge strips do not
+            # sweep, and a pid of another node means nothing here.
+            for index, output in enumerate(self.outputs):
+                if index not in excluded:
+                    sweep_staging(output, self._protected)
+        pid = torch.tensor([os.getpid()], device=trainer.strategy.root_device)
+        self._pids = trainer.strategy.all_gather(pid).reshape(-1).tolist()
         excluded = trainer.strategy.broadcast(excluded, src=0)
         datamodule.excluded = set(excluded)
         self.skipped = [rasters[i] for i in sorted(excluded)]
@@ -417,6 +481,10 @@ class RasterPredictionWriter(BasePredictionWriter):
             )
             raise TypeError(msg)
         self._datasets = dataset.datasets
+        self._parts = dataset.parts
+        self._done = set()
+        self._num_classes = {}
+        self._own_strips = []
         self._labels = self._class_labels(trainer)
         trainer.predict_loop.return_predictions = False
         self._env = gdal_cache_limit()
@@ -456,14 +524,21 @@ class RasterPredictionWriter(BasePredictionWriter):
             checkpoint = read_checkpoint(Path(ckpt_path))
         return class_labels_from_checkpoint(checkpoint)
 
-    def _start(self, index: int) -> None:
-        """Open the assembler of one raster.
+    def _assembler(self, index: int, part: RasterPart | None) -> PredictionAssembler:
+        """The assembler of one raster, or of one strip of it.
 
         Args:
             index: Index of the raster in the datamodule's ``rasters``.
+            part: The strip (None: the whole raster).
+
+        Returns:
+            The assembler.
         """
         dataset = self._datasets[index]
-        self.assembler = PredictionAssembler(
+        strip_file = None
+        if part is not None and not part.whole:
+            strip_file = strip_path(self.outputs[index], part.strip)
+        return PredictionAssembler(
             dataset.meta,
             dataset.grid,
             self.outputs[index],
@@ -478,30 +553,58 @@ class RasterPredictionWriter(BasePredictionWriter):
             cog=self.cog,
             recorded_names=self._labels[0],
             recorded_palette=self._labels[1],
+            part=part,
+            strip_file=strip_file,
         )
-        self._current = index
+
+    def _start(self, p: int) -> None:
+        """Open the assembler of one part.
+
+        Args:
+            p: Index of the part in this rank's parts.
+        """
+        part = self._parts[p]
+        self.assembler = self._assembler(part.raster, part)
+        if self.assembler.strip_file is not None:
+            self._own_strips.append(self.assembler.strip_file)
+        self._current = p
         if self._bar is not None:
             self._bar.set_postfix_str(
-                f'raster {self._rasters_done + 1}/{len(self._datasets)} '
-                f'{dataset.meta.path.name} 0/{len(dataset)}'
+                f'{self._part_name(p)} 0/{len(part)}', refresh=False
             )
             self._raster_start = time.perf_counter()
 
+    def _part_name(self, p: int) -> str:
+        """Progress label of one part: its number on this rank, strip and raster."""
+        part = self._parts[p]
+        strip = '' if part.whole else f'strip {part.strip + 1}/{part.strips} of '
+        name = self._datasets[part.raster].meta.path.name
+        return f'raster {self._rasters_done + 1}/{len(self._parts)} {strip}{name}'
+
     def _finish(self) -> None:
-        """Commit the current raster's files."""
+        """Commit the current part's files (a strip's staging file)."""
         if self.assembler is None or self._current is None:
             return
-        dataset = self._datasets[self._current]
-        self.written = self.assembler.finish()
-        self.results[dataset.meta.path] = self.written
+        part = self._parts[self._current]
+        dataset = self._datasets[part.raster]
+        written = self.assembler.finish()
+        if part.whole:
+            self.written = written
+            self.results[dataset.meta.path] = written
+        else:
+            assert self.assembler.num_classes is not None
+            self._num_classes[part.raster] = self.assembler.num_classes
+        self._done.add(self._current)
         self.assembler = None
         self._current = None
         if self._bar is not None:
             self._rasters_done += 1
             seconds = time.perf_counter() - self._raster_start
+            where = written['classes'] if part.whole else 'staged'
+            strip = '' if part.whole else f'strip {part.strip + 1}/{part.strips} of '
             self._bar.write(
-                f'[{self._rasters_done}/{len(self._datasets)}] {dataset.meta.path} '
-                f'-> {self.written["classes"]} ({seconds:.1f} s)'
+                f'[{self._rasters_done}/{len(self._parts)}] {strip}'
+                f'{dataset.meta.path} -> {where} ({seconds:.1f} s)'
             )
 
     def write_on_batch_end(
@@ -514,7 +617,7 @@ class RasterPredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Blend one batch into its raster's output.
+        """Blend one batch into its part's output.
 
         Args:
             trainer: The trainer.
@@ -525,51 +628,91 @@ class RasterPredictionWriter(BasePredictionWriter):
             batch_idx: Index of the batch.
             dataloader_idx: Index of the dataloader.
         """
-        index = int(batch['raster_index'][0])
-        if index != self._current:
+        p = int(batch['part_index'][0])
+        if p != self._current:
             self._finish()
-            self._start(index)
+            self._start(p)
         assert self.assembler is not None
         self.assembler.add_batch(prediction, batch)
         if self._bar is not None:
-            n = len(batch['raster_index'])
-            self._bar.update(n)
+            self._bar.update(len(batch['part_index']))
             done = self.assembler.windows_done
-            total = len(self._datasets[index])
-            name = self._datasets[index].meta.path.name
             self._bar.set_postfix_str(
-                f'raster {self._rasters_done + 1}/{len(self._datasets)} {name} '
-                f'{done}/{total}',
-                refresh=False,
+                f'{self._part_name(p)} {done}/{len(self._parts[p])}', refresh=False
             )
 
     def on_predict_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
     ) -> None:
-        """Write the last rows of this rank's last raster.
+        """Write the last rows of this rank's last part.
 
         Args:
             trainer: The trainer.
             pl_module: The task.
 
         Raises:
-            RuntimeError: If a raster of this rank got no window.
+            RuntimeError: If a part of this rank got no window.
         """
         try:
             self._finish()
-            missing = [
-                d.meta.path
-                for d in self._datasets.values()
-                if d.meta.path not in self.results
-            ]
+            missing = [p for p in range(len(self._parts)) if p not in self._done]
             if missing:
-                msg = f'no window of {missing[0]} was predicted'
+                part = self._parts[missing[0]]
+                path = self._datasets[part.raster].meta.path
+                msg = f'no window of {path} (strip {part.strip}) was predicted'
                 raise RuntimeError(msg)
         finally:
             self._cleanup()
 
+    def _strips_of(
+        self, index: int, plan: Sequence[tuple[int, RasterPart]]
+    ) -> list[tuple[Path, tuple[int, int]]]:
+        """The staging files of a raster's strips, whichever rank wrote them.
+
+        Args:
+            index: Index of the raster in the datamodule's ``rasters``.
+            plan: The datamodule's plan.
+
+        Returns:
+            ``(file, rows)`` of each strip, top to bottom.
+        """
+        return [
+            (strip_path(self.outputs[index], part.strip, self._pids[rank]), part.rows)
+            for rank, part in sorted(plan, key=lambda rp: rp[1].strip)
+            if part.raster == index
+        ]
+
+    def _merge(
+        self, trainer: pl.Trainer, plan: Sequence[tuple[int, RasterPart]]
+    ) -> None:
+        """Write the outputs of the strip-sharded rasters this rank owns.
+
+        Args:
+            trainer: The trainer.
+            plan: The datamodule's plan.
+        """
+        owned = sorted(
+            {
+                part.raster
+                for _, part in plan
+                if not part.whole and part.owner == trainer.global_rank
+            }
+        )
+        for index in owned:
+            strips = self._strips_of(index, plan)
+            try:
+                assembler = self._assembler(index, None)
+                sink = assembler.open_sink(self._num_classes[index], sweep=False)
+                self.written = merge_strips(
+                    sink, strips, self.block_size, self.uncertainty
+                )
+                self.results[self._datasets[index].meta.path] = self.written
+            finally:
+                for path, _ in strips:
+                    path.unlink(missing_ok=True)
+
     def _complete(self, trainer: pl.Trainer) -> None:
-        """After every rank is done: list all results and write the mosaics.
+        """After every rank is done: merge strips, list all results, write mosaics.
 
         Runs in :meth:`teardown`, which every rank reaches, also a rank that had
         nothing to predict (Lightning then skips its predict loop).
@@ -579,6 +722,11 @@ class RasterPredictionWriter(BasePredictionWriter):
         """
         trainer.strategy.barrier('raster_prediction_written')
         datamodule = trainer.datamodule
+        plan = datamodule.plan
+        if any(not part.whole for _, part in plan):
+            with gdal_cache_limit():
+                self._merge(trainer, plan)
+            trainer.strategy.barrier('raster_strips_merged')
         for i, path in enumerate(datamodule.rasters):
             if i in datamodule.excluded or path in datamodule.failed:
                 continue
@@ -600,6 +748,10 @@ class RasterPredictionWriter(BasePredictionWriter):
     ) -> None:
         """Remove partial outputs when prediction fails.
 
+        The staging files of this rank's strips go, and so do those of other
+        ranks' strips of the rasters this rank owns; what a killed rank leaves
+        is swept by the next run (:func:`~torchgeo_ssg2.inference.output.sweep_staging`).
+
         Args:
             trainer: The trainer.
             pl_module: The task.
@@ -607,6 +759,14 @@ class RasterPredictionWriter(BasePredictionWriter):
         """
         self._failed = True
         self._cleanup()
+        plan = getattr(trainer.datamodule, 'plan', None) or []
+        stale = list(self._own_strips)
+        if len(self._pids) == trainer.world_size:
+            for index in {p.raster for _, p in plan if p.owner == trainer.global_rank}:
+                stale += [path for path, _ in self._strips_of(index, plan)]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        self._own_strips = []
 
     def _cleanup(self) -> None:
         """Abort whatever is unfinished and restore GDAL's cache size."""
