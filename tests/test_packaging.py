@@ -199,3 +199,26 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(
     assert out.stdout.startswith('usage: torchgeo-ssg2')
     for command in ('prepare', 'predict'):
         assert command in out.stdout
+
+
+def test_citation_file_matches_the_project(pyproject: dict[str, Any]) -> None:
+    import yaml
+
+    citation = yaml.safe_load((ROOT / 'CITATION.cff').read_text())
+    project = pyproject['project']
+    assert citation['cff-version'] == '1.2.0'
+    assert citation['type'] == 'software'
+    assert str(citation['version']) == project['version']
+    assert citation['license'] == project['license']
+    assert citation['repository-code'] == project['urls']['Repository']
+    paper = citation['preferred-citation']
+    assert paper['type'] == 'article'
+    assert paper['authors'][0]['family-names'] == 'Diakogiannis'
+    assert (paper['volume'], paper['start'], paper['end'], paper['year']) == (
+        215,
+        44,
+        61,
+        2024,
+    )
+    identifiers = {i['value'] for i in paper['identifiers']}
+    assert {paper['doi'], 'arXiv:2310.08671'} <= identifiers
