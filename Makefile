@@ -11,7 +11,7 @@ OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo lint format clean
+.PHONY: venv test demo docs lint format clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no Python >= 3.12 found (torchgeo >= 0.9 needs it)"; exit 1; }
@@ -29,6 +29,10 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m torchgeo_ssg2.demo
 
+# The Sphinx site in docs/_build/html, offline, warnings as errors.
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 lint: $(STAMP)
 	$(PY) -m ruff check torchgeo_ssg2 tests benchmarks
 	$(PY) -m ruff format --check torchgeo_ssg2 tests benchmarks
@@ -38,4 +42,4 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix torchgeo_ssg2 tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .coverage lightning_logs outputs
+	rm -rf $(VENV) .pytest_cache .coverage lightning_logs outputs docs/_build
