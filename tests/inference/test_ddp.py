@@ -97,3 +97,69 @@ def test_two_processes_write_the_same_files_as_one(
     assert again.returncode == 0, again.stderr
     assert again.stdout.count('skipped') == 4
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def predict_in_two(tmp_path: Path, ckpt: Path, tiles: Path) -> str:
+    """Predict a folder in 1 and in 2 processes; check the outputs are the same.
+
+    Returns:
+        The standard output of the 2-process run (its progress lines).
+    """
+    common = ['--checkpoint', str(ckpt), '--input', str(tiles), '--window', '32']
+    common += ['--overlap', '8', '--mean', '0', '--std', '255', '--batch-size', '3']
+    common += ['--probabilities', '--vrt']
+    one = run(
+        'predict', *common, '--no-progress', '--output-dir', str(tmp_path / 'one')
+    )
+    assert one.returncode == 0, one.stderr
+    two = run(
+        'predict',
+        *common,
+        '--output-dir',
+        str(tmp_path / 'two'),
+        '--accelerator',
+        'cpu',
+        '--devices',
+        '2',
+    )
+    assert two.returncode == 0, two.stderr
+    names = sorted(p.name for p in (tmp_path / 'one').iterdir())
+    # no staging file of a strip (or anything else) is left
+    assert names == sorted(p.name for p in (tmp_path / 'two').iterdir())
+    assert not [n for n in names if '.partial-' in n]
+    for name in names:
+        if name.endswith('.tif'):
+            a = (tmp_path / 'one' / name).read_bytes()
+            assert a == (tmp_path / 'two' / name).read_bytes(), name
+    return two.stdout
+
+
+def test_strips_of_one_raster_on_two_processes(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(
+        PTAViTTask(preset='test', in_channels=3, num_classes=3), tmp_path / 'm.ckpt'
+    )
+    tiles = tmp_path / 'tiles'
+    tiles.mkdir()
+    # 600 rows: 25 window rows; the strip border (row 288) lies inside an
+    # output block, whose rows come from both strips
+    make_raster(tiles / 'big.tif', 600, 70, seed=3, smooth=True)
+    stdout = predict_in_two(tmp_path, ckpt, tiles)
+    # each rank predicted one strip (the progress lines of both ranks)
+    assert 'strip 1/2 of' in stdout and 'strip 2/2 of' in stdout, stdout
+
+
+def test_strips_of_the_largest_of_unequal_rasters(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    ckpt = save_checkpoint(
+        PTAViTTask(preset='test', in_channels=3, num_classes=3), tmp_path / 'm.ckpt'
+    )
+    tiles = tmp_path / 'tiles'
+    tiles.mkdir()
+    for i, (h, w) in enumerate([(400, 60), (40, 50), (64, 64)]):
+        transform = from_origin(TRANSFORM.c + 40.0 * i, TRANSFORM.f, 0.5, 0.5)
+        make_raster(tiles / f'r{i}.tif', h, w, seed=i, transform=transform)
+    stdout = predict_in_two(tmp_path, ckpt, tiles)
+    # r0 has 51 of the 64 windows: it is cut, the small rasters stay whole
+    assert 'strip 2/2 of' in stdout and 'strip 1/2 of' in stdout, stdout
+    assert stdout.count('strip ') == 2, stdout
