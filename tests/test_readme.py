@@ -177,6 +177,8 @@ class Checker:
                 yield from self._help_lists(
                     ('python', '-m', 'pip', *rest[:1], '--help'), rest
                 )
+            elif program == 'mkdir':
+                yield from self._help_lists(('mkdir', '--help'), rest)
             elif program == 'cp':
                 yield from self._cp(rest)
             else:
