@@ -32,7 +32,9 @@ predicted into a folder by ``torchgeo-ssg2 predict --output-dir`` with a PTAViT
 checkpoint (test preset), once by 1 process and once by 2 processes (DDP on the
 CPU, started by ``torchrun``; one thread each), on the same files in one run,
 alternating ``--repeats`` times (best of each): ``speedup_2proc_over_1proc``. The
-outputs of both are checked to be byte-identical.
+outputs of both are checked to be byte-identical. ``one_raster_in_strips`` does
+the same for one raster of twice the side, which the 2 processes share as strips
+of window rows (``--shard auto``).
 
 ``--per-megapixel``: seconds per megapixel of :func:`predict_raster` (window 256,
 overlap 64, batch 1, one thread) for PTAViT and for SSG2 at T = 1, 2, 4, at the
@@ -318,24 +320,18 @@ def make_checkpoint(path: Path) -> None:
 
 
 def bench_many(args: argparse.Namespace) -> dict[str, Any]:
-    """1 process against 2 (torchrun, DDP on the CPU) over 8 rasters."""
+    """1 process against 2 (torchrun, DDP on the CPU): 8 rasters, then 1 in strips."""
     work = Path(args.workdir)
     tiles = work / 'tiles'
     tiles.mkdir(exist_ok=True)
     for i in range(8):
         make_raster(tiles / f'tile_{i}.tif', args.many_size)
+    big = work / 'big'
+    big.mkdir(exist_ok=True)
+    make_raster(big / 'big.tif', 2 * args.many_size)
     ckpt = work / 'ptavit.ckpt'
     make_checkpoint(ckpt)
     env = dict(os.environ, OMP_NUM_THREADS='1', OMP_WAIT_POLICY='PASSIVE')
-    common = ['predict', '--checkpoint', str(ckpt), '--input', str(tiles)]
-    common += ['--window', str(args.window), '--overlap', str(args.overlap)]
-    common += ['--batch-size', str(args.batch_size), '--no-progress', '--overwrite']
-    single = [sys.executable, '-m', 'torchgeo_ssg2.cli', *common, '--device', 'cpu']
-    single += ['--output-dir', str(work / 'one')]
-    torchrun = Path(sys.executable).with_name('torchrun')
-    double = [str(torchrun), '--standalone', '--nproc_per_node', '2']
-    double += ['-m', 'torchgeo_ssg2.cli', *common, '--accelerator', 'cpu']
-    double += ['--devices', '2', '--output-dir', str(work / 'two')]
 
     def timed(cmd: list[str]) -> float:
         start = time.perf_counter()
@@ -345,23 +341,40 @@ def bench_many(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f'{" ".join(cmd[:3])} failed')
         return time.perf_counter() - start
 
-    one, two = [], []
-    for _ in range(args.repeats):
-        one.append(timed(single))
-        two.append(timed(double))
-    identical = all(
-        (work / 'one' / f'tile_{i}.tif').read_bytes()
-        == (work / 'two' / f'tile_{i}.tif').read_bytes()
-        for i in range(8)
-    )
+    def compare(inputs: Path, name: str) -> dict[str, Any]:
+        common = ['predict', '--checkpoint', str(ckpt), '--input', str(inputs)]
+        common += ['--window', str(args.window), '--overlap', str(args.overlap)]
+        common += ['--batch-size', str(args.batch_size), '--no-progress']
+        common += ['--overwrite']
+        single = [sys.executable, '-m', 'torchgeo_ssg2.cli', *common]
+        single += ['--device', 'cpu', '--output-dir', str(work / f'{name}_one')]
+        torchrun = Path(sys.executable).with_name('torchrun')
+        double = [str(torchrun), '--standalone', '--nproc_per_node', '2']
+        double += ['-m', 'torchgeo_ssg2.cli', *common, '--accelerator', 'cpu']
+        double += ['--devices', '2', '--output-dir', str(work / f'{name}_two')]
+        one, two = [], []
+        for _ in range(args.repeats):
+            one.append(timed(single))
+            two.append(timed(double))
+        identical = all(
+            path.read_bytes() == (work / f'{name}_two' / path.name).read_bytes()
+            for path in sorted((work / f'{name}_one').glob('*.tif'))
+        )
+        return {
+            'seconds_1proc': one,
+            'seconds_2proc': two,
+            'speedup_2proc_over_1proc': min(one) / min(two),
+            'outputs_byte_identical': identical,
+        }
+
+    rasters = compare(tiles, 'tiles')
+    strips = compare(big, 'big')
     return {
         'rasters': 8,
         'raster_size': args.many_size,
         'model': 'ptavit-test checkpoint',
-        'seconds_1proc': one,
-        'seconds_2proc': two,
-        'speedup_2proc_over_1proc': min(one) / min(two),
-        'outputs_byte_identical': identical,
+        **rasters,
+        'one_raster_in_strips': {'raster_size': 2 * args.many_size, **strips},
     }
 
 

@@ -144,7 +144,18 @@ def test_strips_of_one_raster_on_two_processes(tmp_path: Path) -> None:
     # 600 rows: 25 window rows; the strip border (row 288) lies inside an
     # output block, whose rows come from both strips
     make_raster(tiles / 'big.tif', 600, 70, seed=3, smooth=True)
+    # a strip staged by a killed run (its pid is gone) is swept
+    dead = subprocess.run(
+        [sys.executable, '-c', 'import os; print(os.getpid())'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (tmp_path / 'two').mkdir()
+    stale = tmp_path / 'two' / f'big.tif.partial-{int(dead.stdout)}-strip1'
+    stale.write_bytes(b'partial')
     stdout = predict_in_two(tmp_path, ckpt, tiles)
+    assert not stale.exists()
     # each rank predicted one strip (the progress lines of both ranks)
     assert 'strip 1/2 of' in stdout and 'strip 2/2 of' in stdout, stdout
 
