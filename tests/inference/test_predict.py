@@ -17,7 +17,9 @@ from inference_fakes import (
 
 from torchgeo_ssg2.cli import main as ssg2_main
 from torchgeo_ssg2.inference import (
+    PredictOptions,
     predict_raster,
+    predict_rasters,
 )
 
 
@@ -319,3 +321,33 @@ def test_command_line_errors(
     assert not (tmp_path / 'new.tif').exists()
     with pytest.raises(SystemExit):
         ssg2_main(['predict', '--input', str(raster)])  # --checkpoint is required
+
+
+def test_options_object_and_keywords_give_the_same_file(
+    raster: Path, tmp_path: Path
+) -> None:
+    options = PredictOptions(window=32, overlap=8, mean=0, std=255, progress=False)
+    a = predict_raster(PixelModel(), raster, tmp_path / 'a.tif', options)
+    b = predict_raster(
+        PixelModel(),
+        raster,
+        tmp_path / 'b.tif',
+        window=32,
+        overlap=8,
+        mean=0,
+        std=255,
+        progress=False,
+    )
+    assert a['classes'].read_bytes() == b['classes'].read_bytes()
+    # keywords override the object
+    c = predict_rasters(
+        PixelModel(), raster, tmp_path / 'c', options, probabilities=True
+    )
+    assert set(c[raster]) == {'classes', 'probabilities'}
+    assert c[raster]['classes'].read_bytes() == a['classes'].read_bytes()
+
+
+def test_unknown_option_is_refused(raster: Path, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r'unexpected prediction option.*windw'):
+        predict_raster(PixelModel(), raster, tmp_path / 'a.tif', windw=32)
+    assert listing(tmp_path) == {'in.tif'}

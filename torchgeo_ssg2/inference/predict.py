@@ -812,8 +812,9 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         '--shard',
         choices=('auto', 'rasters', 'strips'),
         default='auto',
-        help='DDP work: whole rasters, or strips of window rows of rasters '
-        "larger than a rank's share (auto), or always strips",
+        help='how DDP shares the work: auto cuts a raster with more windows than '
+        "a rank's share into strips of window rows; rasters: whole rasters only; "
+        'strips: every raster into one strip per rank',
     )
     parser.add_argument(
         '--vrt', action='store_true', help='write VRT mosaics (one per CRS)'

@@ -281,8 +281,11 @@ class RasterPredictionWriter(BasePredictionWriter):
     checked before any work: none may be an input, and an existing one is refused
     (``output``) or, in ``output_dir``, counts as done and its raster is skipped,
     so a rerun resumes; ``overwrite`` predicts everything again. Under DDP each
-    rank writes the files of its own rasters; after a barrier, rank 0 writes the
-    ``vrt`` mosaics (:func:`~torchgeo_ssg2.inference.mosaic.write_mosaics`).
+    rank writes the files of its whole rasters and stages the rows of its strips
+    (:mod:`~torchgeo_ssg2.inference.sharding`); after a barrier, the owner rank
+    of each strip-sharded raster writes its files from the strips; after
+    another, rank 0 writes the ``vrt`` mosaics
+    (:func:`~torchgeo_ssg2.inference.mosaic.write_mosaics`).
 
     Args:
         output: Class-index GeoTIFF path of a single raster (sidecars
