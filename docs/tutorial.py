@@ -123,7 +123,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         '--preset', default='tiny', help='model preset: paper, small, tiny or test'
     )
-    parser.add_argument('--size', type=int, default=256, help='scene side, pixels')
+    parser.add_argument(
+        '--size',
+        type=int,
+        default=256,
+        help='scene side in pixels; at least 256, so that a training window keeps '
+        'room for supports that do not overlap it',
+    )
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args(argv)
 

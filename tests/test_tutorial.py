@@ -16,7 +16,7 @@ TUTORIAL = ROOT / 'docs' / 'tutorial.py'
 def test_tutorial(tmp_path: Path) -> None:
     out = tmp_path / 'tutorial'
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'OMP_WAIT_POLICY': 'PASSIVE'}
-    args = ['--out', str(out), '--steps', '2', '--preset', 'test', '--size', '128']
+    args = ['--out', str(out), '--steps', '2', '--preset', 'test']
     result = subprocess.run(
         [sys.executable, str(TUTORIAL), *args],
         cwd=tmp_path,
