@@ -30,7 +30,9 @@ _LAZY: dict[str, str] = {
     'ISIC2018DataModule': 'datamodules',
     'PotsdamDataModule': 'datamodules',
     'RasterEpisodeDataModule': 'datamodules',
+    'PredictOptions': 'inference',
     'predict_raster': 'inference',
+    'predict_rasters': 'inference',
 }
 
 __all__ = ('__version__', *_LAZY)
