@@ -173,7 +173,7 @@ class TestColourMask:
     def test_plain_mapping(self, tmp_path: Path) -> None:
         root = tmp_path / 'plain'
         root.mkdir()
-        mask = class_mask(96, 96, 2) * 255
+        mask = class_mask(128, 128, 2) * 255
         write(root / 'mask.tif', mask, UTM33, X0, Y0)
         write(root / 'image.tif', image_for(mask // 255, 3, 'uint8', 0), UTM33, X0, Y0)
         dm = make(
@@ -236,6 +236,29 @@ class TestErrors:
             RasterInputError, match=r'smaller than one patch of 32 px: .*image\.tif'
         ):
             make(str(tmp_path / 'image.tif'), str(tmp_path / 'mask.tif'))
+
+    @pytest.mark.parametrize(
+        ('side', 'block_size', 'split'), [(128, 32, 'val'), (48, 64, 'train')]
+    )
+    def test_no_room_for_supports(
+        self, tmp_path: Path, side: int, block_size: int, split: str
+    ) -> None:
+        # Blocks of one patch leave a validation target no support beside it; a
+        # 48-px scene leaves a 32-px training target none.
+        mask = class_mask(side, side)
+        write(tmp_path / 'mask.tif', mask, UTM33, X0, Y0)
+        write(tmp_path / 'image.tif', image_for(mask, 3, 'uint8', 0), UTM33, X0, Y0)
+        options: dict[str, Any] = {'block_size': block_size, 'val_fraction': 0.25}
+        if split == 'train':
+            val = class_mask(128, 128)
+            write(tmp_path / 'val_mask.tif', val, UTM33, X0, Y0)
+            image = image_for(val, 3, 'uint8', 0)
+            write(tmp_path / 'val_image.tif', image, UTM33, X0, Y0)
+            options['val_images'] = str(tmp_path / 'val_image.tif')
+            options['val_masks'] = str(tmp_path / 'val_mask.tif')
+        dm = make(str(tmp_path / 'image.tif'), str(tmp_path / 'mask.tif'), **options)
+        with pytest.raises(ValueError, match=f'the {split} split has no room'):
+            dm.setup('fit')
 
     def test_missing_and_unreadable(self, tmp_path: Path) -> None:
         with pytest.raises(RasterInputError, match='image raster not found'):
@@ -335,7 +358,7 @@ def test_fit_from_template_then_predict(
 
 
 def test_mask_nodata_is_ignored(tmp_path: Path) -> None:
-    mask = class_mask(64, 64)
+    mask = class_mask(96, 96)
     mask[:, :, :8] = 254
     write(tmp_path / 'mask.tif', mask, UTM33, X0, Y0, nodata=254)
     write(tmp_path / 'image.tif', image_for(mask, 3, 'uint8', 0), UTM33, X0, Y0)
@@ -348,7 +371,7 @@ def test_mask_nodata_is_ignored(tmp_path: Path) -> None:
 
 
 def test_float_nan_is_nodata(tmp_path: Path) -> None:
-    mask = class_mask(64, 64)
+    mask = class_mask(96, 96)
     image = image_for(mask, 2, 'uint8', 0).astype('float32')
     image[:, :, :8] = np.nan
     write(tmp_path / 'mask.tif', mask, UTM33, X0, Y0)

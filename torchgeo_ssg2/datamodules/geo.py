@@ -168,9 +168,42 @@ class GeoEpisodeDataModule(GeoDataModule):
             seed=self.seed,
             fixed=not training,
         )
+        self._check_supports(split, policy, sampler)
         reader = GeoReader(dataset, self.nodata, ignore_index=self.ignore_index)
         episodes = EpisodeDataset(reader, policy, mask_nodata=self.ignore_index)
         return episodes, sampler
+
+    #: Training targets whose supports are drawn up front by :meth:`_check_supports`.
+    support_check_targets = 64
+
+    def _check_supports(
+        self, split: str, policy: GeoSupportPolicy, sampler: GeoEpisodeSampler
+    ) -> None:
+        """Draw supports before any work, so that a split too small for them fails now.
+
+        Validation and test targets are fixed, so all of them are drawn; for
+        training, the first :attr:`support_check_targets` targets of epoch 0.
+
+        Args:
+            split: ``'train'``, ``'val'`` or ``'test'``.
+            policy: The split's support policy.
+            sampler: The split's target sampler.
+
+        Raises:
+            ValueError: Naming the split, if a target has no room for a support
+                window beside it.
+        """
+        targets = sampler.target_windows(0)
+        if split == 'train':
+            targets = targets[: self.support_check_targets]
+        for target in targets:
+            try:
+                policy.draw(target, epoch=0)
+            except ValueError as error:
+                raise ValueError(
+                    f'the {split} split has no room for supports: {error}; use a '
+                    'smaller patch_size or give the split a larger area'
+                ) from None
 
     def setup(self, stage: str) -> None:
         """Set up the episode datasets and samplers.
