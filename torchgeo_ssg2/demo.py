@@ -177,6 +177,7 @@ def _score_map(
     true = torch.from_numpy(truth.astype(np.int64))[None]
     kwargs: dict[str, Any] = {'num_classes': nc, 'ignore_index': ignore}
     iou = MulticlassJaccardIndex(average='none', **kwargs)(pred, true)
+    valid = true != ignore
     return {
         'overall_accuracy': float(
             MulticlassAccuracy(average='micro', **kwargs)(pred, true)
@@ -185,7 +186,12 @@ def _score_map(
             MulticlassJaccardIndex(average='macro', **kwargs)(pred, true)
         ),
         'mean_f1': float(MulticlassF1Score(average='macro', **kwargs)(pred, true)),
-        'iou': {c: float(v) for c, v in zip(labels, iou, strict=True)},
+        # None: the class is neither in the mask nor in the prediction (the mean
+        # leaves it out too)
+        'iou': {
+            c: float(v) if bool((((pred == k) | (true == k)) & valid).any()) else None
+            for k, (c, v) in enumerate(zip(labels, iou, strict=True))
+        },
     }
 
 
