@@ -97,7 +97,7 @@ class TestPrepare:
         manifest = json.loads((prepared / MANIFEST).read_text())
         assert manifest['tiles'] == ['2_10', '2_11', '3_10', '3_13', '7_10']
         assert manifest['bands'] == ['R', 'G', 'B', 'IR', 'DSM']
-        assert not list(prepared.rglob('*.part'))
+        assert not list(prepared.rglob('*.partial-*'))
 
     def test_idempotent(self, tmp_path: Path) -> None:
         first = prepare_potsdam(ROOT, tmp_path, tiles=['2_10'], progress=False)

@@ -72,3 +72,28 @@ def test_missing_source(tmp_path: Path) -> None:
     assert 'Traceback' not in result.stderr
     assert result.stderr.startswith('torchgeo-ssg2 prepare potsdam: error:')
     assert not (tmp_path / 'dst').exists()
+
+
+def test_stale_staging_swept(tmp_path: Path) -> None:
+    # What a killed prepare leaves: staging files named after a process that is
+    # gone, beside a tile and the manifest; the rerun removes them, and keeps the
+    # staging file of a process that still runs.
+    from torchgeo_ssg2.datasets.potsdam import prepared_paths
+    from torchgeo_ssg2.datasets.prepare import MANIFEST
+    from torchgeo_ssg2.staging import staging_path
+
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    dst = tmp_path / 'dst'
+    paths = prepared_paths(str(dst), '2_10')
+    stale = [staging_path(Path(p), dead.pid) for p in paths.values()]
+    stale.append(staging_path(dst / MANIFEST, dead.pid))
+    alive = staging_path(Path(paths['image']), os.getpid())
+    for path in [*stale, alive]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b'half a tile')
+    result = _run(ROOT, str(dst), '--tiles', '2_10')
+    assert result.returncode == 0, result.stderr
+    assert not any(path.exists() for path in stale)
+    assert alive.exists()
+    assert {p.name for p in dst.rglob('*.partial-*')} == {alive.name}

@@ -14,8 +14,9 @@ from torchgeo_ssg2.inference.model import (
     load_task,
     resolve_normalization,
 )
-from torchgeo_ssg2.inference.output import staging_path, sweep_staging
+from torchgeo_ssg2.inference.output import sweep_staging
 from torchgeo_ssg2.normalization import Normalization
+from torchgeo_ssg2.staging import staging_path
 from torchgeo_ssg2.trainers import PTAViTTask
 
 STATS = Normalization(mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0), dtype='uint8')

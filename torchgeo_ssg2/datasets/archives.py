@@ -1,34 +1,19 @@
 """Extracting archives so that an interrupted extraction leaves nothing behind."""
 
 import os
-import re
 import shutil
+from pathlib import Path
 
 from torchgeo.datasets.utils import extract_archive
+
+from ..staging import staging_path, sweep_stale
 
 __all__ = ('extract_staged', 'sweep_staging')
 
 
-def _alive(pid: int) -> bool:
-    """Whether a process with this id runs (on this machine).
-
-    Args:
-        pid: The process id.
-
-    Returns:
-        True unless no such process exists.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _staging_prefix(archive: str) -> str:
-    return f'.{os.path.basename(archive)}.partial-'
+def _staging_target(archive: str, root: str) -> Path:
+    """The hidden name whose staging folders an extraction of *archive* uses."""
+    return Path(root, f'.{os.path.basename(archive)}')
 
 
 def sweep_staging(archive: str, root: str) -> None:
@@ -38,13 +23,7 @@ def sweep_staging(archive: str, root: str) -> None:
         archive: The archive's path.
         root: The folder it is extracted into.
     """
-    pattern = re.compile(re.escape(_staging_prefix(archive)) + r'(\d+)$')
-    for name in os.listdir(root):
-        match = pattern.match(name)
-        if match and (
-            int(match.group(1)) == os.getpid() or not _alive(int(match.group(1)))
-        ):
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    sweep_stale(_staging_target(archive, root), include_own=True)
 
 
 def extract_staged(archive: str, root: str, expected: str) -> None:
@@ -66,7 +45,7 @@ def extract_staged(archive: str, root: str, expected: str) -> None:
         RuntimeError: If the archive is unreadable or does not hold *expected*.
     """
     sweep_staging(archive, root)
-    staging = os.path.join(root, f'{_staging_prefix(archive)}{os.getpid()}')
+    staging = str(staging_path(_staging_target(archive, root)))
     os.makedirs(staging)
     try:
         try:

@@ -25,6 +25,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -35,6 +36,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 from tqdm import tqdm
 
+from ..staging import staging_path, sweep_stale
 from .potsdam import prepared_paths
 from .potsdam_protocol import ALL_BANDS, CLASSES, IGNORE_INDEX, TEST_TILES, TRAIN_TILES
 from .potsdam_source import (
@@ -204,7 +206,8 @@ def _check_tile(
 
 def _write_atomic(path: str, profile: dict[str, Any], fill: Any) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f'{path}.part'
+    sweep_stale(Path(path))
+    tmp = str(staging_path(Path(path)))
     try:
         with rasterio.open(tmp, 'w', **profile) as dst:
             fill(dst)
@@ -384,10 +387,14 @@ def prepare_potsdam(
         'options': options,
     }
     os.makedirs(dst, exist_ok=True)
-    tmp = manifest_path + '.part'
-    with open(tmp, 'w') as f:
-        json.dump(manifest, f, indent=2)
-    os.replace(tmp, manifest_path)
+    sweep_stale(Path(manifest_path))
+    tmp = staging_path(Path(manifest_path))
+    try:
+        with open(tmp, 'w') as f:
+            json.dump(manifest, f, indent=2)
+        os.replace(tmp, manifest_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return result
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .output import open_raster, staging_path
+from ..staging import staging_path
+from .output import open_raster
 
 __all__ = ('write_mosaics', 'write_vrt')
 

@@ -31,7 +31,6 @@ resolve to the input raster, the checkpoint or a support-bank image (same file,
 symbolic or hard link) are refused, even with ``overwrite``.
 """
 
-import glob
 import json
 import os
 import warnings
@@ -50,6 +49,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
+from ..staging import staging_path, sweep_stale
+
 __all__ = (
     'DEFAULT_PALETTE',
     'UNCERTAINTY_DESCRIPTION',
@@ -62,7 +63,6 @@ __all__ = (
     'open_raster',
     'output_paths',
     'read_input',
-    'staging_path',
     'sweep_staging',
 )
 
@@ -330,41 +330,6 @@ def output_paths(
     return paths
 
 
-def staging_path(path: Path, pid: int | None = None, suffix: str = '') -> Path:
-    """The file an output is written to before it is moved into place.
-
-    Args:
-        path: The output file.
-        pid: Process id (default: this process).
-        suffix: Appended after the pid (``"-cog"`` for the COG copy).
-
-    Returns:
-        ``path.partial-<pid><suffix>`` beside the output.
-    """
-    pid = os.getpid() if pid is None else pid
-    return path.with_name(f'{path.name}.partial-{pid}{suffix}')
-
-
-def _pid_running(pid: int) -> bool:
-    """Whether a process with this id runs (on POSIX; elsewhere: assume it does).
-
-    Args:
-        pid: Process id.
-
-    Returns:
-        False only when the process certainly does not exist.
-    """
-    if os.name != 'posix':
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _same_file(a: Path, b: Path) -> bool:
     """Whether two paths name the same file (links and hard links included).
 
@@ -392,16 +357,9 @@ def sweep_staging(path: Path, protected: Mapping[str, Path] | None = None) -> No
         path: Class-index output file.
         protected: Inputs that must never be removed, by role.
     """
+    inputs = list((protected or {}).values())
     for target in output_paths(path, True, True).values():
-        pattern = glob.escape(str(target)) + '.partial-*'
-        for stale in glob.glob(pattern):
-            stale_path = Path(stale)
-            pid = stale_path.name.rpartition('.partial-')[2].split('-')[0]
-            if not pid.isdigit() or int(pid) == os.getpid() or _pid_running(int(pid)):
-                continue
-            if any(_same_file(stale_path, p) for p in (protected or {}).values()):
-                continue
-            stale_path.unlink(missing_ok=True)
+        sweep_stale(target, keep=lambda p: any(_same_file(p, i) for i in inputs))
 
 
 def check_output_free(

@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .output import GeoTIFFSink, staging_path
+from ..staging import staging_path
+from .output import GeoTIFFSink
 from .windows import WindowGrid
 
 __all__ = (
