@@ -78,7 +78,48 @@ def _display_bands(bands: Sequence[str]) -> list[int]:
     raise RGBBandsMissingError
 
 
-class Potsdam(NonGeoDataset):
+class _PotsdamPlot:
+    """``plot`` of the Potsdam datasets: image (RGB or IRRG), mask, prediction."""
+
+    bands: Sequence[str]
+    protocol: Any
+
+    def plot(
+        self,
+        sample: Sample,
+        show_titles: bool = True,
+        suptitle: str | None = None,
+        alpha: float = 0.5,
+    ) -> Figure:
+        """Plot a sample: image, mask and optional prediction.
+
+        Args:
+            sample: a sample from :meth:`__getitem__`, optionally with
+                ``"prediction"`` (H, W).
+            show_titles: whether to title the panels.
+            suptitle: optional figure title.
+            alpha: opacity of the overlays.
+
+        Returns:
+            The figure.
+
+        Raises:
+            RGBBandsMissingError: If neither RGB nor IRRG bands are present.
+        """
+        idx = _display_bands(self.bands)
+        return plot_segmentation(
+            sample['image'][idx],
+            sample['mask'],
+            self.protocol.colormap,
+            sample.get('prediction'),
+            show_titles,
+            suptitle,
+            alpha,
+            stretch=True,
+        )
+
+
+class Potsdam(_PotsdamPlot, NonGeoDataset):
     """ISPRS Potsdam 2D semantic labelling, read from the official distribution.
 
     Reads ``4_Ortho_RGBIR``, ``1_DSM``, ``5_Labels_all`` and
@@ -245,40 +286,6 @@ class Potsdam(NonGeoDataset):
         )
         return torch.from_numpy(decoded)
 
-    def plot(
-        self,
-        sample: Sample,
-        show_titles: bool = True,
-        suptitle: str | None = None,
-        alpha: float = 0.5,
-    ) -> Figure:
-        """Plot a sample: image, mask and optional prediction.
-
-        Args:
-            sample: a sample from :meth:`__getitem__`, optionally with
-                ``"prediction"`` (H, W).
-            show_titles: whether to title the panels.
-            suptitle: optional figure title.
-            alpha: opacity of the overlays.
-
-        Returns:
-            The figure.
-
-        Raises:
-            RGBBandsMissingError: If neither RGB nor IRRG bands are present.
-        """
-        idx = _display_bands(self.bands)
-        return plot_segmentation(
-            sample['image'][idx],
-            sample['mask'],
-            self.protocol.colormap,
-            sample.get('prediction'),
-            show_titles,
-            suptitle,
-            alpha,
-            stretch=True,
-        )
-
 
 def prepared_paths(root: Path, tile: str) -> dict[str, str]:
     """Return the paths :func:`~torchgeo_ssg2.datasets.prepare.prepare_potsdam` writes.
@@ -341,7 +348,7 @@ class ProtocolRemap:
         return sample
 
 
-class PreparedPotsdam(IntersectionDataset):
+class PreparedPotsdam(_PotsdamPlot, IntersectionDataset):
     """ISPRS Potsdam as prepared GeoTIFFs, indexed by geographic windows.
 
     An :class:`~torchgeo.datasets.IntersectionDataset` of two torchgeo
@@ -491,40 +498,6 @@ class PreparedPotsdam(IntersectionDataset):
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
-
-    def plot(
-        self,
-        sample: Sample,
-        show_titles: bool = True,
-        suptitle: str | None = None,
-        alpha: float = 0.5,
-    ) -> Figure:
-        """Plot a sample: image, mask and optional prediction.
-
-        Args:
-            sample: a sample from :meth:`__getitem__`, optionally with
-                ``"prediction"`` (h, w).
-            show_titles: whether to title the panels.
-            suptitle: optional figure title.
-            alpha: opacity of the overlays.
-
-        Returns:
-            The figure.
-
-        Raises:
-            RGBBandsMissingError: If neither RGB nor IRRG bands are present.
-        """
-        idx = _display_bands(self.bands)
-        return plot_segmentation(
-            sample['image'][idx],
-            sample['mask'],
-            self.protocol.colormap,
-            sample.get('prediction'),
-            show_titles,
-            suptitle,
-            alpha,
-            stretch=True,
-        )
 
 
 def _read_window(dataset: RasterDataset, index: GeoSlice) -> Sample:
