@@ -234,7 +234,7 @@ def _plot_episode(
 
     Args:
         task: The trained task (attached to the trainer of *datamodule*).
-        datamodule: The demo's datamodule (its statistics normalise the episode).
+        datamodule: The demo's datamodule (its ``aug`` normalises the episode).
         args: Parsed command-line options.
         path: Output PNG.
         steps: Training steps done, for the title.
@@ -250,11 +250,7 @@ def _plot_episode(
     episodes = source.test_dataset
     candidates = range(min(len(episodes), 64))
     index = max(candidates, key=lambda i: len(torch.unique(episodes[i]['mask'])))
-    batch = {k: v.unsqueeze(0) for k, v in episodes[index].items()}
-    mean = torch.as_tensor(datamodule.mean, dtype=torch.float32).view(-1, 1, 1)
-    std = torch.as_tensor(datamodule.std, dtype=torch.float32).view(-1, 1, 1)
-    batch['image'] = (batch['image'].float() - mean) / std
-    batch['support_image'] = (batch['support_image'].float() - mean) / std
+    batch = datamodule.aug({k: v.unsqueeze(0) for k, v in episodes[index].items()})
     task.eval()
     with torch.inference_mode():
         outputs = task(batch['image'], batch['support_image'])
