@@ -25,7 +25,7 @@ from .model import (
     task_classes,
 )
 from .output import RasterMeta, open_raster, read_input
-from .sharding import RasterPart, ShardMode, plan_parts
+from .sharding import RasterPart, ShardMode, check_shard_mode, plan_parts
 
 __all__ = (
     'RasterBatches',
@@ -362,9 +362,7 @@ class RasterPredictDataModule(NonGeoDataModule):
         keep_going: bool = False,
         shard: ShardMode = 'auto',
     ) -> None:
-        if shard not in ('auto', 'rasters', 'strips'):
-            msg = f"shard must be 'auto', 'rasters' or 'strips', got {shard!r}"
-            raise ValueError(msg)
+        check_shard_mode(shard)
         super().__init__(RasterWindowDataset, batch_size, num_workers)
         self.shard = shard
         self.input = input

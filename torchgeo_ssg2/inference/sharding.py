@@ -19,7 +19,6 @@ ranks, or one raster much larger than the rest. ``"rasters"`` never cuts,
 """
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +27,14 @@ from typing import Any, Literal
 import numpy as np
 
 from ..staging import staging_path
-from .output import GeoTIFFSink
+from .output import GeoTIFFSink, check_output_free
 from .windows import WindowGrid
 
 __all__ = (
     'RasterPart',
     'ShardMode',
     'StripFile',
+    'check_shard_mode',
     'merge_strips',
     'plan_parts',
     'shard',
@@ -76,19 +76,31 @@ class RasterPart:
         return self.windows[1] - self.windows[0]
 
 
-def shard(sizes: Sequence[int], world_size: int, rank: int | None = None) -> list[int]:
-    """Items of one rank, or the rank of every item: largest first to the least loaded.
+def check_shard_mode(mode: str) -> None:
+    """Refuse an unknown ``shard`` mode.
+
+    Args:
+        mode: ``"auto"``, ``"rasters"`` or ``"strips"``.
+
+    Raises:
+        ValueError: If ``mode`` is none of them.
+    """
+    if mode not in ('auto', 'rasters', 'strips'):
+        msg = f"shard must be 'auto', 'rasters' or 'strips', got {mode!r}"
+        raise ValueError(msg)
+
+
+def shard(sizes: Sequence[int], world_size: int) -> list[int]:
+    """The rank of every item: largest first to the least loaded rank.
 
     Deterministic, so every rank computes the same assignment without talking.
 
     Args:
         sizes: Work of each item (its window count).
         world_size: Number of ranks.
-        rank: This rank, or None for the rank of every item.
 
     Returns:
-        Indices into ``sizes`` of the rank's items in increasing order, or
-        (``rank=None``) the rank of each item.
+        The rank of each item.
     """
     load = [0] * world_size
     ranks = [0] * len(sizes)
@@ -96,9 +108,7 @@ def shard(sizes: Sequence[int], world_size: int, rank: int | None = None) -> lis
         r = min(range(world_size), key=lambda r: (load[r], r))
         load[r] += sizes[i]
         ranks[i] = r
-    if rank is None:
-        return ranks
-    return [i for i, r in enumerate(ranks) if r == rank]
+    return ranks
 
 
 def _strips(
@@ -152,9 +162,7 @@ def plan_parts(
     Raises:
         ValueError: If ``mode`` is unknown.
     """
-    if mode not in ('auto', 'rasters', 'strips'):
-        msg = f"shard must be 'auto', 'rasters' or 'strips', got {mode!r}"
-        raise ValueError(msg)
+    check_shard_mode(mode)
     share = sum(len(g) for g in grids.values()) / world_size
     pieces: list[tuple[int, int, tuple[int, int], tuple[int, int]]] = []
     for index, grid in sorted(grids.items()):
@@ -223,10 +231,7 @@ class StripFile:
         channels: int,
         protected: Mapping[str, Path] | None = None,
     ) -> None:
-        for role, source in (protected or {}).items():
-            if path.exists() and os.path.samefile(path, source):
-                msg = f'staging file {path} is {source} (the {role})'
-                raise ValueError(msg)
+        check_output_free({'strip': path}, True, protected)
         self.path = path
         self.rows = rows
         self.width = width
