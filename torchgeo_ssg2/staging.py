@@ -56,18 +56,14 @@ def sweep_stale(
     path: Path,
     keep: Callable[[Path], bool] | None = None,
     include_own: bool = False,
-) -> list[Path]:
+) -> None:
     """Remove the staging files and folders of *path* whose process is gone.
 
     Args:
         path: The target whose ``path.partial-<pid>*`` siblings are swept.
         keep: Called with each stale path; True keeps it (an input, say).
         include_own: Also remove this process's own staging files.
-
-    Returns:
-        The paths removed.
     """
-    removed = []
     for stale in sorted(glob.glob(glob.escape(str(path)) + '.partial-*')):
         stale_path = Path(stale)
         pid = stale_path.name.rpartition('.partial-')[2].split('-')[0]
@@ -82,5 +78,3 @@ def sweep_stale(
             shutil.rmtree(stale_path, ignore_errors=True)
         else:
             stale_path.unlink(missing_ok=True)
-        removed.append(stale_path)
-    return removed
