@@ -64,16 +64,7 @@ def test_two_processes_write_the_same_files_as_one(
     assert stdout.count('classes ') == 4
     # a rerun on 2 processes finds everything complete and writes nothing
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / 'two').glob('*.tif')}
-    again = run(
-        'predict',
-        *predict_args(ckpt, tiles),
-        '--output-dir',
-        str(tmp_path / 'two'),
-        '--accelerator',
-        'cpu',
-        '--devices',
-        '2',
-    )
+    again = run_in_two(predict_args(ckpt, tiles), tmp_path / 'two')
     assert again.returncode == 0, again.stderr
     assert again.stdout.count('skipped') == 4
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
@@ -84,6 +75,20 @@ def predict_args(ckpt: Path, tiles: Path) -> list[str]:
     common = ['--checkpoint', str(ckpt), '--input', str(tiles), '--window', '32']
     common += ['--overlap', '8', '--mean', '0', '--std', '255', '--batch-size', '3']
     return [*common, '--probabilities', '--vrt']
+
+
+def run_in_two(args: list[str], output_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``torchgeo-ssg2 predict ARGS --output-dir OUTPUT_DIR`` on 2 CPU processes."""
+    return run(
+        'predict',
+        *args,
+        '--output-dir',
+        str(output_dir),
+        '--accelerator',
+        'cpu',
+        '--devices',
+        '2',
+    )
 
 
 def predict_in_two(tmp_path: Path, ckpt: Path, tiles: Path) -> str:
@@ -97,16 +102,7 @@ def predict_in_two(tmp_path: Path, ckpt: Path, tiles: Path) -> str:
         'predict', *common, '--no-progress', '--output-dir', str(tmp_path / 'one')
     )
     assert one.returncode == 0, one.stderr
-    two = run(
-        'predict',
-        *common,
-        '--output-dir',
-        str(tmp_path / 'two'),
-        '--accelerator',
-        'cpu',
-        '--devices',
-        '2',
-    )
+    two = run_in_two(common, tmp_path / 'two')
     assert two.returncode == 0, two.stderr
     names = sorted(p.name for p in (tmp_path / 'one').iterdir())
     # no staging file of a strip (or anything else) is left
