@@ -43,9 +43,11 @@ def blend(field: torch.Tensor, window: int, overlap: int, block_rows: int = 16):
     return sink, blender
 
 
-def test_consistent_windows_reproduce_field() -> None:
+@pytest.mark.parametrize('block_rows', [5, 8, 16, 40])
+def test_consistent_windows_reproduce_field(block_rows: int) -> None:
+    # the accumulator is a ring of rows: windows wrap around its end
     field = torch.rand(3, 75, 61, generator=torch.Generator().manual_seed(1))
-    sink, _ = blend(field, window=16, overlap=6)
+    sink, _ = blend(field, window=16, overlap=6, block_rows=block_rows)
     np.testing.assert_allclose(sink.probs, field.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(sink.unc, 2 * field[0].numpy(), rtol=1e-5, atol=1e-6)
 

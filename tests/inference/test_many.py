@@ -163,7 +163,7 @@ def test_qgis_ready_outputs(folder: Path, tmp_path: Path) -> None:
         assert src.descriptions == ('class (0 water, 1 road, 2 building, 3 tree)',)
         assert json.loads(src.tags()['CLASS_NAMES']) == names
         assert src.tags(1)['CLASS_3'] == 'tree'
-        assert src.profile['compress'] == 'deflate'
+        assert src.profile['compress'] == 'lzw'
     with rasterio.open(out['probabilities']) as src:
         assert src.descriptions == tuple(f'probability of {n}' for n in names)
     default = predict_raster(

@@ -120,13 +120,14 @@ def test_georeferencing_and_nodata_preserved(tmp_path: Path) -> None:
     )
     assert set(out) == {'classes', 'probabilities', 'uncertainty'}
     assert out['probabilities'] == tmp_path / 'out_probabilities.tif'
-    for path in out.values():
+    expected = {'classes': 'lzw', 'probabilities': 'deflate', 'uncertainty': 'deflate'}
+    for key, path in out.items():
         with rasterio.open(path) as dst:
             assert dst.crs == rasterio.crs.CRS.from_string(CRS)
             assert dst.transform == TRANSFORM
             assert (dst.height, dst.width) == (70, 90)
             assert dst.profile['tiled']
-            assert dst.compression.name.lower() == 'deflate'
+            assert dst.compression.name.lower() == expected[key]
     classes, profile = read(out['classes'])
     assert profile['dtype'] == 'uint8' and profile['nodata'] == 255
     border = np.ones((70, 90), dtype=bool)

@@ -31,6 +31,9 @@ class BlockSink(Protocol):
     ) -> None:
         """Write rows ``row_off:row_off + n`` of the whole output width.
 
+        The arrays are views of the blender's accumulator, reused once the call
+        returns: a sink that keeps them must copy them.
+
         Args:
             row_off: First output row of the block.
             probabilities: float32 array KxnxW.
@@ -47,8 +50,9 @@ class StripBlender:
     row-major order (non-decreasing row offset): when a window starting at row ``r``
     arrives, every row above ``r`` is final, and finished blocks of ``block_rows``
     rows (aligned to multiples of ``block_rows``, the output's tile height) are
-    normalised and handed to the sink. The accumulator therefore spans only
-    ``window + block_rows`` rows of the full width, whatever the raster's height.
+    normalised and handed to the sink. The accumulator is therefore a ring of
+    ``window + block_rows`` rows (rounded up to whole blocks) of the full width,
+    whatever the raster's height.
 
     With ``rows``, the blender produces only output rows ``start:stop`` (a strip
     of the raster): the parts of windows outside them are dropped, and blocks
@@ -96,14 +100,19 @@ class StripBlender:
         self.with_uncertainty = uncertainty
         self.weight = np.ascontiguousarray(weight, dtype=np.float32)
         self.stop = stop
-        rows = min(stop - start, window + block_rows)
+        # A ring of rows: output row ``y`` lives in row ``(y - start) % rows``. It
+        # spans the rows a window can touch above the last unfinished block,
+        # rounded up to whole blocks so that no block wraps around the end.
+        rows = -(-(window + block_rows) // block_rows) * block_rows
+        rows = min(stop - start, rows)
         channels = num_classes + int(uncertainty)
         # numpy, not torch: these small element-wise operations stay on the calling
         # thread instead of waking torch's intra-op thread pool for every window.
-        #: Weighted sums, channels x rows x width; row i holds output row start + i.
+        #: Weighted sums, channels x rows x width, in ring order.
         self._acc = np.zeros((channels, rows, width), dtype=np.float32)
         self._wsum = np.zeros((rows, width), dtype=np.float32)
         self._tmp = np.empty((channels, window, window), dtype=np.float32)
+        self._origin = start
         self._start = start
         self._last_row_off = 0
 
@@ -158,15 +167,21 @@ class StripBlender:
         if h <= top:
             return  # the window lies outside the rows produced
         w = min(self.window, self.width - col_off)
-        r = row_off + top - self._start
         weight = self.weight[top:h, :w]
         tmp = self._tmp[:, : h - top, :w]
         np.multiply(probs[:, top:h, :w], weight, out=tmp[: self.num_classes])
         if unc is not None:
             np.multiply(unc[top:h, :w], weight, out=tmp[self.num_classes])
         h -= top
-        self._acc[:, r : r + h, col_off : col_off + w] += tmp
-        self._wsum[r : r + h, col_off : col_off + w] += weight
+        ring = self._wsum.shape[0]
+        r = (row_off + top - self._origin) % ring
+        cols = slice(col_off, col_off + w)
+        n = min(h, ring - r)  # rows before the ring wraps around
+        self._acc[:, r : r + n, cols] += tmp[:, :n]
+        self._wsum[r : r + n, cols] += weight[:n]
+        if n < h:
+            self._acc[:, : h - n, cols] += tmp[:, n:]
+            self._wsum[: h - n, cols] += weight[n:]
 
     def finish(self) -> None:
         """Flush every remaining row to the sink."""
@@ -184,29 +199,14 @@ class StripBlender:
             if end > row:
                 break  # windows starting at ``row`` or below still touch it
             n = end - self._start
+            r = (self._start - self._origin) % self._wsum.shape[0]
             # Normalise in place: these rows of the accumulator are done with.
-            wsum = np.maximum(self._wsum[:n], np.finfo(np.float32).tiny)
-            blended = self._acc[:, :n]
+            wsum = np.maximum(self._wsum[r : r + n], np.finfo(np.float32).tiny)
+            blended = self._acc[:, r : r + n]
             blended /= wsum
             probs = blended[: self.num_classes]
             unc = blended[self.num_classes] if self.with_uncertainty else None
             self.sink.write_block(self._start, probs, unc)
-            self._shift(n)
+            blended[:] = 0
+            self._wsum[r : r + n] = 0
             self._start = end
-
-    def _shift(self, n: int) -> None:
-        """Move the strip up by ``n`` rows and clear the freed rows at its end.
-
-        Copies run chunk by chunk from the top, so no chunk overlaps its source
-        and no temporary copy of the strip is made.
-
-        Args:
-            n: Rows just written.
-        """
-        rows = self._wsum.shape[0]
-        for dst in range(0, rows - n, n):
-            m = min(n, rows - n - dst)
-            self._acc[:, dst : dst + m] = self._acc[:, dst + n : dst + n + m]
-            self._wsum[dst : dst + m] = self._wsum[dst + n : dst + n + m]
-        self._acc[:, rows - n :] = 0
-        self._wsum[rows - n :] = 0

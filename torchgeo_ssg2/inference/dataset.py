@@ -12,10 +12,13 @@ from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .output import RasterMeta, open_raster, read_input
+from .output import RasterMeta, gdal_threads, open_raster, read_input
 from .windows import WindowGrid
 
 __all__ = ('RasterWindowDataset', 'SupportMode', 'collate_windows')
+
+#: Band dtypes that float32 holds exactly: cached as they are and cast by numpy.
+_EXACT_IN_FLOAT32 = frozenset({'uint8', 'int8', 'uint16', 'int16', 'float32'})
 
 #: Where the support sequence of each window comes from.
 SupportMode = Literal['none', 'raster', 'bank']
@@ -64,6 +67,57 @@ def collate_windows(samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
         key: torch.from_numpy(np.stack([s[key].numpy() for s in samples]))
         for key in samples[0]
     }
+
+
+class _RowCache:
+    """Full-width rows of a raster, read once for windows taken in row-major order.
+
+    Neighbouring windows overlap, so reading each window on its own decompresses
+    most input blocks several times. The cache holds rows ``[top, bottom)`` of
+    the whole width and extends them downwards to the next block boundary, so
+    that windows visited row by row read every block once. It holds at most a
+    window plus one block of rows (plus the request itself where the raster's
+    blocks are taller than a window and no alignment is made).
+
+    Args:
+        src: The open raster.
+        dtype: dtype the rows are kept in.
+    """
+
+    def __init__(self, src: Any, dtype: str) -> None:
+        self.src = src
+        self.dtype = dtype
+        self.block_rows = src.block_shapes[0][0] if src.block_shapes else 1
+        self.top = 0
+        self.rows = np.empty((src.count, 0, src.width), dtype=dtype)
+
+    def read(self, row_off: int, height: int) -> np.ndarray:
+        """Rows ``row_off:row_off + height`` of the whole width.
+
+        Args:
+            row_off: First row.
+            height: Number of rows.
+
+        Returns:
+            A C x height x width view of the cache.
+        """
+        bottom = row_off + height
+        cached = self.top + self.rows.shape[1]
+        if not self.top <= row_off <= cached:
+            self.top, self.rows, cached = row_off, self.rows[:, :0], row_off
+        if bottom > cached:
+            end = bottom
+            if self.block_rows <= height:
+                end = min(
+                    self.src.height, -(-bottom // self.block_rows) * self.block_rows
+                )
+            window = Window(0, cached, self.src.width, end - cached)
+            new = read_input(self.src, window, out_dtype=self.dtype)
+            kept = self.rows[:, row_off - self.top :]
+            self.rows = np.concatenate([kept, new], axis=1) if kept.shape[1] else new
+            self.top = row_off
+        start = row_off - self.top
+        return self.rows[:, start : start + height]
 
 
 class RasterWindowDataset(Dataset[dict[str, Tensor]]):
@@ -158,8 +212,13 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             msg = f"supports must be 'none', 'raster' or 'bank', got {supports!r}"
             raise ValueError(msg)
         self._src: Any = None
+        self._rows: _RowCache | None = None
         self._pid: int | None = None
         self._floating = self.meta.floating
+        dtypes = set(self.meta.dtypes)
+        self._cache_dtype = dtypes.pop() if len(dtypes) == 1 else 'float32'
+        if self._cache_dtype not in _EXACT_IN_FLOAT32:
+            self._cache_dtype = 'float32'
 
     def __len__(self) -> int:
         """Number of windows."""
@@ -169,13 +228,15 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         """Pickle without the open file handle (for DataLoader workers)."""
         state = self.__dict__.copy()
         state['_src'] = None
+        state['_rows'] = None
         state['_pid'] = None
         return state
 
     def _reader(self) -> Any:
         """The raster opened once per process."""
         if self._src is None or self._pid != os.getpid():
-            self._src = open_raster(self.meta.path)
+            self._src = open_raster(self.meta.path, num_threads=gdal_threads())
+            self._rows = _RowCache(self._src, self._cache_dtype)
             self._pid = os.getpid()
         return self._src
 
@@ -184,13 +245,18 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         if self._src is not None:
             self._src.close()
             self._src = None
+            self._rows = None
 
-    def read_window(self, row_off: int, col_off: int) -> np.ndarray:
+    def read_window(
+        self, row_off: int, col_off: int, cached: bool = False
+    ) -> np.ndarray:
         """Read and normalise one window.
 
         Args:
             row_off: Row offset.
             col_off: Column offset.
+            cached: Take the window from the row cache (for the targets, which
+                are visited in row-major order) instead of reading it alone.
 
         Returns:
             float32 Cxwindowxwindow, reflection-padded beyond the raster.
@@ -200,9 +266,13 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         """
         window = self.grid.window
         h, w = self.grid.valid_shape(row_off, col_off)
-        data = read_input(
-            self._reader(), Window(col_off, row_off, w, h), out_dtype='float32'
-        )
+        src = self._reader()
+        if cached:
+            assert self._rows is not None
+            rows = self._rows.read(row_off, h)
+            data = rows[:, :, col_off : col_off + w].astype(np.float32)
+        else:
+            data = read_input(src, Window(col_off, row_off, w, h), out_dtype='float32')
         if (h, w) != (window, window):
             data = np.pad(
                 data, ((0, 0), (0, window - h), (0, window - w)), mode='reflect'
@@ -252,7 +322,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         """
         row_off, col_off = self.grid[index]
         sample: dict[str, Tensor] = {
-            'image': torch.from_numpy(self.read_window(row_off, col_off))
+            'image': torch.from_numpy(self.read_window(row_off, col_off, cached=True))
         }
         if self.supports == 'raster':
             if self.selector is not None:

@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from inference_fakes import make_raster
+
+from torchgeo_ssg2.inference import RasterWindowDataset
+
+
+def strip_raster(path: Path, height: int, width: int, rows_per_strip: int) -> Path:
+    """A striped (untiled) float32 GeoTIFF with ``rows_per_strip`` rows per block."""
+    rng = np.random.default_rng(3)
+    data = rng.normal(100, 30, size=(2, height, width)).astype('float32')
+    data[0, 5, 7] = np.nan
+    profile = {
+        'driver': 'GTiff',
+        'height': height,
+        'width': width,
+        'count': 2,
+        'dtype': 'float32',
+        'blockysize': rows_per_strip,
+    }
+    with rasterio.open(path, 'w', **profile) as dst:
+        dst.write(data)
+    with rasterio.open(path) as src:
+        assert src.block_shapes[0] == (rows_per_strip, width)
+    return path
+
+
+@pytest.mark.parametrize(
+    ('kind', 'dtype'),
+    [
+        ('tiled', 'uint8'),
+        ('tiled', 'int32'),
+        ('tiled', 'float64'),
+        ('untiled', 'uint16'),
+    ],
+)
+def test_row_cache_gives_the_windows_read_alone(
+    tmp_path: Path, kind: str, dtype: str
+) -> None:
+    path = make_raster(
+        tmp_path / 'in.tif', 75, 61, dtype=dtype, tiled=kind == 'tiled', seed=4
+    )
+    dataset = RasterWindowDataset(path, window=24, overlap=7, mean=90.0, std=40.0)
+    for row_off, col_off in dataset.grid:
+        cached = dataset.read_window(row_off, col_off, cached=True)
+        alone = dataset.read_window(row_off, col_off)
+        assert cached.dtype == alone.dtype == np.float32
+        np.testing.assert_array_equal(cached, alone)
+    dataset.close()
+
+
+@pytest.mark.parametrize('rows_per_strip', [1, 5, 20])
+def test_row_cache_with_short_and_tall_blocks(
+    tmp_path: Path, rows_per_strip: int
+) -> None:
+    path = strip_raster(tmp_path / 'in.tif', 70, 50, rows_per_strip)
+    dataset = RasterWindowDataset(path, window=16, overlap=4, mean=100.0, std=30.0)
+    # forwards, then backwards: the cache is refilled where it cannot help
+    order = list(range(len(dataset))) + list(reversed(range(len(dataset))))
+    for index in order:
+        row_off, col_off = dataset.grid[index]
+        image = dataset[index]['image'].numpy()
+        np.testing.assert_array_equal(image, dataset.read_window(row_off, col_off))
+        rows = dataset._rows
+        assert rows is not None
+        # at most a window plus one block (a window where blocks are taller)
+        assert rows.rows.shape[1] <= 16 + (
+            rows_per_strip if rows_per_strip <= 16 else 0
+        )
+    assert np.isfinite(dataset[0]['image'].numpy()).all()
+    dataset.close()
