@@ -1,5 +1,6 @@
 """Weighted blending of overlapping window predictions in a strip of rows."""
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -9,18 +10,18 @@ from torch import Tensor
 __all__ = ('BlockSink', 'StripBlender')
 
 
-def _as_array(value: Tensor | np.ndarray) -> np.ndarray:
-    """A float32 numpy view (or copy) of a tensor or array on the CPU.
+def _as_tensor(value: Tensor | np.ndarray) -> Tensor:
+    """A float32 CPU tensor of a tensor (any device) or array, shared where possible.
 
     Args:
-        value: Tensor (any device) or array.
+        value: Tensor or array.
 
     Returns:
-        float32 array.
+        float32 tensor on the CPU.
     """
     if isinstance(value, Tensor):
-        value = value.detach().to('cpu', torch.float32).numpy()
-    return np.asarray(value, dtype=np.float32)
+        return value.detach().to('cpu', torch.float32)
+    return torch.from_numpy(np.asarray(value, dtype=np.float32))
 
 
 class BlockSink(Protocol):
@@ -106,12 +107,13 @@ class StripBlender:
         rows = -(-(window + block_rows) // block_rows) * block_rows
         rows = min(stop - start, rows)
         channels = num_classes + int(uncertainty)
-        # numpy, not torch: these small element-wise operations stay on the calling
-        # thread instead of waking torch's intra-op thread pool for every window.
+        # numpy, not torch: the per-window additions are small element-wise
+        # operations that stay on the calling thread instead of waking torch's
+        # intra-op thread pool for every window.
         #: Weighted sums, channels x rows x width, in ring order.
         self._acc = np.zeros((channels, rows, width), dtype=np.float32)
         self._wsum = np.zeros((rows, width), dtype=np.float32)
-        self._tmp = np.empty((channels, window, window), dtype=np.float32)
+        self._weight = torch.from_numpy(self.weight)
         self._origin = start
         self._start = start
         self._last_row_off = 0
@@ -141,25 +143,72 @@ class StripBlender:
         Raises:
             ValueError: If windows arrive out of row-major order or shapes differ.
         """
+        self.add_batch(
+            [row_off],
+            [col_off],
+            probabilities[None],
+            None if uncertainty is None else uncertainty[None],
+        )
+
+    def add_batch(
+        self,
+        row_offs: Sequence[int],
+        col_offs: Sequence[int],
+        probabilities: Tensor | np.ndarray,
+        uncertainty: Tensor | np.ndarray | None = None,
+    ) -> None:
+        """Accumulate the predictions of B windows, in the order given.
+
+        The batch is weighted in one torch operation (on torch's threads); each
+        window is then added into the accumulator.
+
+        Args:
+            row_offs: Row offset of each window (B).
+            col_offs: Column offset of each window (B).
+            probabilities: BxKxwindowxwindow probabilities.
+            uncertainty: Bxwindowxwindow uncertainty, required when the blender
+                was built with ``uncertainty=True``, ignored otherwise.
+
+        Raises:
+            ValueError: If windows arrive out of row-major order or shapes differ.
+        """
+        probs = _as_tensor(probabilities)
+        b = len(row_offs)
+        expected = (b, self.num_classes, self.window, self.window)
+        if tuple(probs.shape) != expected or len(col_offs) != b:
+            msg = (
+                f'expected probabilities of shape {expected} for {b} windows, got '
+                f'{tuple(probs.shape)} and {len(col_offs)} column offsets'
+            )
+            raise ValueError(msg)
+        if self.with_uncertainty:
+            if uncertainty is None:
+                msg = 'this blender needs an uncertainty map with every window'
+                raise ValueError(msg)
+            unc = _as_tensor(uncertainty).reshape(b, 1, self.window, self.window)
+            probs = torch.cat([probs, unc], dim=1)
+        weighted = (probs * self._weight).numpy()
+        for i, (row_off, col_off) in enumerate(zip(row_offs, col_offs, strict=True)):
+            self._accumulate(int(row_off), int(col_off), weighted[i])
+
+    def _accumulate(self, row_off: int, col_off: int, weighted: np.ndarray) -> None:
+        """Add one weighted window into the ring.
+
+        Args:
+            row_off: Row offset of the window in the output.
+            col_off: Column offset of the window in the output.
+            weighted: Cxwindowxwindow weighted values (C = K, plus 1 with the
+                uncertainty).
+
+        Raises:
+            ValueError: If the window arrives out of row-major order.
+        """
         if row_off < self._last_row_off:
             msg = (
                 f'windows must arrive in row-major order: row {row_off} after '
                 f'row {self._last_row_off}'
             )
             raise ValueError(msg)
-        probs = _as_array(probabilities)
-        if probs.shape != (self.num_classes, self.window, self.window):
-            msg = (
-                f'expected probabilities of shape '
-                f'{(self.num_classes, self.window, self.window)}, got {probs.shape}'
-            )
-            raise ValueError(msg)
-        unc = None
-        if self.with_uncertainty:
-            if uncertainty is None:
-                msg = 'this blender needs an uncertainty map with every window'
-                raise ValueError(msg)
-            unc = _as_array(uncertainty).reshape(self.window, self.window)
         self._last_row_off = row_off
         self._flush_until(row_off)
         top = max(row_off, self._start) - row_off
@@ -168,19 +217,16 @@ class StripBlender:
             return  # the window lies outside the rows produced
         w = min(self.window, self.width - col_off)
         weight = self.weight[top:h, :w]
-        tmp = self._tmp[:, : h - top, :w]
-        np.multiply(probs[:, top:h, :w], weight, out=tmp[: self.num_classes])
-        if unc is not None:
-            np.multiply(unc[top:h, :w], weight, out=tmp[self.num_classes])
+        values = weighted[:, top:h, :w]
         h -= top
         ring = self._wsum.shape[0]
         r = (row_off + top - self._origin) % ring
         cols = slice(col_off, col_off + w)
         n = min(h, ring - r)  # rows before the ring wraps around
-        self._acc[:, r : r + n, cols] += tmp[:, :n]
+        self._acc[:, r : r + n, cols] += values[:, :n]
         self._wsum[r : r + n, cols] += weight[:n]
         if n < h:
-            self._acc[:, : h - n, cols] += tmp[:, n:]
+            self._acc[:, : h - n, cols] += values[:, n:]
             self._wsum[: h - n, cols] += weight[n:]
 
     def finish(self) -> None:

@@ -205,13 +205,8 @@ class PredictionAssembler:
         if self.blender is None:
             self._start(int(probs.shape[1]))
         assert self.blender is not None
-        probs = probs.detach().float().cpu()
-        if unc is not None:
-            unc = unc.detach().float().cpu()
         rows = batch['row_off'].tolist()
-        cols = batch['col_off'].tolist()
-        for i, (row, col) in enumerate(zip(rows, cols, strict=True)):
-            self.blender.add(row, col, probs[i], None if unc is None else unc[i])
+        self.blender.add_batch(rows, batch['col_off'].tolist(), probs, unc)
         self.windows_done += len(rows)
 
     def finish(self) -> dict[str, Path]:
