@@ -15,7 +15,7 @@ from torchgeo_ssg2.inference import (
     blend_weight,
     plan_parts,
 )
-from torchgeo_ssg2.inference.output import sweep_staging
+from torchgeo_ssg2.inference.output import BlockBands, sweep_staging
 from torchgeo_ssg2.inference.sharding import StripFile, merge_strips, shard, strip_path
 
 
@@ -93,8 +93,10 @@ def predictions(grid: WindowGrid, k: int) -> list[tuple[np.ndarray, np.ndarray]]
 
 
 def test_strips_merge_to_the_bytes_of_one_blender(tmp_path: Path) -> None:
-    source = make_raster(tmp_path / 'in.tif', 300, 70)
+    # with nodata pixels, which each strip's rank masks for its own rows
+    source = make_raster(tmp_path / 'in.tif', 300, 70, nodata=0, nodata_border=3)
     meta = RasterMeta.from_file(source)
+    assert meta.has_mask
     grid = WindowGrid(meta.height, meta.width, 32, 12)
     weight = blend_weight(32)
     k, block = 3, 64
@@ -112,7 +114,8 @@ def test_strips_merge_to_the_bytes_of_one_blender(tmp_path: Path) -> None:
     strips = []
     for _, part in sorted(plan, key=lambda rp: rp[1].strip):
         path = strip_path(tmp_path / 'two.tif', part.strip)
-        sink = StripFile(path, part.rows, 70, k + 1)
+        keys = ('classes', 'probabilities', 'uncertainty')
+        sink = StripFile(path, part.rows, BlockBands(meta, k, keys))
         blender = StripBlender(
             300, 70, 32, k, weight, sink, block, uncertainty=True, rows=part.rows
         )
@@ -122,20 +125,25 @@ def test_strips_merge_to_the_bytes_of_one_blender(tmp_path: Path) -> None:
         strips.append((sink.commit(), part.rows))
     assert len(strips) == 3
     sink = GeoTIFFSink(meta, tmp_path / 'two.tif', k, sweep=False, **options)
-    two = merge_strips(sink, strips, block, uncertainty=True)
+    two = merge_strips(sink, strips, block)
     for role in ('classes', 'probabilities', 'uncertainty'):
         assert one[role].read_bytes() == two[role].read_bytes(), role
 
 
 def test_strip_file_checks_its_rows(tmp_path: Path) -> None:
+    meta = RasterMeta.from_file(make_raster(tmp_path / 'in.tif', 16, 5))
     probs = np.zeros((2, 4, 5), dtype=np.float32)
-    strip = StripFile(tmp_path / 'a.tif.partial-1-strip0', (8, 16), 5, 2)
+    strip = StripFile(
+        tmp_path / 'a.tif.partial-1-strip0', (8, 16), BlockBands(meta, 2, ['classes'])
+    )
     with pytest.raises(ValueError, match='in order'):
         strip.write_block(12, probs, None)
     strip.write_block(8, probs, None)
     with pytest.raises(RuntimeError, match='stops at row 12'):
         strip.commit()
-    strip = StripFile(tmp_path / 'b.tif.partial-1-strip0', (0, 4), 5, 2)
+    strip = StripFile(
+        tmp_path / 'b.tif.partial-1-strip0', (0, 4), BlockBands(meta, 2, ['classes'])
+    )
     strip.write_block(0, probs, None)
     strip.abort()
     assert not (tmp_path / 'b.tif.partial-1-strip0').exists()
@@ -145,8 +153,9 @@ def test_strip_file_is_never_an_input(tmp_path: Path) -> None:
     source = make_raster(tmp_path / 'in.tif', 8, 8)
     path = tmp_path / 'out.tif.partial-1-strip0'
     path.hardlink_to(source)
+    bands = BlockBands(RasterMeta.from_file(source), 2, ['classes'])
     with pytest.raises(ValueError, match='the input raster'):
-        StripFile(path, (0, 8), 8, 2, {'input raster': source})
+        StripFile(path, (0, 8), bands, {'input raster': source})
     assert source.exists()
 
 

@@ -58,6 +58,7 @@ __all__ = (
     'COMPRESSION',
     'DEFAULT_PALETTE',
     'UNCERTAINTY_DESCRIPTION',
+    'BlockBands',
     'GeoTIFFSink',
     'RasterMeta',
     'check_blocks',
@@ -465,6 +466,103 @@ def check_output_free(
             raise FileNotFoundError(msg)
 
 
+class BlockBands:
+    """The values each output file takes for a block of blended rows.
+
+    The class map holds the index of the most probable class (``p >= 0.5`` for
+    a binary task) and ``class_nodata`` where the input is nodata; the
+    probabilities and the uncertainty hold NaN there. These are per-pixel
+    operations, so any split of the rows into blocks gives the same values.
+
+    Args:
+        meta: The input raster (read for its nodata mask).
+        num_classes: Probability channels K.
+        keys: The outputs written: ``"classes"``, optionally ``"probabilities"``
+            and ``"uncertainty"``.
+    """
+
+    def __init__(self, meta: RasterMeta, num_classes: int, keys: Sequence[str]) -> None:
+        self.meta = meta
+        self.num_classes = num_classes
+        self.keys = tuple(keys)
+        n_labels = max(num_classes, 2)
+        self.class_dtype = 'uint8' if n_labels <= 255 else 'uint16'
+        self.class_nodata = 255 if self.class_dtype == 'uint8' else 65535
+        self._mask_src: Any = None
+        if meta.has_mask or meta.floating:
+            self._mask_src = open_raster(meta.path)
+
+    def row_dtype(self) -> np.dtype:
+        """One output row of every output as a numpy record (for staging files).
+
+        Returns:
+            The record: ``classes`` (W), ``probabilities`` (KxW) and
+            ``uncertainty`` (W) for the outputs written.
+        """
+        width = self.meta.width
+        shapes: dict[str, tuple[str, tuple[int, ...]]] = {
+            'classes': (self.class_dtype, (width,)),
+            'probabilities': ('float32', (self.num_classes, width)),
+            'uncertainty': ('float32', (width,)),
+        }
+        return np.dtype([(key, *shapes[key]) for key in self.keys])
+
+    def __call__(
+        self, row_off: int, probabilities: np.ndarray, uncertainty: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
+        """The outputs' values for rows ``row_off:row_off + n``.
+
+        Args:
+            row_off: First row of the block.
+            probabilities: float32 KxnxW blended probabilities.
+            uncertainty: float32 nxW blended uncertainty, or None.
+
+        Returns:
+            ``classes`` nxW, and on request ``probabilities`` KxnxW and
+            ``uncertainty`` nxW.
+
+        Raises:
+            ValueError: If the uncertainty is written but not given.
+        """
+        n = probabilities.shape[1]
+        window = Window(0, row_off, self.meta.width, n)
+        if self.num_classes == 1:
+            classes = (probabilities[0] >= 0.5).astype(self.class_dtype)
+        else:
+            classes = class_indices(probabilities, self.class_dtype)
+        invalid = None
+        if self.meta.has_mask:
+            invalid = read_input(self._mask_src, window, mask=True) == 0
+        if self.meta.floating:
+            # NaN and inf are nodata even where the file declares no nodata value.
+            values = read_input(self._mask_src, window)
+            finite = np.isfinite(values).all(axis=0)
+            invalid = ~finite if invalid is None else invalid | ~finite
+        if invalid is not None:
+            classes[invalid] = self.class_nodata
+        bands = {'classes': classes}
+        if 'probabilities' in self.keys:
+            probs = probabilities.copy() if invalid is not None else probabilities
+            if invalid is not None:
+                probs[:, invalid] = np.nan
+            bands['probabilities'] = probs
+        if 'uncertainty' in self.keys:
+            if uncertainty is None:
+                msg = 'uncertainty output requested but the model gave none'
+                raise ValueError(msg)
+            unc = uncertainty.copy() if invalid is not None else uncertainty
+            if invalid is not None:
+                unc[invalid] = np.nan
+            bands['uncertainty'] = unc
+        return bands
+
+    def close(self) -> None:
+        """Close the input raster."""
+        if self._mask_src is not None:
+            self._mask_src.close()
+            self._mask_src = None
+
+
 class GeoTIFFSink:
     """Write blended probability blocks as class index (and optional extras).
 
@@ -513,9 +611,9 @@ class GeoTIFFSink:
         if sweep:
             sweep_staging(self.paths['classes'], protected)
         names, colours = class_labels(num_classes, class_names, palette)
-        n_labels = len(names)
-        self.class_dtype = 'uint8' if n_labels <= 255 else 'uint16'
-        self.class_nodata = 255 if self.class_dtype == 'uint8' else 65535
+        self.bands = BlockBands(meta, num_classes, tuple(self.paths))
+        self.class_dtype = self.bands.class_dtype
+        self.class_nodata = self.bands.class_nodata
         base: dict[str, Any] = {
             'driver': 'GTiff',
             'width': meta.width,
@@ -553,7 +651,6 @@ class GeoTIFFSink:
         tags = {'CLASS_NAMES': json.dumps(list(names))}
         self._tmp: dict[str, Path] = {}
         self._dst: dict[str, Any] = {}
-        self._mask_src: Any = None
         try:
             for key, path in self.paths.items():
                 tmp = staging_path(path)
@@ -572,8 +669,6 @@ class GeoTIFFSink:
                 elif key == 'probabilities':
                     for b, name in enumerate(prob_names, start=1):
                         dst.update_tags(b, CLASS=name)
-            if meta.has_mask or meta.floating:
-                self._mask_src = open_raster(meta.path)
         except BaseException:
             self.abort()
             raise
@@ -588,36 +683,22 @@ class GeoTIFFSink:
             probabilities: float32 KxnxW blended probabilities.
             uncertainty: float32 nxW blended uncertainty, or None.
         """
-        n = probabilities.shape[1]
+        self.write_bands(row_off, self.bands(row_off, probabilities, uncertainty))
+
+    def write_bands(self, row_off: int, bands: Mapping[str, np.ndarray]) -> None:
+        """Write rows ``row_off:row_off + n`` of the outputs' final values.
+
+        Args:
+            row_off: First row of the block.
+            bands: What :class:`BlockBands` gives for the block.
+        """
+        n = bands['classes'].shape[0]
         window = Window(0, row_off, self.meta.width, n)
-        if self.num_classes == 1:
-            classes = (probabilities[0] >= 0.5).astype(self.class_dtype)
-        else:
-            classes = class_indices(probabilities, self.class_dtype)
-        invalid = None
-        if self.meta.has_mask:
-            invalid = read_input(self._mask_src, window, mask=True) == 0
-        if self.meta.floating:
-            # NaN and inf are nodata even where the file declares no nodata value.
-            values = read_input(self._mask_src, window)
-            finite = np.isfinite(values).all(axis=0)
-            invalid = ~finite if invalid is None else invalid | ~finite
-        if invalid is not None:
-            classes[invalid] = self.class_nodata
-        self._dst['classes'].write(classes, 1, window=window)
+        self._dst['classes'].write(bands['classes'], 1, window=window)
         if 'probabilities' in self._dst:
-            probs = probabilities.copy() if invalid is not None else probabilities
-            if invalid is not None:
-                probs[:, invalid] = np.nan
-            self._dst['probabilities'].write(probs, window=window)
+            self._dst['probabilities'].write(bands['probabilities'], window=window)
         if 'uncertainty' in self._dst:
-            if uncertainty is None:
-                msg = 'uncertainty output requested but the model gave none'
-                raise ValueError(msg)
-            unc = uncertainty.copy() if invalid is not None else uncertainty
-            if invalid is not None:
-                unc[invalid] = np.nan
-            self._dst['uncertainty'].write(unc, 1, window=window)
+            self._dst['uncertainty'].write(bands['uncertainty'], 1, window=window)
 
     def commit(self) -> dict[str, Path]:
         """Close the staging files and move them onto the output paths.
@@ -666,6 +747,4 @@ class GeoTIFFSink:
         for dst in self._dst.values():
             dst.close()
         self._dst.clear()
-        if self._mask_src is not None:
-            self._mask_src.close()
-            self._mask_src = None
+        self.bands.close()

@@ -7,10 +7,12 @@ every window that touches them, including the window rows above it that also
 touch the strip above (its halo), in the batches of a single-process run. So
 each output pixel receives the same window predictions, added in the same
 order, as in one process, and the blended values are bit-for-bit the same. Each
-rank writes the blended rows of its strips to a rank-private staging file
-(:class:`StripFile`, ``OUT.tif.partial-<pid>-strip<k>``); after a barrier, the
-rank of strip 0 (the owner) writes the output from them, block by block in row
-order (:func:`merge_strips`), and moves it into place as any output.
+rank turns the blended rows of its strips into the outputs' final values (class
+indices with nodata, probabilities and uncertainty on request) and stages them
+raw in a rank-private file (:class:`StripFile`,
+``OUT.tif.partial-<pid>-strip<k>``); after a barrier, the rank of strip 0 (the
+owner) compresses and writes the output from them, block by block in row order
+(:func:`merge_strips`), and moves it into place as any output.
 
 ``shard="auto"`` cuts a raster into strips when it has more windows than a
 rank's fair share of all windows (all windows / world size): one raster on two
@@ -27,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..staging import staging_path
-from .output import GeoTIFFSink, check_output_free
+from .output import BlockBands, GeoTIFFSink, check_output_free
 from .windows import WindowGrid
 
 __all__ = (
@@ -206,17 +208,20 @@ def strip_path(output: Path, strip: int, pid: int | None = None) -> Path:
 
 
 class StripFile:
-    """Blended rows of one strip, staged as raw float32 in a rank-private file.
+    """The final output rows of one strip, staged raw in a rank-private file.
 
-    Implements :class:`~torchgeo_ssg2.inference.blending.BlockSink`. Row ``i``
-    of the strip is stored as its ``channels`` x W values (the K probabilities,
-    then the uncertainty), so any range of rows is one contiguous read.
+    Implements :class:`~torchgeo_ssg2.inference.blending.BlockSink`. The rank
+    that blends the strip also computes what the output files take for its rows
+    (:class:`~torchgeo_ssg2.inference.output.BlockBands`: class indices, and
+    the probabilities and the uncertainty on request), so the owner only
+    compresses and writes them. Row ``i`` of the strip is stored as one record
+    of :meth:`BlockBands.row_dtype`, so any range of rows is one contiguous
+    read.
 
     Args:
         path: The staging file (:func:`strip_path`).
         rows: ``(start, stop)`` output rows of the strip.
-        width: Output width W.
-        channels: Values per pixel (K, plus 1 with the uncertainty).
+        bands: The outputs' values of a block of rows.
         protected: Inputs the file must not be, by role.
 
     Raises:
@@ -227,15 +232,14 @@ class StripFile:
         self,
         path: Path,
         rows: tuple[int, int],
-        width: int,
-        channels: int,
+        bands: BlockBands,
         protected: Mapping[str, Path] | None = None,
     ) -> None:
         check_output_free({'strip': path}, True, protected)
         self.path = path
         self.rows = rows
-        self.width = width
-        self.channels = channels
+        self.bands = bands
+        self.row_dtype = bands.row_dtype()
         self._next = rows[0]
         self._file: Any = open(path, 'wb')  # closed in commit and abort
 
@@ -257,17 +261,12 @@ class StripFile:
                 f'strip rows must arrive in order: row {row_off}, expected {self._next}'
             )
             raise ValueError(msg)
-        values = (
-            [probabilities]
-            if uncertainty is None
-            else [
-                probabilities,
-                uncertainty[None],
-            ]
-        )
-        block = np.concatenate(values).astype(np.float32, copy=False)
-        np.ascontiguousarray(block.transpose(1, 0, 2)).tofile(self._file)
-        self._next += probabilities.shape[1]
+        bands = self.bands(row_off, probabilities, uncertainty)
+        records = np.empty(probabilities.shape[1], dtype=self.row_dtype)
+        for key, values in bands.items():
+            records[key] = values.swapaxes(0, 1) if key == 'probabilities' else values
+        records.tofile(self._file)
+        self._next += len(records)
 
     def commit(self) -> Path:
         """Close the file once every row is written.
@@ -279,6 +278,7 @@ class StripFile:
             RuntimeError: If rows are missing.
         """
         self._file.close()
+        self.bands.close()
         if self._next != self.rows[1]:
             msg = f'strip {self.path} stops at row {self._next}, not {self.rows[1]}'
             raise RuntimeError(msg)
@@ -287,6 +287,7 @@ class StripFile:
     def abort(self) -> None:
         """Close and delete the file."""
         self._file.close()
+        self.bands.close()
         self.path.unlink(missing_ok=True)
 
 
@@ -294,7 +295,6 @@ def merge_strips(
     sink: GeoTIFFSink,
     strips: Sequence[tuple[Path, tuple[int, int]]],
     block_rows: int,
-    uncertainty: bool,
 ) -> dict[str, Path]:
     """Write an output from its strips, block by block in row order, and commit it.
 
@@ -308,33 +308,37 @@ def merge_strips(
         strips: ``(file, rows)`` of every strip, top to bottom, covering the
             raster's rows.
         block_rows: Rows per written block (the output's tile height).
-        uncertainty: Whether the strips carry the uncertainty.
 
     Returns:
         The written files.
     """
-    height, width = sink.meta.height, sink.meta.width
-    channels = sink.num_classes + int(uncertainty)
-    row_bytes = channels * width * 4
+    height = sink.meta.height
+    row_dtype = sink.bands.row_dtype()
     try:
         for start in range(0, height, block_rows):
             stop = min(start + block_rows, height)
-            block = np.empty((stop - start, channels, width), dtype=np.float32)
+            block = np.empty(stop - start, dtype=row_dtype)
             for path, (lo, hi) in strips:
                 a, b = max(start, lo), min(stop, hi)
                 if a >= b:
                     continue
-                count = (b - a) * channels * width
                 rows = np.fromfile(
-                    path, dtype=np.float32, count=count, offset=(a - lo) * row_bytes
+                    path,
+                    dtype=row_dtype,
+                    count=b - a,
+                    offset=(a - lo) * row_dtype.itemsize,
                 )
-                if rows.size != count:
+                if len(rows) != b - a:
                     msg = f'strip file {path} ends before row {b} of {sink.meta.path}'
                     raise RuntimeError(msg)
-                block[a - start : b - start] = rows.reshape(b - a, channels, width)
-            values = np.ascontiguousarray(block.transpose(1, 0, 2))
-            probs = values[: sink.num_classes]
-            sink.write_block(start, probs, values[-1] if uncertainty else None)
+                block[a - start : b - start] = rows
+            bands = {
+                key: np.ascontiguousarray(
+                    block[key].swapaxes(0, 1) if key == 'probabilities' else block[key]
+                )
+                for key in row_dtype.names or ()
+            }
+            sink.write_bands(start, bands)
         return sink.commit()
     except BaseException:
         sink.abort()

@@ -18,6 +18,7 @@ from .blending import StripBlender
 from .inputs import outputs_for
 from .mosaic import write_mosaics
 from .output import (
+    BlockBands,
     GeoTIFFSink,
     RasterMeta,
     check_output_free,
@@ -160,8 +161,7 @@ class PredictionAssembler:
             self.sink = StripFile(
                 self.strip_file,
                 self.part.rows,
-                self.meta.width,
-                num_classes + int(self.uncertainty),
+                BlockBands(self.meta, num_classes, tuple(self.output_paths)),
                 self.protected,
             )
         self.blender = StripBlender(
@@ -701,9 +701,7 @@ class RasterPredictionWriter(BasePredictionWriter):
             try:
                 assembler = self._assembler(index, None)
                 sink = assembler.open_sink(self._num_classes[index], sweep=False)
-                self.written = merge_strips(
-                    sink, strips, self.block_size, self.uncertainty
-                )
+                self.written = merge_strips(sink, strips, self.block_size)
                 self.results[self._datasets[index].meta.path] = self.written
             finally:
                 for path, _ in strips:
