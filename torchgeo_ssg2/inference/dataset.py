@@ -269,15 +269,15 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         src = self._reader()
         if cached:
             assert self._rows is not None
-            rows = self._rows.read(row_off, h)
-            data = rows[:, :, col_off : col_off + w].astype(np.float32)
+            raw = self._rows.read(row_off, h)[:, :, col_off : col_off + w]
         else:
-            data = read_input(src, Window(col_off, row_off, w, h), out_dtype='float32')
+            raw = read_input(src, Window(col_off, row_off, w, h), out_dtype='float32')
         if (h, w) != (window, window):
-            data = np.pad(
-                data, ((0, 0), (0, window - h), (0, window - w)), mode='reflect'
+            raw = np.pad(
+                raw, ((0, 0), (0, window - h), (0, window - w)), mode='reflect'
             )
-        data -= self.mean
+        # one pass casts to float32 and subtracts (the values of astype, then -=)
+        data = np.subtract(raw, self.mean, dtype=np.float32)
         data /= self.std
         if self._floating:
             # NaN/inf nodata would spread through the model's receptive field and
