@@ -27,7 +27,8 @@ Models (``--model``):
 models and sizes (e.g. ``ptavit-test:512``, the package's PTAViT at its test preset),
 reported under ``extra_throughput``.
 
-``--many``: instead, 8 generated rasters (``--many-size``, default 768²) are
+``--many``: instead, 8 generated rasters (``--many-size``, default 2048²; at
+768² the start of the processes, about 5 s of imports each, dominates) are
 predicted into a folder by ``torchgeo-ssg2 predict --output-dir`` with a PTAViT
 checkpoint (test preset), once by 1 process and once by 2 processes (DDP on the
 CPU, started by ``torchrun``; one thread each), on the same files in one run,
@@ -436,7 +437,7 @@ def main() -> None:
         help='further pipeline/forward measurements (e.g. a real package model)',
     )
     parser.add_argument('--many', action='store_true', help='1 vs 2 processes')
-    parser.add_argument('--many-size', type=int, default=768)
+    parser.add_argument('--many-size', type=int, default=2048)
     parser.add_argument(
         '--per-megapixel', action='store_true', help='seconds per megapixel'
     )
