@@ -33,7 +33,11 @@ predicted into a folder by ``torchgeo-ssg2 predict --output-dir`` with a PTAViT
 checkpoint (test preset), once by 1 process and once by 2 processes (DDP on the
 CPU, started by ``torchrun``; one thread each), on the same files in one run,
 alternating ``--repeats`` times (best of each): ``speedup_2proc_over_1proc``. The
-outputs of both are checked to be byte-identical. ``one_raster_in_strips`` does
+outputs of both are checked to be byte-identical. Before and after, a fixed
+one-thread convolution is timed pinned to each core (``core_seconds_before`` /
+``_after``): ranks get equal shares of the work, so with unequal cores the
+speed-up is at most ``even_split_speedup_bound`` (cores x fastest / slowest,
+the smaller of the two probes). ``one_raster_in_strips`` does
 the same for one raster of twice the side, which the 2 processes share as strips
 of window rows (``--shard auto``).
 
@@ -320,6 +324,47 @@ def make_checkpoint(path: Path) -> None:
     torch.save(ckpt, path)
 
 
+CORE_PROBE = """
+import os, sys, time, torch
+os.sched_setaffinity(0, {int(sys.argv[1])})
+torch.set_num_threads(1)
+conv = torch.nn.Conv2d(32, 32, 3, padding=1)
+x = torch.randn(1, 32, 256, 256)
+def work():
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(40):
+            conv(x)
+    return time.perf_counter() - start
+work()
+print(min(work() for _ in range(3)))
+"""
+
+
+def core_seconds() -> dict[str, float]:
+    """Seconds of a fixed one-thread convolution workload pinned to each core.
+
+    On a shared (virtual) machine the cores need not be equally fast; a
+    2-process run that splits the work evenly then ends with the slower core.
+
+    Returns:
+        Seconds by CPU number.
+    """
+    env = dict(os.environ, OMP_NUM_THREADS='1', OMP_WAIT_POLICY='PASSIVE')
+    return {
+        str(cpu): float(
+            subprocess.run(
+                [sys.executable, '-c', CORE_PROBE, str(cpu)],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            ).stdout
+        )
+        for cpu in sorted(os.sched_getaffinity(0))
+    }
+
+
 def bench_many(args: argparse.Namespace) -> dict[str, Any]:
     """1 process against 2 (torchrun, DDP on the CPU): 8 rasters, then 1 in strips."""
     work = Path(args.workdir)
@@ -368,9 +413,19 @@ def bench_many(args: argparse.Namespace) -> dict[str, Any]:
             'outputs_byte_identical': identical,
         }
 
+    cores_before = core_seconds()
     rasters = compare(tiles, 'tiles')
     strips = compare(big, 'big')
+    cores_after = core_seconds()
+    # An even split across the cores ends with the slowest: at best n x fastest
+    # / slowest over one process on the fastest core.
+    bound = min(
+        len(c) * min(c.values()) / max(c.values()) for c in (cores_before, cores_after)
+    )
     return {
+        'core_seconds_before': cores_before,
+        'core_seconds_after': cores_after,
+        'even_split_speedup_bound': bound,
         'rasters': 8,
         'raster_size': args.many_size,
         'model': 'ptavit-test checkpoint',

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from inference_fault_helpers import (
     UINT8_STATS,
     CodeOnLoad,
@@ -22,6 +23,8 @@ from inference_fault_helpers import (
 
 from torchgeo_ssg2.inference import predict_raster
 from torchgeo_ssg2.inference.model import read_checkpoint
+
+ROOT = Path(__file__).parents[2]
 
 #: Window options of the small predictions.
 WINDOWS = ('--window', '32', '--overlap', '8', '--no-progress')
@@ -136,9 +139,34 @@ def big(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     return src, ref
 
 
+def lightning_predict_command(
+    ckpt: Path, src: Path, out: Path, folder: Path
+) -> list[str]:
+    """``torchgeo-ssg2 predict --config ...`` (Lightning's CLI) for one raster."""
+    config = yaml.safe_load((ROOT / 'experiments' / 'predict_ssg2.yaml').read_text())
+    config['model']['class_path'] = 'torchgeo_ssg2.trainers.PTAViTTask'
+    config['data']['init_args'] |= {
+        'input': str(src),
+        'window': 32,
+        'overlap': 16,
+        'batch_size': 1,
+    }
+    config['trainer'] |= {'accelerator': 'cpu', 'enable_progress_bar': False}
+    config['trainer']['callbacks'][0]['init_args']['output'] = str(out)
+    conf = folder / 'predict.yaml'
+    conf.write_text(yaml.safe_dump(config))
+    return cli_command('predict', '--config', str(conf), '--ckpt_path', str(ckpt))
+
+
+@pytest.mark.parametrize('door', ['raster predictor', 'lightning cli'])
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL])
 def test_killed_prediction_then_rerun(
-    ckpt: Path, big: tuple[Path, Path], tmp_path: Path, sig: signal.Signals
+    ckpt: Path,
+    big: tuple[Path, Path],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    sig: signal.Signals,
+    door: str,
 ) -> None:
     src, ref = big
     out = tmp_path / 'out.tif'
@@ -146,8 +174,13 @@ def test_killed_prediction_then_rerun(
     command = cli_command(
         'predict', '--checkpoint', str(ckpt), '--input', str(src), '--output', str(out)
     )
+    killed = [*command, *args]
+    if door == 'lightning cli':
+        killed = lightning_predict_command(
+            ckpt, src, out, tmp_path_factory.mktemp('config')
+        )
     proc = subprocess.Popen(
-        [*command, *args],
+        killed,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -162,7 +195,7 @@ def test_killed_prediction_then_rerun(
     _, stderr = proc.communicate(timeout=120)
     assert not out.exists()
     if sig == signal.SIGTERM:
-        assert proc.returncode == 128 + signal.SIGTERM
+        assert proc.returncode == 128 + signal.SIGTERM, stderr
         assert 'stopped by SIGTERM; no output written' in stderr
         assert 'Traceback' not in stderr
         assert listing(tmp_path) == set()

@@ -123,9 +123,11 @@ class _RowCache:
 class RasterWindowDataset(Dataset[dict[str, Tensor]]):
     """The sliding windows of one raster, read on demand and normalised.
 
-    Item ``i`` is the ``i``-th window of :class:`WindowGrid` (row-major), read with
-    rasterio's windowed reads; where the window extends beyond the raster (rasters
-    smaller than a window) the read is padded by reflection. Images are normalised
+    Item ``i`` is the ``i``-th window of :class:`WindowGrid` (row-major), cut from
+    full-width rows that are read block row by block row as the windows move down
+    (each input block is decoded once when the items are taken in order); where
+    the window extends beyond the raster (rasters smaller than a window) it is
+    padded by reflection. Images are normalised
     as ``(x - mean) / std``, the way the training datamodule's ``K.Normalize`` did.
 
     Supports (``support_image``, TxCxHxW) are added for SSG2:

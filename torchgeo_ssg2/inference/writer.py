@@ -1,6 +1,7 @@
 """From batches of window predictions to GeoTIFFs: the assembler and its callback."""
 
 import os
+import signal
 import sys
 import time
 import warnings
@@ -11,6 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -626,6 +628,11 @@ class RasterPredictionWriter(BasePredictionWriter):
             batch_idx: Index of the batch.
             dataloader_idx: Index of the dataloader.
         """
+        if getattr(trainer, 'received_sigterm', False):
+            # Lightning's predict loop notes SIGTERM but runs on: stop here (exit
+            # status 143); on_exception removes the partial outputs.
+            print('prediction stopped by SIGTERM; no output written', file=sys.stderr)
+            raise SIGTERMException(128 + signal.SIGTERM)
         p = int(batch['part_index'][0])
         if p != self._current:
             self._finish()
