@@ -10,7 +10,10 @@ blend, write) on the smallest raster is timed against the model's forward pass
 alone over the same windows, read beforehand into memory and batched the same way
 (interleaved repeats, best of each), giving ``pipeline_over_forward_throughput``.
 That subprocess runs with glibc's ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``
-raised, so that both timed conditions see the same allocator behaviour.
+raised, so that both timed conditions see the same allocator behaviour. The
+measurement is repeated with the default allocator settings
+(``throughput_default_malloc``; ``default_malloc_pipeline_slowdown`` is its
+pipeline time over the tuned one).
 
 Models (``--model``):
 
@@ -435,7 +438,11 @@ def bench_many(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_child(
-    mode: str, args: argparse.Namespace, size: int, model: str | None = None
+    mode: str,
+    args: argparse.Namespace,
+    size: int,
+    model: str | None = None,
+    tuned_malloc: bool = True,
 ) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -462,7 +469,7 @@ def run_child(
         str(getattr(args, 'sequence_length', 2)),
     ]
     env = dict(os.environ)
-    if mode == 'throughput':
+    if mode == 'throughput' and tuned_malloc:
         # Keep glibc from returning every large freed block to the OS: otherwise
         # each forward pass page-faults its activations afresh, and how often that
         # happens differs between the two timed conditions (pure noise here).
@@ -568,6 +575,7 @@ def main() -> None:
         runs = [run_child('predict', args, size) for size in args.sizes]
         small, large = min(args.sizes), max(args.sizes)
         throughput = run_child('throughput', args, small)
+        default_malloc = run_child('throughput', args, small, tuned_malloc=False)
         extra_throughput = [
             {'model': m} | run_child('throughput', args, int(n), model=m)
             for m, n in extra_specs
@@ -597,6 +605,11 @@ def main() -> None:
             'pipeline_over_forward_cpu_efficiency'
         ],
         'extra_throughput': extra_throughput,
+        # the same measurement with glibc's default allocator settings (what a
+        # user gets): large activations are mapped and page-faulted afresh
+        'throughput_default_malloc': default_malloc,
+        'default_malloc_pipeline_slowdown': min(default_malloc['pipeline_seconds'])
+        / min(throughput['pipeline_seconds']),
     }
     text = json.dumps(result, indent=2)
     print(text)
