@@ -14,8 +14,8 @@ The prediction of ``OUT.tif`` is written as:
 
 All files share the input's CRS, transform, width and height, are tiled
 (``block_size`` x ``block_size``) and losslessly compressed (the class map with
-LZW, which is faster and here smaller than DEFLATE; the ``float32`` sidecars with
-DEFLATE), BigTIFF when they could
+LZW, which packs class maps faster than DEFLATE and about as small; the
+``float32`` sidecars with DEFLATE), BigTIFF when they could
 pass 4 GB (``BIGTIFF=IF_SAFER``), and get the mode the process's umask gives new
 files. With ``cog`` they are Cloud-Optimized GeoTIFFs with overviews (GDAL's COG
 driver; nearest-neighbour overviews of the class map, averaged probabilities).
@@ -77,7 +77,7 @@ __all__ = (
 GDAL_CACHE_MB = 64
 
 #: Compression of each output (GeoTIFF and COG): LZW for the class map, whose
-#: runs of equal indices it packs faster than DEFLATE and as small; DEFLATE for
+#: runs of equal indices it packs faster than DEFLATE and about as small; DEFLATE for
 #: the ``float32`` probability and uncertainty sidecars.
 COMPRESSION: dict[str, str] = {
     'classes': 'lzw',
