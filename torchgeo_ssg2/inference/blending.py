@@ -11,16 +11,16 @@ __all__ = ('BlockSink', 'StripBlender')
 
 
 def _as_tensor(value: Tensor | np.ndarray) -> Tensor:
-    """A float32 CPU tensor of a tensor (any device) or array, shared where possible.
+    """A float32 tensor of a tensor (on its device) or array, shared where possible.
 
     Args:
         value: Tensor or array.
 
     Returns:
-        float32 tensor on the CPU.
+        float32 tensor (an array becomes a CPU tensor).
     """
     if isinstance(value, Tensor):
-        return value.detach().to('cpu', torch.float32)
+        return value.detach().to(torch.float32)
     return torch.from_numpy(np.asarray(value, dtype=np.float32))
 
 
@@ -113,7 +113,8 @@ class StripBlender:
         #: Weighted sums, channels x rows x width, in ring order.
         self._acc = np.zeros((channels, rows, width), dtype=np.float32)
         self._wsum = np.zeros((rows, width), dtype=np.float32)
-        self._weight = torch.from_numpy(self.weight)
+        #: The weight as a tensor on each device windows came from.
+        self._weights = {torch.device('cpu'): torch.from_numpy(self.weight)}
         self._origin = start
         self._start = start
         self._last_row_off = 0
@@ -159,8 +160,8 @@ class StripBlender:
     ) -> None:
         """Accumulate the predictions of B windows, in the order given.
 
-        The batch is weighted in one torch operation (on torch's threads); each
-        window is then added into the accumulator.
+        The batch is weighted in one torch operation, on the device it comes
+        from; each window is then added into the accumulator on the CPU.
 
         Args:
             row_offs: Row offset of each window (B).
@@ -185,9 +186,14 @@ class StripBlender:
             if uncertainty is None:
                 msg = 'this blender needs an uncertainty map with every window'
                 raise ValueError(msg)
-            unc = _as_tensor(uncertainty).reshape(b, 1, self.window, self.window)
-            probs = torch.cat([probs, unc], dim=1)
-        weighted = (probs * self._weight).numpy()
+            unc = _as_tensor(uncertainty).to(probs.device)
+            probs = torch.cat([probs, unc.reshape(b, 1, self.window, self.window)], 1)
+        # weighted where the model ran (on an accelerator, the CPU is spared the
+        # product), then brought to the CPU once
+        if probs.device not in self._weights:
+            cpu = self._weights[torch.device('cpu')]
+            self._weights[probs.device] = cpu.to(probs.device)
+        weighted = (probs * self._weights[probs.device]).cpu().numpy()
         for i, (row_off, col_off) in enumerate(zip(row_offs, col_offs, strict=True)):
             self._accumulate(int(row_off), int(col_off), weighted[i])
 
