@@ -185,7 +185,9 @@ def test_qgis_ready_outputs(folder: Path, tmp_path: Path) -> None:
     assert not (tmp_path / 'e.tif').exists()
 
 
-def test_class_names_and_palette_from_the_checkpoint(tmp_path: Path) -> None:
+def test_class_names_and_palette_from_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import torch
     from inference_fakes import save_checkpoint
 
@@ -221,6 +223,11 @@ def test_class_names_and_palette_from_the_checkpoint(tmp_path: Path) -> None:
     config['trainer']['callbacks'][0]['init_args']['output'] = str(tmp_path / 'c.tif')
     conf = tmp_path / 'predict.yaml'
     conf.write_text(yaml.safe_dump(config))
+    # ... as the task kept them when Lightning restored it: the file is not read again
+    def read_again(path: Path) -> None:
+        raise AssertionError(f'{path} read a second time')
+
+    monkeypatch.setattr('torchgeo_ssg2.inference.model.read_checkpoint', read_again)
     torchgeo_main(['predict', '--config', str(conf), '--ckpt_path', str(ckpt)])
     for path in (out['classes'], tmp_path / 'c.tif'):
         with rasterio.open(path) as dst:

@@ -20,8 +20,8 @@ from .inputs import expand_inputs
 from .model import (
     model_in_channels,
     needs_supports,
-    read_checkpoint,
     resolve_normalization,
+    restored_checkpoint,
     task_classes,
 )
 from .output import RasterMeta, open_raster, read_input
@@ -438,9 +438,8 @@ class RasterPredictDataModule(NonGeoDataModule):
             The data loader (``batch_size=None``: :class:`RasterBatches` batches).
         """
         checkpoint = self.checkpoint
-        ckpt_path = self.trainer.ckpt_path if self.trainer is not None else None
-        if checkpoint is None and ckpt_path and Path(ckpt_path).is_file():
-            checkpoint = read_checkpoint(Path(ckpt_path))
+        if checkpoint is None and self.trainer is not None:
+            checkpoint = restored_checkpoint(self.trainer, self._model())
         built: dict[int, RasterWindowDataset] = {}
         for index, path in enumerate(self.rasters):
             if index in self.excluded:

@@ -36,6 +36,7 @@ __all__ = (
     'predict_batch',
     'read_checkpoint',
     'resolve_normalization',
+    'restored_checkpoint',
     'task_classes',
 )
 
@@ -496,6 +497,33 @@ def _dataset_labels(
             return None, None
         return protocol.classes, protocol.colormap
     return None, None
+
+
+def restored_checkpoint(trainer: Any, model: nn.Module) -> Mapping[str, Any] | None:
+    """What the checkpoint being predicted with records, without reading it again.
+
+    The checkpoint :func:`load_task` read (the datamodule's ``checkpoint``), else
+    the record the task kept when the trainer restored ``ckpt_path``
+    (``checkpoint_record``, see the tasks' ``on_load_checkpoint``); a module
+    that keeps none has its ``ckpt_path`` file read (:func:`read_checkpoint`).
+
+    Args:
+        trainer: The trainer (its datamodule and ``ckpt_path``), or None.
+        model: The module being run.
+
+    Returns:
+        The checkpoint or its record, or None without a checkpoint.
+    """
+    checkpoint = getattr(getattr(trainer, 'datamodule', None), 'checkpoint', None)
+    if checkpoint is not None:
+        return checkpoint
+    ckpt_path = getattr(trainer, 'ckpt_path', None)
+    if not ckpt_path:
+        return None
+    record = getattr(model, 'checkpoint_record', None)
+    if record is not None:
+        return record
+    return read_checkpoint(Path(ckpt_path)) if Path(ckpt_path).is_file() else None
 
 
 def class_labels_from_checkpoint(

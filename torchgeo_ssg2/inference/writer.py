@@ -516,12 +516,9 @@ class RasterPredictionWriter(BasePredictionWriter):
         """
         if self.class_names is not None and self.palette is not None:
             return None, None
-        from .model import class_labels_from_checkpoint, read_checkpoint
+        from .model import class_labels_from_checkpoint, restored_checkpoint
 
-        checkpoint = getattr(trainer.datamodule, 'checkpoint', None)
-        ckpt_path = getattr(trainer, 'ckpt_path', None)
-        if checkpoint is None and ckpt_path and Path(ckpt_path).is_file():
-            checkpoint = read_checkpoint(Path(ckpt_path))
+        checkpoint = restored_checkpoint(trainer, trainer.lightning_module)
         return class_labels_from_checkpoint(checkpoint)
 
     def _assembler(self, index: int, part: RasterPart | None) -> PredictionAssembler:

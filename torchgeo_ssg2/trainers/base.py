@@ -497,7 +497,10 @@ class MultitaskSegmentationTask(SemanticSegmentation):
 
         The task's own record, else its datamodule's
         (:meth:`Normalization.from_checkpoint`). A ``state_dict`` without the
-        normalisation buffers then loads with these statistics in place.
+        normalisation buffers then loads with these statistics in place. The
+        checkpoint's ``normalization`` and ``datamodule_hyper_parameters`` are
+        kept as :attr:`checkpoint_record` (prediction reads its statistics and
+        class names there).
 
         Args:
             checkpoint: The checkpoint dictionary being loaded.
@@ -505,6 +508,13 @@ class MultitaskSegmentationTask(SemanticSegmentation):
         normalization = Normalization.from_checkpoint(checkpoint)
         if normalization is not None:
             self.set_normalization(normalization)
+        # what prediction reads of a checkpoint Lightning restored (ckpt_path),
+        # so that it need not load the file again
+        self.checkpoint_record = {
+            key: checkpoint[key]
+            for key in ('normalization', 'datamodule_hyper_parameters')
+            if key in checkpoint
+        }
 
     def segmentation(self, maps: Tensor) -> Tensor:
         """The segmentation channels of the real classes (NULL excluded).
