@@ -507,6 +507,37 @@ class BlockBands:
         }
         return np.dtype([(key, *shapes[key]) for key in self.keys])
 
+    def to_records(self, bands: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The values of a block of rows as one record per row (:meth:`row_dtype`).
+
+        Args:
+            bands: What :meth:`__call__` gives for n rows.
+
+        Returns:
+            n records.
+        """
+        records = np.empty(len(bands['classes']), dtype=self.row_dtype())
+        for key, values in bands.items():
+            records[key] = values.swapaxes(0, 1) if key == 'probabilities' else values
+        return records
+
+    def from_records(self, records: np.ndarray) -> dict[str, np.ndarray]:
+        """The values of a block of rows from its records (:meth:`to_records`).
+
+        Args:
+            records: n records of :meth:`row_dtype`.
+
+        Returns:
+            ``classes`` nxW, and ``probabilities`` KxnxW and ``uncertainty`` nxW
+            when written.
+        """
+        return {
+            key: np.ascontiguousarray(
+                records[key].swapaxes(0, 1) if key == 'probabilities' else records[key]
+            )
+            for key in self.keys
+        }
+
     def __call__(
         self, row_off: int, probabilities: np.ndarray, uncertainty: np.ndarray | None
     ) -> dict[str, np.ndarray]:

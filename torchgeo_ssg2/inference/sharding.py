@@ -239,7 +239,6 @@ class StripFile:
         self.path = path
         self.rows = rows
         self.bands = bands
-        self.row_dtype = bands.row_dtype()
         self._next = rows[0]
         self._file: Any = open(path, 'wb')  # closed in commit and abort
 
@@ -262,9 +261,7 @@ class StripFile:
             )
             raise ValueError(msg)
         bands = self.bands(row_off, probabilities, uncertainty)
-        records = np.empty(probabilities.shape[1], dtype=self.row_dtype)
-        for key, values in bands.items():
-            records[key] = values.swapaxes(0, 1) if key == 'probabilities' else values
+        records = self.bands.to_records(bands)
         records.tofile(self._file)
         self._next += len(records)
 
@@ -332,13 +329,7 @@ def merge_strips(
                     msg = f'strip file {path} ends before row {b} of {sink.meta.path}'
                     raise RuntimeError(msg)
                 block[a - start : b - start] = rows
-            bands = {
-                key: np.ascontiguousarray(
-                    block[key].swapaxes(0, 1) if key == 'probabilities' else block[key]
-                )
-                for key in row_dtype.names or ()
-            }
-            sink.write_bands(start, bands)
+            sink.write_bands(start, sink.bands.from_records(block))
         return sink.commit()
     except BaseException:
         sink.abort()
