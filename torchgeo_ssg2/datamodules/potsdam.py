@@ -7,7 +7,12 @@ from typing import Any, Literal
 from matplotlib.figure import Figure
 from torchgeo.datasets.utils import Sample
 
-from ..datasets.potsdam import PreparedPotsdam, _display_bands, prepared_paths
+from ..datasets.potsdam import (
+    PreparedPotsdam,
+    _display_bands,
+    _PotsdamPlot,
+    prepared_paths,
+)
 from ..datasets.potsdam_protocol import (
     ALL_BANDS,
     IGNORE_INDEX,
@@ -17,7 +22,6 @@ from ..datasets.potsdam_protocol import (
 )
 from ..datasets.prepare import prepare_potsdam
 from ..episodes import GeoStrategy
-from ..plotting import plot_segmentation
 from .raster import RasterEpisodeDataModule
 
 __all__ = ('PotsdamDataModule',)
@@ -218,12 +222,5 @@ class PotsdamDataModule(RasterEpisodeDataModule):
         """
         if 'support_image' in sample:
             return super().plot(sample, **kwargs)
-        idx = _display_bands(self.bands)
-        return plot_segmentation(
-            sample['image'][idx],
-            sample['mask'],
-            self.protocol.colormap,
-            sample.get('prediction'),
-            stretch=True,
-            **kwargs,
-        )
+        # the datasets' plot: it reads only ``bands`` and ``protocol``
+        return _PotsdamPlot.plot(self, sample, **kwargs)  # type: ignore[arg-type]
