@@ -223,6 +223,7 @@ def test_class_names_and_palette_from_the_checkpoint(
     config['trainer']['callbacks'][0]['init_args']['output'] = str(tmp_path / 'c.tif')
     conf = tmp_path / 'predict.yaml'
     conf.write_text(yaml.safe_dump(config))
+
     # ... as the task kept them when Lightning restored it: the file is not read again
     def read_again(path: Path) -> None:
         raise AssertionError(f'{path} read a second time')

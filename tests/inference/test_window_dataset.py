@@ -3,9 +3,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from inference_fakes import make_raster
 
 from torchgeo_ssg2.inference import RasterWindowDataset
+from torchgeo_ssg2.inference.dataset import collate_windows
 
 
 def strip_raster(path: Path, height: int, width: int, rows_per_strip: int) -> Path:
@@ -71,4 +73,27 @@ def test_row_cache_with_short_and_tall_blocks(
             rows_per_strip if rows_per_strip <= 16 else 0
         )
     assert np.isfinite(dataset[0]['image'].numpy()).all()
+    dataset.close()
+
+
+@pytest.mark.parametrize('supports', ['none', 'raster'])
+def test_batch_equals_the_collated_items(tmp_path: Path, supports: str) -> None:
+    # a float raster with NaN and a size that pads the edge windows
+    path = strip_raster(tmp_path / 'in.tif', 70, 50, 5)
+    dataset = RasterWindowDataset(
+        path,
+        window=16,
+        overlap=4,
+        mean=100.0,
+        std=30.0,
+        supports=supports,  # type: ignore[arg-type]
+        sequence_length=2,
+    )
+    indices = [len(dataset) - 3, len(dataset) - 2, len(dataset) - 1]
+    batch = dataset.batch(indices)
+    expected = collate_windows([dataset[i] for i in indices])
+    assert list(batch) == list(expected)
+    for key, value in expected.items():
+        assert batch[key].dtype == value.dtype
+        torch.testing.assert_close(batch[key], value, rtol=0, atol=0)
     dataset.close()

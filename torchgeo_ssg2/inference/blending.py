@@ -107,14 +107,13 @@ class StripBlender:
         rows = -(-(window + block_rows) // block_rows) * block_rows
         rows = min(stop - start, rows)
         channels = num_classes + int(uncertainty)
-        # numpy, not torch: the per-window additions are small element-wise
-        # operations that stay on the calling thread instead of waking torch's
-        # intra-op thread pool for every window.
+        # torch tensors on the CPU: the per-window multiply-add is one fused
+        # operation on torch's intra-op threads (numpy would run it on one core
+        # and need a temporary for the weighted window).
         #: Weighted sums, channels x rows x width, in ring order.
-        self._acc = np.zeros((channels, rows, width), dtype=np.float32)
-        self._wsum = np.zeros((rows, width), dtype=np.float32)
-        #: The weight as a tensor on each device windows came from.
-        self._weights = {torch.device('cpu'): torch.from_numpy(self.weight)}
+        self._acc = torch.zeros((channels, rows, width), dtype=torch.float32)
+        self._wsum = torch.zeros((rows, width), dtype=torch.float32)
+        self._weight = torch.from_numpy(self.weight)
         self._origin = start
         self._start = start
         self._last_row_off = 0
@@ -160,8 +159,8 @@ class StripBlender:
     ) -> None:
         """Accumulate the predictions of B windows, in the order given.
 
-        The batch is weighted in one torch operation, on the device it comes
-        from; each window is then added into the accumulator on the CPU.
+        The batch is moved to the CPU once; each window is then multiplied by
+        the weight and added into the accumulator in one fused operation.
 
         Args:
             row_offs: Row offset of each window (B).
@@ -188,22 +187,18 @@ class StripBlender:
                 raise ValueError(msg)
             unc = _as_tensor(uncertainty).to(probs.device)
             probs = torch.cat([probs, unc.reshape(b, 1, self.window, self.window)], 1)
-        # weighted where the model ran (on an accelerator, the CPU is spared the
-        # product), then brought to the CPU once
-        if probs.device not in self._weights:
-            cpu = self._weights[torch.device('cpu')]
-            self._weights[probs.device] = cpu.to(probs.device)
-        weighted = (probs * self._weights[probs.device]).cpu().numpy()
+        # brought to the CPU once per batch, not once per window
+        probs = probs.cpu()
         for i, (row_off, col_off) in enumerate(zip(row_offs, col_offs, strict=True)):
-            self._accumulate(int(row_off), int(col_off), weighted[i])
+            self._accumulate(int(row_off), int(col_off), probs[i])
 
-    def _accumulate(self, row_off: int, col_off: int, weighted: np.ndarray) -> None:
-        """Add one weighted window into the ring.
+    def _accumulate(self, row_off: int, col_off: int, values: Tensor) -> None:
+        """Add one window, times the weight, into the ring.
 
         Args:
             row_off: Row offset of the window in the output.
             col_off: Column offset of the window in the output.
-            weighted: Cxwindowxwindow weighted values (C = K, plus 1 with the
+            values: float32 Cxwindowxwindow CPU tensor (C = K, plus 1 with the
                 uncertainty).
 
         Raises:
@@ -222,17 +217,17 @@ class StripBlender:
         if h <= top:
             return  # the window lies outside the rows produced
         w = min(self.window, self.width - col_off)
-        weight = self.weight[top:h, :w]
-        values = weighted[:, top:h, :w]
+        weight = self._weight[top:h, :w]
+        values = values[:, top:h, :w]
         h -= top
         ring = self._wsum.shape[0]
         r = (row_off + top - self._origin) % ring
         cols = slice(col_off, col_off + w)
         n = min(h, ring - r)  # rows before the ring wraps around
-        self._acc[:, r : r + n, cols] += values[:, :n]
+        self._acc[:, r : r + n, cols].addcmul_(values[:, :n], weight[:n])
         self._wsum[r : r + n, cols] += weight[:n]
         if n < h:
-            self._acc[:, : h - n, cols] += values[:, n:]
+            self._acc[:, : h - n, cols].addcmul_(values[:, n:], weight[n:])
             self._wsum[: h - n, cols] += weight[n:]
 
     def finish(self) -> None:
@@ -253,12 +248,13 @@ class StripBlender:
             n = end - self._start
             r = (self._start - self._origin) % self._wsum.shape[0]
             # Normalise in place: these rows of the accumulator are done with.
-            wsum = np.maximum(self._wsum[r : r + n], np.finfo(np.float32).tiny)
             blended = self._acc[:, r : r + n]
+            wsum = self._wsum[r : r + n].clamp_min(torch.finfo(torch.float32).tiny)
             blended /= wsum
-            probs = blended[: self.num_classes]
-            unc = blended[self.num_classes] if self.with_uncertainty else None
+            values = blended.numpy()
+            probs = values[: self.num_classes]
+            unc = values[self.num_classes] if self.with_uncertainty else None
             self.sink.write_block(self._start, probs, unc)
-            blended[:] = 0
-            self._wsum[r : r + n] = 0
+            blended.zero_()
+            self._wsum[r : r + n].zero_()
             self._start = end

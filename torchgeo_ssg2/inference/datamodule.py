@@ -15,7 +15,7 @@ from torchgeo.datamodules import NonGeoDataModule
 
 from ..normalization import Normalization
 from ..samplers import SupportBank
-from .dataset import RasterWindowDataset, SupportMode, collate_windows
+from .dataset import RasterWindowDataset, SupportMode
 from .inputs import expand_inputs
 from .model import (
     model_in_channels,
@@ -24,7 +24,7 @@ from .model import (
     restored_checkpoint,
     task_classes,
 )
-from .output import RasterMeta, open_raster, read_input
+from .output import RasterMeta, gdal_threads, open_raster, read_input
 from .sharding import RasterPart, ShardMode, check_shard_mode, plan_parts
 
 __all__ = (
@@ -165,7 +165,8 @@ def check_values(
 
     * the input's dtype differs from :attr:`Normalization.dtype` (e.g. uint16
       input to a model trained on uint8 images);
-    * in a sample of ``windows`` windows spread over the raster, more than
+    * in a sample of ``windows`` windows spread over the raster (each moved
+      onto the raster's block grid, so that it decodes the fewest blocks), more than
       :data:`OUTLIER_FRACTION` of the valid (finite, not nodata) pixels of some
       band lie more than
       :data:`OUTLIER_STD` standard deviations from the training mean.
@@ -195,10 +196,20 @@ def check_values(
     total = np.zeros(meta.count)
     low = np.full(meta.count, np.inf)
     high = np.full(meta.count, -np.inf)
-    with open_raster(meta.path) as src:
-        for index in picks:
-            row_off, col_off = grid[int(index)]
-            h, w = grid.valid_shape(row_off, col_off)
+    side = grid.window
+    with open_raster(meta.path, num_threads=gdal_threads()) as src:
+        # Each sampled window is moved up and left onto the raster's block grid:
+        # it then decodes the fewest blocks (one, where blocks are window-sized).
+        block_h, block_w = src.block_shapes[0]
+        corners = sorted(
+            {
+                (row - row % block_h, col - col % block_w)
+                for row, col in (grid[int(index)] for index in picks)
+            }
+        )
+        for row_off, col_off in corners:
+            h = min(side, meta.height - row_off)
+            w = min(side, meta.width - col_off)
             data = read_input(
                 src, Window(col_off, row_off, w, h), out_dtype='float64', masked=True
             )
@@ -279,7 +290,7 @@ class RasterBatches(IterableDataset[dict[str, Tensor]]):
         """Read the batches (of this worker).
 
         Yields:
-            :func:`collate_windows` of the windows plus ``raster_index`` and
+            :meth:`RasterWindowDataset.batch` of the windows plus ``raster_index`` and
             ``part_index`` (B, the index into :attr:`parts`).
         """
         info = get_worker_info()
@@ -287,7 +298,7 @@ class RasterBatches(IterableDataset[dict[str, Tensor]]):
         for p, start, stop in self.batches[first::step]:
             index = self.parts[p].raster
             dataset = self.datasets[index]
-            batch = collate_windows([dataset[i] for i in range(start, stop)])
+            batch = dataset.batch(range(start, stop))
             batch['raster_index'] = torch.full((stop - start,), index)
             batch['part_index'] = torch.full((stop - start,), p)
             yield batch

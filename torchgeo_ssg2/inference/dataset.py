@@ -250,7 +250,11 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             self._rows = None
 
     def read_window(
-        self, row_off: int, col_off: int, cached: bool = False
+        self,
+        row_off: int,
+        col_off: int,
+        cached: bool = False,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """Read and normalise one window.
 
@@ -259,6 +263,8 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             col_off: Column offset.
             cached: Take the window from the row cache (for the targets, which
                 are visited in row-major order) instead of reading it alone.
+            out: float32 Cxwindowxwindow array to write the window into (e.g. a
+                slot of a batch), instead of a new one.
 
         Returns:
             float32 Cxwindowxwindow, reflection-padded beyond the raster.
@@ -279,7 +285,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
                 raw, ((0, 0), (0, window - h), (0, window - w)), mode='reflect'
             )
         # one pass casts to float32 and subtracts (the values of astype, then -=)
-        data = np.subtract(raw, self.mean, dtype=np.float32)
+        data = np.subtract(raw, self.mean, dtype=np.float32, out=out)
         data /= self.std
         if self._floating:
             # NaN/inf nodata would spread through the model's receptive field and
@@ -322,9 +328,41 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             ``image`` CxHxW, optional ``support_image`` TxCxHxW, ``row_off``,
             ``col_off`` (0-d int64), ``bounds`` and ``transform`` (9 float64 each).
         """
+        return self._sample(index)
+
+    def batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
+        """Windows collated into a batch, as :func:`collate_windows` does.
+
+        The images are normalised straight into the batch (no copy per window).
+
+        Args:
+            indices: Window indices (B), in the order of the batch.
+
+        Returns:
+            The items of :meth:`__getitem__`, each with a leading batch dimension.
+        """
+        side = self.grid.window
+        images = np.empty((len(indices), self.meta.count, side, side), np.float32)
+        samples = [self._sample(i, images[b]) for b, i in enumerate(indices)]
+        for sample in samples:
+            del sample['image']
+        return {'image': torch.from_numpy(images)} | collate_windows(samples)
+
+    def _sample(self, index: int, image: np.ndarray | None = None) -> dict[str, Tensor]:
+        """One window (:meth:`__getitem__`).
+
+        Args:
+            index: Window index in row-major order.
+            image: float32 CxHxW array to read the image into, or None.
+
+        Returns:
+            The window's items.
+        """
         row_off, col_off = self.grid[index]
         sample: dict[str, Tensor] = {
-            'image': torch.from_numpy(self.read_window(row_off, col_off, cached=True))
+            'image': torch.from_numpy(
+                self.read_window(row_off, col_off, cached=True, out=image)
+            )
         }
         if self.supports == 'raster':
             if self.selector is not None:
