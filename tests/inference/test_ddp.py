@@ -155,3 +155,22 @@ def test_strips_of_the_largest_of_unequal_rasters(tmp_path: Path) -> None:
     # r0 has 51 of the 64 windows: it is cut, the small rasters stay whole
     assert 'strip 2/2 of' in stdout and 'strip 1/2 of' in stdout, stdout
     assert stdout.count('strip ') == 2, stdout
+
+
+def test_a_bad_raster_checked_by_rank_1_stops_both_ranks(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ckpt, tiles = setup
+    # the ranks check the rasters in turn: rank 1 checks r1, rank 0 never opens it
+    bad = tiles / 'r1.tif'
+    make_raster(bad, 40, 40, count=2)
+    failed = run_in_two(predict_args(ckpt, tiles), tmp_path / 'stop')
+    assert failed.returncode != 0
+    assert f'input raster {bad} has 2 bands' in failed.stderr
+    # both ranks stopped before any window: nothing was written
+    assert not list(tmp_path.glob('stop/*'))
+    kept = run_in_two([*predict_args(ckpt, tiles), '--keep-going'], tmp_path / 'kept')
+    assert kept.returncode == 0, kept.stderr
+    names = {p.name for p in (tmp_path / 'kept').glob('r?.tif')}
+    assert names == {'r0.tif', 'r2.tif', 'r3.tif'}
+    assert f'skipped {bad}' in kept.stderr

@@ -3,12 +3,15 @@
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 import rasterio
 from inference_fakes import TRANSFORM, PixelModel, make_raster, read
 from rasterio.transform import from_origin
+from torch import nn
 
 from torchgeo_ssg2.inference import (
     expand_inputs,
@@ -277,3 +280,77 @@ def test_uncertainty_band_is_described(tmp_path: Path) -> None:
     )
     with rasterio.open(out['uncertainty']) as dst:
         assert dst.descriptions == (UNCERTAINTY_DESCRIPTION,)
+
+
+def test_each_rank_checks_a_share_and_builds_its_parts(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchgeo_ssg2.inference.datamodule as module
+
+    check_input, build = module.check_input, module.build_window_dataset
+    # what rank 0 of 2 reports: its checks (every other raster), then no failure
+    rank0 = iter(
+        [
+            {
+                i: check_input(nn.Identity(), path)
+                for i, path in enumerate(sorted(folder.glob('*.tif')))
+                if i % 2 == 0
+            },
+            {},
+        ]
+    )
+    checked: list[str] = []
+    built: list[str] = []
+
+    def recording_check(model: nn.Module, path: Path) -> module.RasterMeta:
+        checked.append(Path(path).name)
+        return check_input(model, path)
+
+    def recording_build(model: nn.Module, path: Path, **kwargs: Any) -> Any:
+        built.append(Path(path).name)
+        return build(model, path, **kwargs)
+
+    monkeypatch.setattr(module, 'check_input', recording_check)
+    monkeypatch.setattr(module, 'build_window_dataset', recording_build)
+    dm = module.RasterPredictDataModule(
+        str(folder), window=32, overlap=8, mean=0, std=255
+    )
+    monkeypatch.setattr(dm, '_gather', lambda results: {**results, **next(rank0)})
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=1, lightning_module=None)
+    dm.setup('predict')
+    # rank 1 opened only the second of the three rasters ...
+    assert checked == ['b.tif']
+    assert [p.name for p in dm.rasters] == ['a.tif', 'b.tif', 'c.tif']
+    dm.predict_dataloader()
+    # ... and built only the datasets of its own parts
+    mine = {dm.rasters[part.raster].name for rank, part in dm.plan if rank == 1}
+    assert 0 < len(mine) < 3
+    assert (
+        sorted(built) == sorted(mine) == sorted(dm.rasters[i].name for i in dm.datasets)
+    )
+    dm.teardown('predict')
+
+
+def test_a_failure_on_another_rank_shares_the_rasters_out_again(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchgeo_ssg2.inference.datamodule as module
+
+    paths = sorted(folder.glob('*.tif'))
+    metas = {i: module.check_input(nn.Identity(), p) for i, p in enumerate(paths)}
+    # rank 0 checked every other raster, then failed to build a.tif's dataset
+    rank0 = iter([{0: metas[0], 2: metas[2]}, {0: ValueError('a.tif is bad')}])
+    dm = module.RasterPredictDataModule(
+        str(folder), window=32, overlap=8, mean=0, std=255, keep_going=True
+    )
+    monkeypatch.setattr(dm, '_gather', lambda results: {**results, **next(rank0)})
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=1, lightning_module=None)
+    dm.setup('predict')
+    with pytest.warns(UserWarning, match='skipped .*a.tif: a.tif is bad'):
+        dm.predict_dataloader()
+    assert dm.failed == {paths[0]: 'a.tif is bad'}
+    # b and c are shared out between the two ranks without a
+    assert sorted(part.raster for _, part in dm.plan) == [1, 2]
+    mine = sorted(part.raster for rank, part in dm.plan if rank == 1)
+    assert sorted(dm.datasets) == mine
+    dm.teardown('predict')

@@ -26,6 +26,7 @@ from .model import (
 )
 from .output import RasterMeta, gdal_threads, open_raster, read_input
 from .sharding import RasterPart, ShardMode, check_shard_mode, plan_parts
+from .windows import WindowGrid
 
 __all__ = (
     'RasterBatches',
@@ -211,15 +212,22 @@ def check_values(
             h = min(side, meta.height - row_off)
             w = min(side, meta.width - col_off)
             data = read_input(
-                src, Window(col_off, row_off, w, h), out_dtype='float64', masked=True
+                src,
+                Window(col_off, row_off, w, h),
+                out_dtype='float64',
+                masked=meta.has_mask,
             )
             data = np.ma.filled(data, np.nan).reshape(meta.count, -1)
             finite = np.isfinite(data)
-            z = np.abs(np.where(finite, data, mean) - mean) / std
-            outside += ((z > OUTLIER_STD) & finite).sum(axis=1)
+            if finite.all():
+                valid = data  # the common case: no NaN or nodata to set aside
+            else:
+                valid = np.where(finite, data, mean)
+                data = np.where(finite, data, np.nan)
+            outside += (np.abs(valid - mean) > OUTLIER_STD * std).sum(axis=1)
             total += finite.sum(axis=1)
-            low = np.minimum(low, np.where(finite, data, np.inf).min(axis=1))
-            high = np.maximum(high, np.where(finite, data, -np.inf).max(axis=1))
+            low = np.fmin(low, np.fmin.reduce(data, axis=1))
+            high = np.fmax(high, np.fmax.reduce(data, axis=1))
     fraction = outside / np.maximum(total, 1)
     bad = np.flatnonzero(fraction > OUTLIER_FRACTION)
     if len(bad):
@@ -392,6 +400,7 @@ class RasterPredictDataModule(NonGeoDataModule):
         self.checkpoint: Mapping[str, Any] | None = None
         self.datasets: dict[int, RasterWindowDataset] = {}
         self.plan: list[tuple[int, RasterPart]] = []
+        self._metas: list[RasterMeta] = []
 
     def _fail(self, path: Path, err: Exception) -> None:
         """Report a raster that failed its checks, or stop.
@@ -411,6 +420,10 @@ class RasterPredictDataModule(NonGeoDataModule):
     def setup(self, stage: str) -> None:
         """Find the rasters and check each one's file and band count.
 
+        Under DDP each rank checks a share of the rasters and the ranks exchange
+        the results, so every rank stops with the same error, or leaves out the
+        same rasters, having opened only its share.
+
         Args:
             stage: Only ``"predict"`` is supported.
 
@@ -421,14 +434,23 @@ class RasterPredictDataModule(NonGeoDataModule):
             msg = f'{type(self).__name__} only predicts (got stage {stage!r})'
             raise ValueError(msg)
         model = self._model()
-        self.rasters, self.failed = [], {}
-        for path in expand_inputs(self.input):
+        paths = expand_inputs(self.input)
+        world_size, rank = self._world()
+        found: dict[int, RasterMeta | Exception] = {}
+        for index in range(rank, len(paths), world_size):
             try:
-                check_input(model, path)
+                found[index] = check_input(model, paths[index])
             except (ValueError, OSError) as err:
-                self._fail(path, err)
+                found[index] = err
+        found = self._gather(found)
+        self.rasters, self.failed, self._metas = [], {}, []
+        for index, path in enumerate(paths):
+            result = found[index]
+            if isinstance(result, Exception):
+                self._fail(path, result)
                 continue
             self.rasters.append(path)
+            self._metas.append(result)
 
     def _model(self) -> nn.Module:
         """The task being run, or an identity module outside a trainer."""
@@ -436,14 +458,65 @@ class RasterPredictDataModule(NonGeoDataModule):
             return self.trainer.lightning_module
         return nn.Identity()
 
+    def _world(self) -> tuple[int, int]:
+        """The number of ranks and this rank (1 and 0 outside a trainer)."""
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    def _gather(self, results: Mapping[int, Any]) -> dict[int, Any]:
+        """The results of every rank, merged (the same on every rank).
+
+        Args:
+            results: This rank's results, by raster index.
+
+        Returns:
+            Every rank's results, by raster index.
+        """
+        world_size, _ = self._world()
+        if world_size == 1 or not torch.distributed.is_initialized():
+            return dict(results)
+        gathered: list[Any] = [None] * world_size
+        torch.distributed.all_gather_object(gathered, dict(results))
+        return {k: v for part in gathered for k, v in part.items()}
+
+    def _build(
+        self, index: int, checkpoint: Mapping[str, Any] | None
+    ) -> RasterWindowDataset:
+        """The window dataset of raster ``index`` (:func:`build_window_dataset`).
+
+        Args:
+            index: Index into :attr:`rasters`.
+            checkpoint: The checkpoint the task was loaded from, if any.
+
+        Returns:
+            The dataset.
+        """
+        return build_window_dataset(
+            self._model(),
+            self.rasters[index],
+            checkpoint=checkpoint,
+            window=self.window,
+            overlap=self.overlap,
+            mean=self.mean_arg,
+            std=self.std_arg,
+            supports=self.supports,
+            support_bank=self.support_bank,
+            sequence_length=self.sequence_length,
+            support_seed=self.support_seed,
+        )
+
     def predict_dataloader(self) -> DataLoader[dict[str, Tensor]]:
         """This rank's rasters, batch by batch.
 
-        The window datasets of all rasters to predict are built (and checked) on
-        every rank, so every rank stops, or leaves out the same rasters, before
-        any window is predicted. They are built here rather than in
-        :meth:`setup` because the trainer knows the checkpoint path (whose
-        statistics may give the normalisation) only once it has restored it.
+        The rasters are shared out between ranks from their sizes
+        (:func:`~torchgeo_ssg2.inference.sharding.plan_parts`); each rank builds
+        (and checks) the window datasets of its parts, and the ranks exchange
+        the failures before any window is predicted, so every rank stops, or
+        leaves out the same rasters (and shares out the others again). The
+        datasets are built here rather than in :meth:`setup` because the trainer
+        knows the checkpoint path (whose statistics may give the normalisation)
+        only once it has restored it.
 
         Returns:
             The data loader (``batch_size=None``: :class:`RasterBatches` batches).
@@ -451,32 +524,33 @@ class RasterPredictDataModule(NonGeoDataModule):
         checkpoint = self.checkpoint
         if checkpoint is None and self.trainer is not None:
             checkpoint = restored_checkpoint(self.trainer, self._model())
+        world_size, rank = self._world()
+        grids = {
+            i: WindowGrid(meta.height, meta.width, self.window, self.overlap)
+            for i, meta in enumerate(self._metas)
+            if i not in self.excluded
+        }
         built: dict[int, RasterWindowDataset] = {}
-        for index, path in enumerate(self.rasters):
-            if index in self.excluded:
-                continue
+        errors: dict[int, Exception] = {}
+        plan = plan_parts(grids, self.batch_size, world_size, self.shard)
+        for index in sorted({part.raster for r, part in plan if r == rank}):
             try:
-                built[index] = build_window_dataset(
-                    self._model(),
-                    path,
-                    checkpoint=checkpoint,
-                    window=self.window,
-                    overlap=self.overlap,
-                    mean=self.mean_arg,
-                    std=self.std_arg,
-                    supports=self.supports,
-                    support_bank=self.support_bank,
-                    sequence_length=self.sequence_length,
-                    support_seed=self.support_seed,
-                )
+                built[index] = self._build(index, checkpoint)
             except (ValueError, OSError) as err:
-                self._fail(path, err)
-        world_size, rank = 1, 0
-        if self.trainer is not None:
-            world_size, rank = self.trainer.world_size, self.trainer.global_rank
-        grids = {i: d.grid for i, d in built.items()}
-        self.plan = plan_parts(grids, self.batch_size, world_size, self.shard)
+                errors[index] = err
+        errors = self._gather(errors)
+        if errors:
+            for index in sorted(errors):
+                self._fail(self.rasters[index], errors[index])
+                del grids[index]
+            plan = plan_parts(grids, self.batch_size, world_size, self.shard)
+        self.plan = plan
         parts = [part for r, part in self.plan if r == rank]
+        for index in sorted({part.raster for part in parts} - set(built)):
+            # checked by the rank it was planned for first: no second warning
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')
+                built[index] = self._build(index, checkpoint)
         self.datasets = {p.raster: built[p.raster] for p in parts}
         for index in set(built) - set(self.datasets):
             built[index].close()
