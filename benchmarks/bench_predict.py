@@ -8,7 +8,8 @@ of each. ``rss_ratio_8192_over_2048`` is the largest over the smallest size.
 Throughput: in one more subprocess, the whole pipeline (read, normalise, model,
 blend, write) on the smallest raster is timed against the model's forward pass
 alone over the same windows, read beforehand into memory and batched the same way,
-the two run back to back ``--repeats`` times: ``pipeline_over_forward_throughput``
+after one warm-up run of each, the two run back to back ``--repeats`` times:
+``pipeline_over_forward_throughput``
 is the median of the paired ratios (``pipeline_over_forward_best_of_each`` the
 ratio of the best of each series).
 That subprocess runs with glibc's ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``
@@ -39,10 +40,14 @@ checkpoint (test preset), once by 1 process and once by 2 processes (DDP on the
 CPU, started by ``torchrun``; one thread each), on the same files in one run,
 alternating ``--repeats`` times (best of each): ``speedup_2proc_over_1proc``. The
 outputs of both are checked to be byte-identical. Before and after, a fixed
-one-thread convolution is timed pinned to each core (``core_seconds_before`` /
-``_after``): ranks get equal shares of the work, so with unequal cores the
-speed-up is at most ``even_split_speedup_bound`` (cores x fastest / slowest,
-the smaller of the two probes). ``one_raster_in_strips`` does
+one-thread convolution is timed pinned to each core, one core at a time
+(``core_seconds_before`` / ``_after``) and on both at once
+(``core_seconds_together_before`` / ``_after``): ranks get equal shares of the
+work, so with unequal cores the speed-up is at most ``even_split_speedup_bound``
+(cores x fastest / slowest alone), and where busy cores slow each other down
+(a virtual machine's cores share the host) any split reaches at most
+``all_cores_busy_speedup_bound`` (the summed rate of the cores busy together over
+the fastest alone); each is the smaller of the two probes. ``one_raster_in_strips`` does
 the same for one raster of twice the side, which the 2 processes share as strips
 of window rows (``--shard auto``).
 
@@ -249,7 +254,10 @@ def child_throughput(args: argparse.Namespace) -> dict[str, Any]:
         )
         return time.perf_counter() - start, time.process_time() - cpu
 
-    forward_only()  # warm-up
+    # warm-ups: the first pipeline run also pays one-time costs (imports, GDAL's
+    # drivers, the file cache) that a run of many windows pays once
+    forward_only()
+    pipeline()
     f_runs, p_runs = [], []
     for _ in range(args.repeats):
         f_runs.append(forward_only())
@@ -349,27 +357,57 @@ print(min(work() for _ in range(3)))
 """
 
 
-def core_seconds() -> dict[str, float]:
+def core_seconds(together: bool = False) -> dict[str, float]:
     """Seconds of a fixed one-thread convolution workload pinned to each core.
 
-    On a shared (virtual) machine the cores need not be equally fast; a
-    2-process run that splits the work evenly then ends with the slower core.
+    On a shared (virtual) machine the cores need not be equally fast, and a
+    core may slow down while the other one is busy too; a 2-process run that
+    splits the work evenly then ends with the slower core.
+
+    Args:
+        together: Run the probes on all cores at once instead of one by one.
 
     Returns:
         Seconds by CPU number.
     """
     env = dict(os.environ, OMP_NUM_THREADS='1', OMP_WAIT_POLICY='PASSIVE')
-    return {
-        str(cpu): float(
-            subprocess.run(
-                [sys.executable, '-c', CORE_PROBE, str(cpu)],
-                capture_output=True,
-                text=True,
-                env=env,
-                check=True,
-            ).stdout
+    cpus = sorted(os.sched_getaffinity(0))
+
+    def probe(cpu: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, '-c', CORE_PROBE, str(cpu)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
         )
-        for cpu in sorted(os.sched_getaffinity(0))
+
+    if together:
+        procs = [probe(cpu) for cpu in cpus]
+        return {
+            str(c): float(p.communicate()[0]) for c, p in zip(cpus, procs, strict=True)
+        }
+    return {str(cpu): float(probe(cpu).communicate()[0]) for cpu in cpus}
+
+
+def speedup_bounds(
+    alone: dict[str, float], together: dict[str, float]
+) -> dict[str, float]:
+    """What an even split and a perfect split can reach, from the core probes.
+
+    Args:
+        alone: :func:`core_seconds` one core at a time.
+        together: :func:`core_seconds` on all cores at once.
+
+    Returns:
+        ``even_split``: cores x fastest / slowest alone (the work split evenly
+        ends with the slowest core); ``all_cores_busy``: the work rate of all
+        cores busy at once over that of the fastest core alone (what any split
+        of compute-bound work can reach when the cores slow each other down).
+    """
+    fastest = min(alone.values())
+    return {
+        'even_split': len(alone) * fastest / max(alone.values()),
+        'all_cores_busy': sum(fastest / t for t in together.values()),
     }
 
 
@@ -421,19 +459,18 @@ def bench_many(args: argparse.Namespace) -> dict[str, Any]:
             'outputs_byte_identical': identical,
         }
 
-    cores_before = core_seconds()
+    before = core_seconds(), core_seconds(together=True)
     rasters = compare(tiles, 'tiles')
     strips = compare(big, 'big')
-    cores_after = core_seconds()
-    # An even split across the cores ends with the slowest: at best n x fastest
-    # / slowest over one process on the fastest core.
-    bound = min(
-        len(c) * min(c.values()) / max(c.values()) for c in (cores_before, cores_after)
-    )
+    after = core_seconds(), core_seconds(together=True)
+    bounds = [speedup_bounds(*probes) for probes in (before, after)]
     return {
-        'core_seconds_before': cores_before,
-        'core_seconds_after': cores_after,
-        'even_split_speedup_bound': bound,
+        'core_seconds_before': before[0],
+        'core_seconds_after': after[0],
+        'core_seconds_together_before': before[1],
+        'core_seconds_together_after': after[1],
+        'even_split_speedup_bound': min(b['even_split'] for b in bounds),
+        'all_cores_busy_speedup_bound': min(b['all_cores_busy'] for b in bounds),
         'rasters': 8,
         'raster_size': args.many_size,
         'model': 'ptavit-test checkpoint',
