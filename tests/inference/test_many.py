@@ -354,3 +354,29 @@ def test_a_failure_on_another_rank_shares_the_rasters_out_again(
     mine = sorted(part.raster for rank, part in dm.plan if rank == 1)
     assert sorted(dm.datasets) == mine
     dm.teardown('predict')
+
+
+def test_an_unexpected_error_on_any_rank_stops_every_rank(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchgeo_ssg2.inference.datamodule as module
+
+    dm = module.RasterPredictDataModule(
+        str(folder), window=32, overlap=8, mean=0, std=255, keep_going=True
+    )
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=1, lightning_module=None)
+    # rank 0 hit a bug (not a failed check) while checking a.tif: keep_going
+    # does not skip it, and rank 1 stops too instead of waiting for rank 0
+    bug = RuntimeError('KeyError: boom')
+    monkeypatch.setattr(dm, '_gather', lambda results: {**results, 0: bug})
+    with pytest.raises(RuntimeError, match='KeyError: boom'):
+        dm.setup('predict')
+
+    # this rank's own bug is raised as it was
+    def broken(model: nn.Module, path: Path) -> None:
+        raise KeyError(path)
+
+    monkeypatch.setattr(module, 'check_input', broken)
+    monkeypatch.setattr(dm, '_gather', dict)
+    with pytest.raises(KeyError, match=r'b\.tif'):
+        dm.setup('predict')

@@ -244,6 +244,32 @@ def check_values(
         )
 
 
+def _is_check_failure(err: Exception) -> bool:
+    """Whether an error is a raster's failed check (skipped with ``keep_going``)."""
+    return isinstance(err, ValueError | OSError)
+
+
+def _raise_unexpected(
+    results: Mapping[int, Any], raised: Mapping[int, Exception]
+) -> None:
+    """Raise the first error of any rank that is not a failed check.
+
+    Every rank raises it (this rank's own error as it was, another rank's as a
+    ``RuntimeError`` naming it), so no rank waits for the others.
+
+    Args:
+        results: Every rank's results, by raster index.
+        raised: The errors this rank raised itself, by raster index.
+
+    Raises:
+        Exception: The first unexpected error, by raster index.
+    """
+    for index in sorted(results):
+        value = results[index]
+        if isinstance(value, Exception) and not _is_check_failure(value):
+            raise raised.get(index, value)
+
+
 class RasterBatches(IterableDataset[dict[str, Tensor]]):
     """Batches of windows of raster parts, part after part, each row-major.
 
@@ -437,12 +463,14 @@ class RasterPredictDataModule(NonGeoDataModule):
         paths = expand_inputs(self.input)
         world_size, rank = self._world()
         found: dict[int, RasterMeta | Exception] = {}
+        raised: dict[int, Exception] = {}
         for index in range(rank, len(paths), world_size):
             try:
                 found[index] = check_input(model, paths[index])
-            except (ValueError, OSError) as err:
-                found[index] = err
+            except Exception as err:
+                found[index] = raised[index] = err
         found = self._gather(found)
+        _raise_unexpected(found, raised)
         self.rasters, self.failed, self._metas = [], {}, []
         for index, path in enumerate(paths):
             result = found[index]
@@ -476,8 +504,14 @@ class RasterPredictDataModule(NonGeoDataModule):
         world_size, _ = self._world()
         if world_size == 1 or not torch.distributed.is_initialized():
             return dict(results)
+        sent = {
+            index: RuntimeError(f'{type(value).__name__}: {value}')
+            if isinstance(value, Exception) and not _is_check_failure(value)
+            else value
+            for index, value in results.items()
+        }
         gathered: list[Any] = [None] * world_size
-        torch.distributed.all_gather_object(gathered, dict(results))
+        torch.distributed.all_gather_object(gathered, sent)
         return {k: v for part in gathered for k, v in part.items()}
 
     def _build(
@@ -531,14 +565,15 @@ class RasterPredictDataModule(NonGeoDataModule):
             if i not in self.excluded
         }
         built: dict[int, RasterWindowDataset] = {}
-        errors: dict[int, Exception] = {}
+        raised: dict[int, Exception] = {}
         plan = plan_parts(grids, self.batch_size, world_size, self.shard)
         for index in sorted({part.raster for r, part in plan if r == rank}):
             try:
                 built[index] = self._build(index, checkpoint)
-            except (ValueError, OSError) as err:
-                errors[index] = err
-        errors = self._gather(errors)
+            except Exception as err:
+                raised[index] = err
+        errors = self._gather(raised)
+        _raise_unexpected(errors, raised)
         if errors:
             for index in sorted(errors):
                 self._fail(self.rasters[index], errors[index])
