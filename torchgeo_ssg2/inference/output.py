@@ -490,7 +490,7 @@ class BlockBands:
         self.class_nodata = 255 if self.class_dtype == 'uint8' else 65535
         self._mask_src: Any = None
         if meta.has_mask or meta.floating:
-            self._mask_src = open_raster(meta.path)
+            self._mask_src = open_raster(meta.path, num_threads=gdal_threads())
 
     def row_dtype(self) -> np.dtype:
         """One output row of every output as a numpy record (for staging files).
