@@ -302,13 +302,18 @@ def test_each_rank_checks_a_share_and_builds_its_parts(
     checked: list[str] = []
     built: list[str] = []
 
-    def recording_check(model: nn.Module, path: Path) -> module.RasterMeta:
-        checked.append(Path(path).name)
-        return check_input(model, path)
+    def recording_check(
+        model: nn.Module, input: Path | module.RasterMeta
+    ) -> module.RasterMeta:
+        if not isinstance(input, module.RasterMeta):
+            checked.append(Path(input).name)  # the file is opened
+        return check_input(model, input)
 
-    def recording_build(model: nn.Module, path: Path, **kwargs: Any) -> Any:
-        built.append(Path(path).name)
-        return build(model, path, **kwargs)
+    def recording_build(
+        model: nn.Module, meta: module.RasterMeta, **kwargs: Any
+    ) -> Any:
+        built.append(meta.path.name)
+        return build(model, meta, **kwargs)
 
     monkeypatch.setattr(module, 'check_input', recording_check)
     monkeypatch.setattr(module, 'build_window_dataset', recording_build)
@@ -322,7 +327,9 @@ def test_each_rank_checks_a_share_and_builds_its_parts(
     assert checked == ['b.tif']
     assert [p.name for p in dm.rasters] == ['a.tif', 'b.tif', 'c.tif']
     dm.predict_dataloader()
-    # ... and built only the datasets of its own parts
+    # ... and built only the datasets of its own parts, from the metadata it
+    # was sent (no file is opened to check it again)
+    assert checked == ['b.tif']
     mine = {dm.rasters[part.raster].name for rank, part in dm.plan if rank == 1}
     assert 0 < len(mine) < 3
     assert (

@@ -44,12 +44,15 @@ OUTLIER_STD = 4.0
 OUTLIER_FRACTION = 0.01
 
 
-def check_input(model: nn.Module, input: str | os.PathLike[str]) -> RasterMeta:
+def check_input(
+    model: nn.Module, input: str | os.PathLike[str] | RasterMeta
+) -> RasterMeta:
     """Check that the input raster is readable and has the model's band count.
 
     Args:
         model: The task (or plain module) that will predict.
-        input: Input raster.
+        input: Input raster, or its metadata already read
+            (:meth:`RasterMeta.from_file`, which checks the file).
 
     Returns:
         The raster's metadata.
@@ -57,7 +60,7 @@ def check_input(model: nn.Module, input: str | os.PathLike[str]) -> RasterMeta:
     Raises:
         ValueError: If the band count differs from the model's ``in_channels``.
     """
-    meta = RasterMeta.from_file(input)
+    meta = input if isinstance(input, RasterMeta) else RasterMeta.from_file(input)
     in_channels = model_in_channels(model)
     if in_channels is not None and in_channels != meta.count:
         msg = (
@@ -70,7 +73,7 @@ def check_input(model: nn.Module, input: str | os.PathLike[str]) -> RasterMeta:
 
 def build_window_dataset(
     model: nn.Module,
-    input: str | os.PathLike[str],
+    input: str | os.PathLike[str] | RasterMeta,
     *,
     checkpoint: Mapping[str, Any] | None = None,
     window: int = 256,
@@ -92,7 +95,7 @@ def build_window_dataset(
 
     Args:
         model: The task (or plain module) that will predict.
-        input: Input raster.
+        input: Input raster, or its metadata already read (as :func:`check_input`).
         checkpoint: The raw checkpoint the task was loaded from, if any (for the
             datamodule's normalisation statistics).
         window: Window side in pixels.
@@ -137,7 +140,7 @@ def build_window_dataset(
             msg = 'pass sequence_length: the model does not record one'
             raise ValueError(msg)
     dataset = RasterWindowDataset(
-        meta.path,
+        meta,
         window=window,
         overlap=overlap,
         mean=list(normalization.mean),
@@ -528,7 +531,7 @@ class RasterPredictDataModule(NonGeoDataModule):
         """
         return build_window_dataset(
             self._model(),
-            self.rasters[index],
+            self._metas[index],
             checkpoint=checkpoint,
             window=self.window,
             overlap=self.overlap,

@@ -146,7 +146,8 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
     after normalisation); the output marks them nodata.
 
     Args:
-        path: Input raster.
+        path: Input raster, or its metadata already read
+            (:meth:`~torchgeo_ssg2.inference.output.RasterMeta.from_file`).
         window: Window side in pixels.
         overlap: Pixels shared by neighbouring windows.
         mean: Per-band (or scalar) mean subtracted from the raw values.
@@ -160,7 +161,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | RasterMeta,
         window: int = 256,
         overlap: int = 64,
         *,
@@ -171,7 +172,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         support_bank: Any = None,
         support_seed: int = 0,
     ) -> None:
-        self.meta = RasterMeta.from_file(path)
+        self.meta = path if isinstance(path, RasterMeta) else RasterMeta.from_file(path)
         self.grid = WindowGrid(self.meta.height, self.meta.width, window, overlap)
         self.mean = _as_channel_vector(mean, self.meta.count, 'mean')
         self.std = _as_channel_vector(std, self.meta.count, 'std')
