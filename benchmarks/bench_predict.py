@@ -47,7 +47,11 @@ work, so with unequal cores the speed-up is at most ``even_split_speedup_bound``
 (cores x fastest / slowest alone), and where busy cores slow each other down
 (a virtual machine's cores share the host) any split reaches at most
 ``all_cores_busy_speedup_bound`` (the summed rate of the cores busy together over
-the fastest alone); each is the smaller of the two probes. ``one_raster_in_strips`` does
+the fastest alone); each is the smaller of the two probes. From the progress lines of the best run of
+each, ``rank_busy_seconds_*`` are the seconds each rank spent predicting its parts,
+``other_seconds_*`` the rest of the run (start-up, checks, rendezvous, strip
+merging, exit), and ``busy_seconds_2proc_over_1proc`` how many more rank-seconds
+the same work took on two processes. ``one_raster_in_strips`` does
 the same for one raster of twice the side, which the 2 processes share as strips
 of window rows (``--shard auto``).
 
@@ -64,6 +68,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -411,6 +416,28 @@ def speedup_bounds(
     }
 
 
+PART_LINE = re.compile(r'^(?:rank (\d+): )?\[\d+/\d+\] .* \(([\d.]+) s\)$')
+
+
+def rank_seconds(output: str) -> dict[str, float]:
+    """Seconds each rank spent predicting its parts, from the progress lines.
+
+    Args:
+        output: What ``torchgeo-ssg2 predict`` printed (one line per part done:
+            ``[rank R: ][k/n] ... (S s)``).
+
+    Returns:
+        Seconds by rank.
+    """
+    seconds: dict[str, float] = {}
+    for line in output.splitlines():
+        match = PART_LINE.match(line.strip())
+        if match:
+            rank = match.group(1) or '0'
+            seconds[rank] = seconds.get(rank, 0.0) + float(match.group(2))
+    return seconds
+
+
 def bench_many(args: argparse.Namespace) -> dict[str, Any]:
     """1 process against 2 (torchrun, DDP on the CPU): 8 rasters, then 1 in strips."""
     work = Path(args.workdir)
@@ -425,19 +452,18 @@ def bench_many(args: argparse.Namespace) -> dict[str, Any]:
     make_checkpoint(ckpt)
     env = dict(os.environ, OMP_NUM_THREADS='1', OMP_WAIT_POLICY='PASSIVE')
 
-    def timed(cmd: list[str]) -> float:
+    def timed(cmd: list[str]) -> tuple[float, dict[str, float]]:
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr)
             raise SystemExit(f'{" ".join(cmd[:3])} failed')
-        return time.perf_counter() - start
+        return time.perf_counter() - start, rank_seconds(proc.stdout + proc.stderr)
 
     def compare(inputs: Path, name: str) -> dict[str, Any]:
         common = ['predict', '--checkpoint', str(ckpt), '--input', str(inputs)]
         common += ['--window', str(args.window), '--overlap', str(args.overlap)]
-        common += ['--batch-size', str(args.batch_size), '--no-progress']
-        common += ['--overwrite']
+        common += ['--batch-size', str(args.batch_size), '--overwrite']
         single = [sys.executable, '-m', 'torchgeo_ssg2.cli', *common]
         single += ['--device', 'cpu', '--output-dir', str(work / f'{name}_one')]
         torchrun = Path(sys.executable).with_name('torchrun')
@@ -452,11 +478,24 @@ def bench_many(args: argparse.Namespace) -> dict[str, Any]:
             path.read_bytes() == (work / f'{name}_two' / path.name).read_bytes()
             for path in sorted((work / f'{name}_one').glob('*.tif'))
         )
+        best_one = min(one, key=lambda run: run[0])
+        best_two = min(two, key=lambda run: run[0])
+        busy_one = sum(best_one[1].values())
+        busy_two = sum(best_two[1].values())
         return {
-            'seconds_1proc': one,
-            'seconds_2proc': two,
-            'speedup_2proc_over_1proc': min(one) / min(two),
+            'seconds_1proc': [t for t, _ in one],
+            'seconds_2proc': [t for t, _ in two],
+            'speedup_2proc_over_1proc': best_one[0] / best_two[0],
             'outputs_byte_identical': identical,
+            # where the time of the best run of each went: the ranks' seconds
+            # predicting their parts (from the progress lines), and the rest
+            # (start-up, checks, rendezvous, strip merging, exit)
+            'rank_busy_seconds_1proc': best_one[1],
+            'rank_busy_seconds_2proc': best_two[1],
+            'other_seconds_1proc': best_one[0] - max(best_one[1].values()),
+            'other_seconds_2proc': best_two[0] - max(best_two[1].values()),
+            # the same work costs more rank-seconds when both cores are busy
+            'busy_seconds_2proc_over_1proc': busy_two / busy_one,
         }
 
     before = core_seconds(), core_seconds(together=True)

@@ -362,6 +362,7 @@ class RasterPredictionWriter(BasePredictionWriter):
         self._failed = False
         self._labels: tuple[Any, Any] = (None, None)
         self._rasters_done = 0
+        self._prefix = ''
         self._raster_start = 0.0
 
     def teardown(
@@ -491,6 +492,7 @@ class RasterPredictionWriter(BasePredictionWriter):
         self._env.__enter__()
         if self.progress:
             prefix = f'rank {trainer.global_rank}: ' if trainer.world_size > 1 else ''
+            self._prefix = prefix
             self._bar = tqdm(
                 total=dataset.windows,
                 unit='window',
@@ -600,7 +602,7 @@ class RasterPredictionWriter(BasePredictionWriter):
             where = written['classes'] if part.whole else 'staged'
             strip = '' if part.whole else f'strip {part.strip + 1}/{part.strips} of '
             self._bar.write(
-                f'[{self._rasters_done}/{len(self._parts)}] {strip}'
+                f'{self._prefix}[{self._rasters_done}/{len(self._parts)}] {strip}'
                 f'{dataset.meta.path} -> {where} ({seconds:.1f} s)'
             )
 
