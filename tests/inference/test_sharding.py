@@ -2,6 +2,7 @@ import itertools
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from torchgeo_ssg2.inference import (
     StripBlender,
     WindowGrid,
     blend_weight,
+    output,
     plan_parts,
 )
 from torchgeo_ssg2.inference.output import BlockBands, sweep_staging
@@ -92,7 +94,9 @@ def predictions(grid: WindowGrid, k: int) -> list[tuple[np.ndarray, np.ndarray]]
     ]
 
 
-def test_strips_merge_to_the_bytes_of_one_blender(tmp_path: Path) -> None:
+def test_strips_merge_to_the_bytes_of_one_blender(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # with nodata pixels, which each strip's rank masks for its own rows
     source = make_raster(tmp_path / 'in.tif', 300, 70, nodata=0, nodata_border=3)
     meta = RasterMeta.from_file(source)
@@ -124,10 +128,21 @@ def test_strips_merge_to_the_bytes_of_one_blender(tmp_path: Path) -> None:
         blender.finish()
         strips.append((sink.commit(), part.rows))
     assert len(strips) == 3
+    opened: list[Path] = []
+    open_raster = output.open_raster
+
+    def recording_open(path: Path, *args: Any, **kwargs: Any) -> Any:
+        opened.append(Path(path))
+        return open_raster(path, *args, **kwargs)
+
+    monkeypatch.setattr(output, 'open_raster', recording_open)
     sink = GeoTIFFSink(meta, tmp_path / 'two.tif', k, sweep=False, **options)
     two = merge_strips(sink, strips, block)
     for role in ('classes', 'probabilities', 'uncertainty'):
         assert one[role].read_bytes() == two[role].read_bytes(), role
+    # the owner writes the values the strips' ranks computed: it never opens
+    # the input for its nodata mask
+    assert opened and source not in opened
 
 
 def test_strip_file_checks_its_rows(tmp_path: Path) -> None:

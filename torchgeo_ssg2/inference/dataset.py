@@ -329,7 +329,9 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             ``image`` CxHxW, optional ``support_image`` TxCxHxW, ``row_off``,
             ``col_off`` (0-d int64), ``bounds`` and ``transform`` (9 float64 each).
         """
-        return self._sample(index)
+        row_off, col_off = self.grid[index]
+        image = self.read_window(row_off, col_off, cached=True)
+        return {'image': torch.from_numpy(image)} | self._extras(index)
 
     def batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
         """Windows collated into a batch, as :func:`collate_windows` does.
@@ -344,27 +346,25 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         """
         side = self.grid.window
         images = np.empty((len(indices), self.meta.count, side, side), np.float32)
-        samples = [self._sample(i, images[b]) for b, i in enumerate(indices)]
-        for sample in samples:
-            del sample['image']
-        return {'image': torch.from_numpy(images)} | collate_windows(samples)
+        extras = []
+        for b, index in enumerate(indices):
+            row_off, col_off = self.grid[index]
+            self.read_window(row_off, col_off, cached=True, out=images[b])
+            extras.append(self._extras(index))
+        return {'image': torch.from_numpy(images)} | collate_windows(extras)
 
-    def _sample(self, index: int, image: np.ndarray | None = None) -> dict[str, Tensor]:
-        """One window (:meth:`__getitem__`).
+    def _extras(self, index: int) -> dict[str, Tensor]:
+        """The items of one window besides its image (:meth:`__getitem__`).
 
         Args:
             index: Window index in row-major order.
-            image: float32 CxHxW array to read the image into, or None.
 
         Returns:
-            The window's items.
+            Optional ``support_image``, then ``row_off``, ``col_off``, ``bounds``
+            and ``transform``.
         """
         row_off, col_off = self.grid[index]
-        sample: dict[str, Tensor] = {
-            'image': torch.from_numpy(
-                self.read_window(row_off, col_off, cached=True, out=image)
-            )
-        }
+        sample: dict[str, Tensor] = {}
         if self.supports == 'raster':
             if self.selector is not None:
                 offsets = self.selector.draw((row_off, col_off))

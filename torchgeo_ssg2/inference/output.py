@@ -475,7 +475,7 @@ class BlockBands:
     operations, so any split of the rows into blocks gives the same values.
 
     Args:
-        meta: The input raster (read for its nodata mask).
+        meta: The input raster (read for its nodata mask, where it has one).
         num_classes: Probability channels K.
         keys: The outputs written: ``"classes"``, optionally ``"probabilities"``
             and ``"uncertainty"``.
@@ -488,9 +488,9 @@ class BlockBands:
         n_labels = max(num_classes, 2)
         self.class_dtype = 'uint8' if n_labels <= 255 else 'uint16'
         self.class_nodata = 255 if self.class_dtype == 'uint8' else 65535
+        #: The input, opened for its nodata mask when first needed (a sink that
+        #: only writes values computed elsewhere, as when merging strips, never is).
         self._mask_src: Any = None
-        if meta.has_mask or meta.floating:
-            self._mask_src = open_raster(meta.path, num_threads=gdal_threads())
 
     def row_dtype(self) -> np.dtype:
         """One output row of every output as a numpy record (for staging files).
@@ -562,6 +562,8 @@ class BlockBands:
         else:
             classes = class_indices(probabilities, self.class_dtype)
         invalid = None
+        if self._mask_src is None and (self.meta.has_mask or self.meta.floating):
+            self._mask_src = open_raster(self.meta.path, num_threads=gdal_threads())
         if self.meta.has_mask:
             invalid = read_input(self._mask_src, window, mask=True) == 0
         if self.meta.floating:
@@ -643,8 +645,6 @@ class GeoTIFFSink:
             sweep_staging(self.paths['classes'], protected)
         names, colours = class_labels(num_classes, class_names, palette)
         self.bands = BlockBands(meta, num_classes, tuple(self.paths))
-        self.class_dtype = self.bands.class_dtype
-        self.class_nodata = self.bands.class_nodata
         base: dict[str, Any] = {
             'driver': 'GTiff',
             'width': meta.width,
@@ -663,8 +663,8 @@ class GeoTIFFSink:
             'classes': base
             | {
                 'count': 1,
-                'dtype': self.class_dtype,
-                'nodata': self.class_nodata,
+                'dtype': self.bands.class_dtype,
+                'nodata': self.bands.class_nodata,
                 'compress': COMPRESSION['classes'],
             },
             'probabilities': base

@@ -491,12 +491,13 @@ class RasterPredictionWriter(BasePredictionWriter):
         self._env = gdal_cache_limit()
         self._env.__enter__()
         if self.progress:
-            prefix = f'rank {trainer.global_rank}: ' if trainer.world_size > 1 else ''
-            self._prefix = prefix
+            self._prefix = (
+                f'rank {trainer.global_rank}: ' if trainer.world_size > 1 else ''
+            )
             self._bar = tqdm(
                 total=dataset.windows,
                 unit='window',
-                desc=f'{prefix}predict',
+                desc=f'{self._prefix}predict',
                 position=trainer.global_rank,
                 file=sys.stderr,
                 dynamic_ncols=True,
