@@ -346,7 +346,7 @@ def test_a_failure_on_another_rank_shares_the_rasters_out_again(
     paths = sorted(folder.glob('*.tif'))
     metas = {i: module.check_input(nn.Identity(), p) for i, p in enumerate(paths)}
     # rank 0 checked every other raster, then failed to build a.tif's dataset
-    rank0 = iter([{0: metas[0], 2: metas[2]}, {0: ValueError('a.tif is bad')}])
+    rank0 = iter([{0: metas[0], 2: metas[2]}, {0: ValueError('a.tif is bad')}, {}])
     dm = module.RasterPredictDataModule(
         str(folder), window=32, overlap=8, mean=0, std=255, keep_going=True
     )
@@ -360,6 +360,52 @@ def test_a_failure_on_another_rank_shares_the_rasters_out_again(
     assert sorted(part.raster for _, part in dm.plan) == [1, 2]
     mine = sorted(part.raster for rank, part in dm.plan if rank == 1)
     assert sorted(dm.datasets) == mine
+    dm.teardown('predict')
+
+
+def test_a_failure_after_sharing_out_again_is_exchanged_too(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchgeo_ssg2.inference.datamodule as module
+
+    paths = sorted(folder.glob('*.tif'))
+    metas = {i: module.check_input(nn.Identity(), p) for i, p in enumerate(paths)}
+    # rank 1 fails on b.tif; of the rasters shared out again, the one rank 0
+    # had not built fails there (a file gone meanwhile): rank 1 must hear of it,
+    # or it would predict its part and wait for rank 0 at the end
+    rank1 = iter([{1: metas[1]}, {1: ValueError('b.tif is bad')}, {}, {}])
+    sent: list[dict[int, Any]] = []
+
+    def gather(results: dict[int, Any]) -> dict[int, Any]:
+        sent.append(dict(results))
+        return {**results, **next(rank1)}
+
+    build = module.build_window_dataset
+    first_round: set[str] = set()
+
+    def flaky_build(model: nn.Module, meta: module.RasterMeta, **kwargs: Any) -> Any:
+        if len(sent) >= 2:  # after the first exchange of failures
+            raise OSError(f'{meta.path.name} vanished')
+        first_round.add(meta.path.name)
+        return build(model, meta, **kwargs)
+
+    monkeypatch.setattr(module, 'build_window_dataset', flaky_build)
+    dm = module.RasterPredictDataModule(
+        str(folder), window=32, overlap=8, mean=0, std=255, keep_going=True
+    )
+    monkeypatch.setattr(dm, '_gather', gather)
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=0, lightning_module=None)
+    dm.setup('predict')
+    with pytest.warns(UserWarning, match='skipped .*c.tif: c.tif vanished'):
+        dm.predict_dataloader()
+    # the second round's failure went to rank 1 in a third exchange
+    assert len(sent) == 4
+    assert first_round == {'a.tif'}
+    assert list(sent[2]) == [2]
+    assert isinstance(sent[2][2], OSError)
+    assert set(dm.failed) == {paths[1], paths[2]}
+    assert {part.raster for _, part in dm.plan} == {0}
+    assert sorted(dm.datasets) == [0]
     dm.teardown('predict')
 
 

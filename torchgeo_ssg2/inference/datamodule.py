@@ -550,7 +550,8 @@ class RasterPredictDataModule(NonGeoDataModule):
         (:func:`~torchgeo_ssg2.inference.sharding.plan_parts`); each rank builds
         (and checks) the window datasets of its parts, and the ranks exchange
         the failures before any window is predicted, so every rank stops, or
-        leaves out the same rasters (and shares out the others again). The
+        leaves out the same rasters and shares out the others again (building
+        and exchanging again, until a round in which no rank fails). The
         datasets are built here rather than in :meth:`setup` because the trainer
         knows the checkpoint path (whose statistics may give the normalisation)
         only once it has restored it.
@@ -568,27 +569,32 @@ class RasterPredictDataModule(NonGeoDataModule):
             if i not in self.excluded
         }
         built: dict[int, RasterWindowDataset] = {}
-        raised: dict[int, Exception] = {}
+        checked: set[int] = set()
         plan = plan_parts(grids, self.batch_size, world_size, self.shard)
-        for index in sorted({part.raster for r, part in plan if r == rank}):
-            try:
-                built[index] = self._build(index, checkpoint)
-            except Exception as err:
-                raised[index] = err
-        errors = self._gather(raised)
-        _raise_unexpected(errors, raised)
-        if errors:
+        while True:
+            raised: dict[int, Exception] = {}
+            for index in sorted({p.raster for r, p in plan if r == rank} - set(built)):
+                with warnings.catch_warnings():
+                    if index in checked:
+                        # built by another rank before: no second warning
+                        warnings.simplefilter('ignore')
+                    try:
+                        built[index] = self._build(index, checkpoint)
+                    except Exception as err:
+                        raised[index] = err
+            errors = self._gather(raised)
+            _raise_unexpected(errors, raised)
+            if not errors:
+                break
+            checked |= {part.raster for _, part in plan}
             for index in sorted(errors):
                 self._fail(self.rasters[index], errors[index])
                 del grids[index]
+                if index in built:  # another rank failed on a strip of it
+                    built.pop(index).close()
             plan = plan_parts(grids, self.batch_size, world_size, self.shard)
         self.plan = plan
         parts = [part for r, part in self.plan if r == rank]
-        for index in sorted({part.raster for part in parts} - set(built)):
-            # checked by the rank it was planned for first: no second warning
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                built[index] = self._build(index, checkpoint)
         self.datasets = {p.raster: built[p.raster] for p in parts}
         for index in set(built) - set(self.datasets):
             built[index].close()
