@@ -185,21 +185,30 @@ class StripBlender:
             if uncertainty is None:
                 msg = 'this blender needs an uncertainty map with every window'
                 raise ValueError(msg)
-            unc = _as_tensor(uncertainty).to(probs.device)
-            probs = torch.cat([probs, unc.reshape(b, 1, self.window, self.window)], 1)
+            # the uncertainty goes into its own channel of the ring (no copy of
+            # the batch to put it beside the probabilities)
+            unc = _as_tensor(uncertainty).reshape(b, 1, self.window, self.window)
+            channels = [(probs, 0), (unc, self.num_classes)]
+        else:
+            channels = [(probs, 0)]
         # brought to the CPU once per batch, not once per window
-        probs = probs.cpu()
+        channels = [(values.cpu(), first) for values, first in channels]
         for i, (row_off, col_off) in enumerate(zip(row_offs, col_offs, strict=True)):
-            self._accumulate(int(row_off), int(col_off), probs[i])
+            self._accumulate(
+                int(row_off), int(col_off), [(v[i], first) for v, first in channels]
+            )
 
-    def _accumulate(self, row_off: int, col_off: int, values: Tensor) -> None:
+    def _accumulate(
+        self, row_off: int, col_off: int, channels: Sequence[tuple[Tensor, int]]
+    ) -> None:
         """Add one window, times the weight, into the ring.
 
         Args:
             row_off: Row offset of the window in the output.
             col_off: Column offset of the window in the output.
-            values: float32 Cxwindowxwindow CPU tensor (C = K, plus 1 with the
-                uncertainty).
+            channels: float32 Cxwindowxwindow CPU tensors, each with the first
+                ring channel it goes to (the K probabilities at 0, the
+                uncertainty at K).
 
         Raises:
             ValueError: If the window arrives out of row-major order.
@@ -218,16 +227,19 @@ class StripBlender:
             return  # the window lies outside the rows produced
         w = min(self.window, self.width - col_off)
         weight = self._weight[top:h, :w]
-        values = values[:, top:h, :w]
         h -= top
         ring = self._wsum.shape[0]
         r = (row_off + top - self._origin) % ring
         cols = slice(col_off, col_off + w)
         n = min(h, ring - r)  # rows before the ring wraps around
-        self._acc[:, r : r + n, cols].addcmul_(values[:, :n], weight[:n])
+        for values, first in channels:
+            acc = self._acc[first : first + len(values)]
+            values = values[:, top : top + h, :w]
+            acc[:, r : r + n, cols].addcmul_(values[:, :n], weight[:n])
+            if n < h:
+                acc[:, : h - n, cols].addcmul_(values[:, n:], weight[n:])
         self._wsum[r : r + n, cols] += weight[:n]
         if n < h:
-            self._acc[:, : h - n, cols].addcmul_(values[:, n:], weight[n:])
             self._wsum[: h - n, cols] += weight[n:]
 
     def finish(self) -> None:
