@@ -1,7 +1,13 @@
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
+import rasterio
+from inference_fakes import make_raster
 
-from torchgeo_ssg2.inference.output import class_indices
+from torchgeo_ssg2.inference import output
+from torchgeo_ssg2.inference.output import GeoTIFFSink, RasterMeta, class_indices
 
 
 @pytest.mark.parametrize('shape', [(2, 5, 7), (6, 40, 33), (12, 17, 1)])
@@ -20,3 +26,45 @@ def test_class_indices_uint16() -> None:
     out = class_indices(probabilities, 'uint16')
     assert out.dtype == np.uint16
     assert out[1, 2] == 299 and out.sum() == 299
+
+
+def test_nodata_comes_with_the_blocks_and_the_input_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = make_raster(tmp_path / 'in.tif', 20, 24, nodata=0, nodata_border=2)
+    meta = RasterMeta.from_file(source)
+    assert meta.has_nodata
+    opened: list[Path] = []
+    open_raster = output.open_raster
+
+    def recording_open(path: Path, *args: Any, **kwargs: Any) -> Any:
+        opened.append(Path(path))
+        return open_raster(path, *args, **kwargs)
+
+    monkeypatch.setattr(output, 'open_raster', recording_open)
+    sink = GeoTIFFSink(meta, tmp_path / 'out.tif', 2, probabilities=True)
+    probs = np.full((2, 20, 24), 0.5, dtype=np.float32)
+    probs[1] += 0.1
+    valid = np.ones((20, 24), dtype=bool)
+    valid[:, :3] = False
+    with pytest.raises(ValueError, match=r'in\.tif may hold nodata'):
+        sink.write_block(0, probs, None)
+    sink.write_block(0, probs, None, valid)
+    paths = sink.commit()
+    assert source not in opened
+    with rasterio.open(paths['classes']) as dst:
+        classes = dst.read(1)
+    with rasterio.open(paths['probabilities']) as dst:
+        probabilities = dst.read()
+    # the validity given, not the input's border, decides the nodata
+    assert (classes[:, :3] == 255).all() and (classes[:, 3:] == 1).all()
+    assert np.isnan(probabilities[:, :, :3]).all()
+    assert np.isfinite(probabilities[:, :, 3:]).all()
+
+
+def test_gdal_cache_limit_is_in_megabytes() -> None:
+    from rasterio.env import get_gdal_config
+
+    with output.gdal_cache_limit(64):
+        # enough for the blocks of a few full-width rows of a large raster
+        assert get_gdal_config('GDAL_CACHEMAX') == 64 * 1024 * 1024

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import rasterio
 from inference_fakes import make_raster
 
 from torchgeo_ssg2.inference import (
@@ -106,11 +107,18 @@ def test_strips_merge_to_the_bytes_of_one_blender(
     k, block = 3, 64
     preds = predictions(grid, k)
     options = {'probabilities': True, 'uncertainty': True, 'block_size': block}
+    # the validity the windows carry from the input (RasterWindowDataset)
+    with rasterio.open(source) as src:
+        valid = np.pad(src.dataset_mask() != 0, ((0, 32), (0, 32)))
+    assert not valid.all()
+    masks = [valid[row : row + 32, col : col + 32] for row, col in grid]
 
     whole = GeoTIFFSink(meta, tmp_path / 'one.tif', k, **options)
-    blender = StripBlender(300, 70, 32, k, weight, whole, block, uncertainty=True)
-    for (row, col), (p, u) in zip(grid, preds, strict=True):
-        blender.add(row, col, p, u)
+    blender = StripBlender(
+        300, 70, 32, k, weight, whole, block, uncertainty=True, valid=True
+    )
+    for (row, col), (p, u), ok in zip(grid, preds, masks, strict=True):
+        blender.add(row, col, p, u, ok)
     blender.finish()
     one = whole.commit()
 
@@ -121,10 +129,19 @@ def test_strips_merge_to_the_bytes_of_one_blender(
         keys = ('classes', 'probabilities', 'uncertainty')
         sink = StripFile(path, part.rows, BlockBands(meta, k, keys))
         blender = StripBlender(
-            300, 70, 32, k, weight, sink, block, uncertainty=True, rows=part.rows
+            300,
+            70,
+            32,
+            k,
+            weight,
+            sink,
+            block,
+            uncertainty=True,
+            rows=part.rows,
+            valid=True,
         )
         for i in range(*part.windows):
-            blender.add(*grid[i], *preds[i])
+            blender.add(*grid[i], *preds[i], masks[i])
         blender.finish()
         strips.append((sink.commit(), part.rows))
     assert len(strips) == 3

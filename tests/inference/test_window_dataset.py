@@ -97,3 +97,52 @@ def test_batch_equals_the_collated_items(tmp_path: Path, supports: str) -> None:
         assert batch[key].dtype == value.dtype
         torch.testing.assert_close(batch[key], value, rtol=0, atol=0)
     dataset.close()
+
+
+def expected_validity(path: Path, pad: int) -> np.ndarray:
+    """The input's mask and finiteness (as GDAL and numpy say), padded with False."""
+    with rasterio.open(path) as src:
+        valid = (src.dataset_mask() != 0) & np.isfinite(src.read()).all(axis=0)
+    return np.pad(valid, ((0, pad), (0, pad)))
+
+
+@pytest.mark.parametrize('kind', ['nodata', 'nan', 'float64', 'none'])
+def test_valid_marks_the_input_nodata(tmp_path: Path, kind: str) -> None:
+    if kind == 'nodata':
+        path = make_raster(
+            tmp_path / 'in.tif', 45, 38, nodata=0, nodata_border=3, dtype='uint16'
+        )
+    elif kind == 'nan':
+        path = strip_raster(tmp_path / 'in.tif', 45, 38, 5)
+    else:
+        dtype = 'float64' if kind == 'float64' else 'uint8'
+        path = make_raster(tmp_path / 'in.tif', 45, 38, dtype=dtype)
+        if kind == 'float64':
+            with rasterio.open(path, 'r+') as dst:
+                band = dst.read(2)
+                band[4, 4:9] = np.inf
+                band[20, 30] = 1e300  # data, though float32 cannot hold it
+                dst.write(band, 2)
+    dataset = RasterWindowDataset(path, window=16, overlap=4, mean=0.0, std=1.0)
+    if kind == 'none':
+        assert 'valid' not in dataset[0] and 'valid' not in dataset.batch([0, 1])
+        return
+    expected = expected_validity(path, 16)
+    assert not expected[:45, :38].all()
+    if kind == 'float64':
+        assert expected[20, 30] and not expected[4, 4:9].any()
+    # forwards, then backwards: the cache is refilled where it cannot help
+    order = list(range(len(dataset))) + list(reversed(range(len(dataset))))
+    for index in order:
+        row_off, col_off = dataset.grid[index]
+        valid = dataset[index]['valid'].numpy()
+        assert valid.dtype == bool
+        np.testing.assert_array_equal(
+            valid, expected[row_off : row_off + 16, col_off : col_off + 16]
+        )
+    batch = dataset.batch(range(len(dataset)))['valid'].numpy()
+    for b, (row_off, col_off) in enumerate(dataset.grid):
+        np.testing.assert_array_equal(
+            batch[b], expected[row_off : row_off + 16, col_off : col_off + 16]
+        )
+    dataset.close()

@@ -380,3 +380,19 @@ def test_ssg2_window_must_be_multiple_of_32(
     with pytest.raises(ValueError, match='multiple of 32'):
         predict_raster(ssg2_checkpoint, src, tmp_path / 'out.tif', window=40, overlap=8)
     assert listing(tmp_path) == {'in.tif'}
+
+
+def test_batches_of_an_input_with_nodata_carry_its_validity(tmp_path: Path) -> None:
+    from torchgeo_ssg2.inference import PredictionAssembler, RasterMeta, WindowGrid
+
+    source = make_raster(tmp_path / 'in.tif', 20, 20, nodata=0, nodata_border=2)
+    meta = RasterMeta.from_file(source)
+    assembler = PredictionAssembler(
+        meta, WindowGrid(20, 20, 16, 4), tmp_path / 'out.tif'
+    )
+    batch = {'row_off': torch.tensor([0]), 'col_off': torch.tensor([0])}
+    prediction = {'probabilities': torch.full((1, 2, 16, 16), 0.5)}
+    with pytest.raises(KeyError, match='must carry "valid"'):
+        assembler.add_batch(prediction, batch)
+    assembler.abort()
+    assert listing(tmp_path) == {'in.tif'}

@@ -28,7 +28,11 @@ class BlockSink(Protocol):
     """Receives finished rows of the blended prediction."""
 
     def write_block(
-        self, row_off: int, probabilities: np.ndarray, uncertainty: np.ndarray | None
+        self,
+        row_off: int,
+        probabilities: np.ndarray,
+        uncertainty: np.ndarray | None,
+        valid: np.ndarray | None = None,
     ) -> None:
         """Write rows ``row_off:row_off + n`` of the whole output width.
 
@@ -39,6 +43,8 @@ class BlockSink(Protocol):
             row_off: First output row of the block.
             probabilities: float32 array KxnxW.
             uncertainty: float32 array nxW, or None.
+            valid: bool array nxW, True where the input has data, or None (no
+                nodata).
         """
 
 
@@ -54,6 +60,10 @@ class StripBlender:
     normalised and handed to the sink. The accumulator is therefore a ring of
     ``window + block_rows`` rows (rounded up to whole blocks) of the full width,
     whatever the raster's height.
+
+    With ``valid``, each window also carries which of its pixels have data in
+    the input; every window covering a pixel says the same, so the blender keeps
+    the value (no blending) and hands it to the sink with the block.
 
     With ``rows``, the blender produces only output rows ``start:stop`` (a strip
     of the raster): the parts of windows outside them are dropped, and blocks
@@ -71,6 +81,7 @@ class StripBlender:
         block_rows: Rows per written block (the output's tile height).
         uncertainty: Whether windows carry an uncertainty map to blend as well.
         rows: ``(start, stop)`` output rows produced (default: all).
+        valid: Whether windows carry a validity mask (the input's nodata).
     """
 
     def __init__(
@@ -84,6 +95,7 @@ class StripBlender:
         block_rows: int = 256,
         uncertainty: bool = False,
         rows: tuple[int, int] | None = None,
+        valid: bool = False,
     ) -> None:
         start, stop = (0, height) if rows is None else rows
         if not 0 <= start < stop <= height:
@@ -113,6 +125,8 @@ class StripBlender:
         #: Weighted sums, channels x rows x width, in ring order.
         self._acc = torch.zeros((channels, rows, width), dtype=torch.float32)
         self._wsum = torch.zeros((rows, width), dtype=torch.float32)
+        #: Which pixels have data, rows x width in ring order (None: all do).
+        self._valid = torch.zeros((rows, width), dtype=torch.bool) if valid else None
         self._weight = torch.from_numpy(self.weight)
         self._origin = start
         self._start = start
@@ -129,6 +143,7 @@ class StripBlender:
         col_off: int,
         probabilities: Tensor | np.ndarray,
         uncertainty: Tensor | np.ndarray | None = None,
+        valid: Tensor | np.ndarray | None = None,
     ) -> None:
         """Accumulate one window's prediction.
 
@@ -139,6 +154,8 @@ class StripBlender:
                 raster's edge is dropped).
             uncertainty: windowxwindow uncertainty, required when the blender was
                 built with ``uncertainty=True``, ignored otherwise.
+            valid: windowxwindow bool validity, required when the blender was
+                built with ``valid=True``, ignored otherwise.
 
         Raises:
             ValueError: If windows arrive out of row-major order or shapes differ.
@@ -148,6 +165,7 @@ class StripBlender:
             [col_off],
             probabilities[None],
             None if uncertainty is None else uncertainty[None],
+            None if valid is None else valid[None],
         )
 
     def add_batch(
@@ -156,6 +174,7 @@ class StripBlender:
         col_offs: Sequence[int],
         probabilities: Tensor | np.ndarray,
         uncertainty: Tensor | np.ndarray | None = None,
+        valid: Tensor | np.ndarray | None = None,
     ) -> None:
         """Accumulate the predictions of B windows, in the order given.
 
@@ -168,6 +187,8 @@ class StripBlender:
             probabilities: BxKxwindowxwindow probabilities.
             uncertainty: Bxwindowxwindow uncertainty, required when the blender
                 was built with ``uncertainty=True``, ignored otherwise.
+            valid: Bxwindowxwindow bool validity, required when the blender was
+                built with ``valid=True``, ignored otherwise.
 
         Raises:
             ValueError: If windows arrive out of row-major order or shapes differ.
@@ -191,15 +212,31 @@ class StripBlender:
             channels = [(probs, 0), (unc, self.num_classes)]
         else:
             channels = [(probs, 0)]
+        masks = None
+        if self._valid is not None:
+            if valid is None:
+                msg = 'this blender needs a validity mask with every window'
+                raise ValueError(msg)
+            masks = torch.as_tensor(valid).cpu().to(torch.bool)
+            if tuple(masks.shape) != (b, self.window, self.window):
+                msg = f'expected validity of shape {(b, self.window, self.window)}'
+                raise ValueError(msg)
         # brought to the CPU once per batch, not once per window
         channels = [(values.cpu(), first) for values, first in channels]
         for i, (row_off, col_off) in enumerate(zip(row_offs, col_offs, strict=True)):
             self._accumulate(
-                int(row_off), int(col_off), [(v[i], first) for v, first in channels]
+                int(row_off),
+                int(col_off),
+                [(v[i], first) for v, first in channels],
+                None if masks is None else masks[i],
             )
 
     def _accumulate(
-        self, row_off: int, col_off: int, channels: Sequence[tuple[Tensor, int]]
+        self,
+        row_off: int,
+        col_off: int,
+        channels: Sequence[tuple[Tensor, int]],
+        valid: Tensor | None = None,
     ) -> None:
         """Add one window, times the weight, into the ring.
 
@@ -209,6 +246,7 @@ class StripBlender:
             channels: float32 Cxwindowxwindow CPU tensors, each with the first
                 ring channel it goes to (the K probabilities at 0, the
                 uncertainty at K).
+            valid: windowxwindow bool CPU tensor (blenders built with ``valid``).
 
         Raises:
             ValueError: If the window arrives out of row-major order.
@@ -241,6 +279,11 @@ class StripBlender:
         self._wsum[r : r + n, cols] += weight[:n]
         if n < h:
             self._wsum[: h - n, cols] += weight[n:]
+        if self._valid is not None and valid is not None:
+            valid = valid[top : top + h, :w]
+            self._valid[r : r + n, cols] = valid[:n]
+            if n < h:
+                self._valid[: h - n, cols] = valid[n:]
 
     def finish(self) -> None:
         """Flush every remaining row to the sink."""
@@ -266,7 +309,12 @@ class StripBlender:
             values = blended.numpy()
             probs = values[: self.num_classes]
             unc = values[self.num_classes] if self.with_uncertainty else None
-            self.sink.write_block(self._start, probs, unc)
+            valid = None if self._valid is None else self._valid[r : r + n]
+            self.sink.write_block(
+                self._start, probs, unc, None if valid is None else valid.numpy()
+            )
             blended.zero_()
             self._wsum[r : r + n].zero_()
+            if valid is not None:
+                valid.zero_()
             self._start = end

@@ -79,17 +79,32 @@ class _RowCache:
     window plus one block of rows (plus the request itself where the raster's
     blocks are taller than a window and no alignment is made).
 
+    With ``masked`` or ``floating`` it also holds which pixels of those rows
+    are valid: the raster's mask (read through the same handle right after the
+    values, so GDAL finds the blocks it just decoded) and, for floating-point
+    bands, where every band is finite.
+
     Args:
         src: The open raster.
         dtype: dtype the rows are kept in.
+        masked: Read the raster's mask (nodata value, mask or alpha band).
+        floating: Treat NaN and inf values as nodata.
     """
 
-    def __init__(self, src: Any, dtype: str) -> None:
+    def __init__(
+        self, src: Any, dtype: str, masked: bool = False, floating: bool = False
+    ) -> None:
         self.src = src
         self.dtype = dtype
+        self.masked = masked
+        self.floating = floating
         self.block_rows = src.block_shapes[0][0] if src.block_shapes else 1
         self.top = 0
         self.rows = np.empty((src.count, 0, src.width), dtype=dtype)
+        #: height x width, True where the pixel has data (None without nodata).
+        self.valid: np.ndarray | None = None
+        if masked or floating:
+            self.valid = np.empty((0, src.width), dtype=bool)
 
     def read(self, row_off: int, height: int) -> np.ndarray:
         """Rows ``row_off:row_off + height`` of the whole width.
@@ -105,6 +120,8 @@ class _RowCache:
         cached = self.top + self.rows.shape[1]
         if not self.top <= row_off <= cached:
             self.top, self.rows, cached = row_off, self.rows[:, :0], row_off
+            if self.valid is not None:
+                self.valid = self.valid[:0]
         if bottom > cached:
             end = bottom
             if self.block_rows <= height:
@@ -113,11 +130,49 @@ class _RowCache:
                 )
             window = Window(0, cached, self.src.width, end - cached)
             new = read_input(self.src, window, out_dtype=self.dtype)
-            kept = self.rows[:, row_off - self.top :]
+            start = row_off - self.top
+            kept = self.rows[:, start:]
             self.rows = np.concatenate([kept, new], axis=1) if kept.shape[1] else new
+            if self.valid is not None:
+                valid = self._validity(window, new)
+                kept_valid = self.valid[start:]
+                self.valid = (
+                    np.concatenate([kept_valid, valid]) if len(kept_valid) else valid
+                )
             self.top = row_off
         start = row_off - self.top
         return self.rows[:, start : start + height]
+
+    def validity(self, row_off: int, height: int) -> np.ndarray:
+        """Which pixels of rows the last :meth:`read` returned have data.
+
+        Args:
+            row_off: First row.
+            height: Number of rows.
+
+        Returns:
+            A height x width bool view of the cache.
+        """
+        assert self.valid is not None
+        start = row_off - self.top
+        return self.valid[start : start + height]
+
+    def _validity(self, window: Window, values: np.ndarray) -> np.ndarray:
+        """Which pixels of newly read rows have data.
+
+        Args:
+            window: The rows read.
+            values: Their values, C x n x width.
+
+        Returns:
+            n x width bool.
+        """
+        valid = np.ones(values.shape[1:], dtype=bool)
+        if self.masked:
+            valid &= read_input(self.src, window, mask=True) != 0
+        if self.floating:
+            valid &= np.isfinite(values).all(axis=0)
+        return valid
 
 
 class RasterWindowDataset(Dataset[dict[str, Tensor]]):
@@ -141,9 +196,11 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
     * ``"none"``: no supports (single-image models such as PTAViT).
 
     Each item also carries ``row_off`` and ``col_off`` (the window's pixel offsets),
-    and torchgeo's ``bounds`` and ``transform`` (9 values each). NaN and inf
-    pixels of a floating-point raster are fed to the model as the band mean (0
-    after normalisation); the output marks them nodata.
+    and torchgeo's ``bounds`` and ``transform`` (9 values each). A raster that may
+    hold nodata (:attr:`RasterMeta.has_nodata`: a mask, or floating-point bands)
+    adds ``valid``, True where the pixel has data (its mask, and every band
+    finite), which the writer carries into the output's nodata; NaN and inf
+    pixels are fed to the model as the band mean (0 after normalisation).
 
     Args:
         path: Input raster, or its metadata already read
@@ -220,7 +277,10 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         self._floating = self.meta.floating
         dtypes = set(self.meta.dtypes)
         self._cache_dtype = dtypes.pop() if len(dtypes) == 1 else 'float32'
-        if self._cache_dtype not in _EXACT_IN_FLOAT32:
+        if 'float64' in self.meta.dtypes:
+            # finite as stored: a float64 value beyond float32's range is data
+            self._cache_dtype = 'float64'
+        elif self._cache_dtype not in _EXACT_IN_FLOAT32:
             self._cache_dtype = 'float32'
 
     def __len__(self) -> int:
@@ -239,7 +299,12 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         """The raster opened once per process."""
         if self._src is None or self._pid != os.getpid():
             self._src = open_raster(self.meta.path, num_threads=gdal_threads())
-            self._rows = _RowCache(self._src, self._cache_dtype)
+            self._rows = _RowCache(
+                self._src,
+                self._cache_dtype,
+                masked=self.meta.has_mask,
+                floating=self._floating,
+            )
             self._pid = os.getpid()
         return self._src
 
@@ -285,8 +350,10 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             raw = np.pad(
                 raw, ((0, 0), (0, window - h), (0, window - w)), mode='reflect'
             )
-        # one pass casts to float32 and subtracts (the values of astype, then -=)
-        data = np.subtract(raw, self.mean, dtype=np.float32, out=out)
+        # one pass casts to float32 and subtracts (the values of astype, then -=);
+        # a float64 value beyond float32's range becomes inf, fed as below
+        with np.errstate(over='ignore'):
+            data = np.subtract(raw, self.mean, dtype=np.float32, out=out)
         data /= self.std
         if self._floating:
             # NaN/inf nodata would spread through the model's receptive field and
@@ -326,12 +393,16 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             index: Window index in row-major order.
 
         Returns:
-            ``image`` CxHxW, optional ``support_image`` TxCxHxW, ``row_off``,
-            ``col_off`` (0-d int64), ``bounds`` and ``transform`` (9 float64 each).
+            ``image`` CxHxW, ``valid`` HxW bool (rasters that may hold nodata),
+            optional ``support_image`` TxCxHxW, ``row_off``, ``col_off`` (0-d
+            int64), ``bounds`` and ``transform`` (9 float64 each).
         """
         row_off, col_off = self.grid[index]
         image = self.read_window(row_off, col_off, cached=True)
-        return {'image': torch.from_numpy(image)} | self._extras(index)
+        sample = {'image': torch.from_numpy(image)}
+        if self.meta.has_nodata:
+            sample['valid'] = torch.from_numpy(self._valid(row_off, col_off))
+        return sample | self._extras(index)
 
     def batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
         """Windows collated into a batch, as :func:`collate_windows` does.
@@ -346,12 +417,45 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         """
         side = self.grid.window
         images = np.empty((len(indices), self.meta.count, side, side), np.float32)
+        batch = {'image': torch.from_numpy(images)}
+        valid = None
+        if self.meta.has_nodata:
+            valid = np.empty((len(indices), side, side), dtype=bool)
+            batch['valid'] = torch.from_numpy(valid)
         extras = []
         for b, index in enumerate(indices):
             row_off, col_off = self.grid[index]
             self.read_window(row_off, col_off, cached=True, out=images[b])
+            if valid is not None:
+                self._valid(row_off, col_off, out=valid[b])
             extras.append(self._extras(index))
-        return {'image': torch.from_numpy(images)} | collate_windows(extras)
+        return batch | collate_windows(extras)
+
+    def _valid(
+        self, row_off: int, col_off: int, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Which pixels of the target window just read have data.
+
+        Call it right after :meth:`read_window` with ``cached=True`` for the same
+        window: it takes the validity of the rows that read cached.
+
+        Args:
+            row_off: Row offset.
+            col_off: Column offset.
+            out: windowxwindow bool array to write into, instead of a new one.
+
+        Returns:
+            windowxwindow bool, False beyond the raster.
+        """
+        assert self._rows is not None
+        h, w = self.grid.valid_shape(row_off, col_off)
+        window = self.grid.window
+        if out is None:
+            out = np.empty((window, window), dtype=bool)
+        if (h, w) != (window, window):
+            out[...] = False
+        out[:h, :w] = self._rows.validity(row_off, h)[:, col_off : col_off + w]
+        return out
 
     def _extras(self, index: int) -> dict[str, Tensor]:
         """The items of one window besides its image (:meth:`__getitem__`).

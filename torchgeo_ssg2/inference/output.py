@@ -225,7 +225,8 @@ def gdal_cache_limit(megabytes: int = GDAL_CACHE_MB) -> Iterator[None]:
     Yields:
         Nothing; the previous cache size is restored on exit.
     """
-    with rasterio.Env(GDAL_CACHEMAX=megabytes):
+    # rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes
+    with rasterio.Env(GDAL_CACHEMAX=megabytes * 1024 * 1024):
         yield
 
 
@@ -327,6 +328,11 @@ class RasterMeta:
     def floating(self) -> bool:
         """Whether a band is floating point (its NaN and inf pixels are nodata)."""
         return any(np.dtype(d).kind == 'f' for d in self.dtypes)
+
+    @property
+    def has_nodata(self) -> bool:
+        """Whether some pixels may be nodata: a mask, or floating-point bands."""
+        return self.has_mask or self.floating
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> 'RasterMeta':
@@ -473,9 +479,12 @@ class BlockBands:
     a binary task) and ``class_nodata`` where the input is nodata; the
     probabilities and the uncertainty hold NaN there. These are per-pixel
     operations, so any split of the rows into blocks gives the same values.
+    Which pixels have data comes with the block (the windows carried it from
+    the input, see :class:`~torchgeo_ssg2.inference.RasterWindowDataset`); the
+    input is not read here.
 
     Args:
-        meta: The input raster (read for its nodata mask, where it has one).
+        meta: The input raster.
         num_classes: Probability channels K.
         keys: The outputs written: ``"classes"``, optionally ``"probabilities"``
             and ``"uncertainty"``.
@@ -488,9 +497,6 @@ class BlockBands:
         n_labels = max(num_classes, 2)
         self.class_dtype = 'uint8' if n_labels <= 255 else 'uint16'
         self.class_nodata = 255 if self.class_dtype == 'uint8' else 65535
-        #: The input, opened for its nodata mask when first needed (a sink that
-        #: only writes values computed elsewhere, as when merging strips, never is).
-        self._mask_src: Any = None
 
     def row_dtype(self) -> np.dtype:
         """One output row of every output as a numpy record (for staging files).
@@ -539,7 +545,11 @@ class BlockBands:
         }
 
     def __call__(
-        self, row_off: int, probabilities: np.ndarray, uncertainty: np.ndarray | None
+        self,
+        row_off: int,
+        probabilities: np.ndarray,
+        uncertainty: np.ndarray | None,
+        valid: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """The outputs' values for rows ``row_off:row_off + n``.
 
@@ -547,31 +557,30 @@ class BlockBands:
             row_off: First row of the block.
             probabilities: float32 KxnxW blended probabilities.
             uncertainty: float32 nxW blended uncertainty, or None.
+            valid: bool nxW, True where the input has data; required for an
+                input that may hold nodata (:attr:`RasterMeta.has_nodata`).
 
         Returns:
             ``classes`` nxW, and on request ``probabilities`` KxnxW and
             ``uncertainty`` nxW.
 
         Raises:
-            ValueError: If the uncertainty is written but not given.
+            ValueError: If the uncertainty is written but not given, or the
+                validity of an input with nodata is missing.
         """
-        n = probabilities.shape[1]
-        window = Window(0, row_off, self.meta.width, n)
         if self.num_classes == 1:
             classes = (probabilities[0] >= 0.5).astype(self.class_dtype)
         else:
             classes = class_indices(probabilities, self.class_dtype)
         invalid = None
-        if self._mask_src is None and (self.meta.has_mask or self.meta.floating):
-            self._mask_src = open_raster(self.meta.path, num_threads=gdal_threads())
-        if self.meta.has_mask:
-            invalid = read_input(self._mask_src, window, mask=True) == 0
-        if self.meta.floating:
-            # NaN and inf are nodata even where the file declares no nodata value.
-            values = read_input(self._mask_src, window)
-            finite = np.isfinite(values).all(axis=0)
-            invalid = ~finite if invalid is None else invalid | ~finite
-        if invalid is not None:
+        if self.meta.has_nodata:
+            if valid is None:
+                msg = (
+                    f'input raster {self.meta.path} may hold nodata: rows '
+                    f'{row_off}:{row_off + probabilities.shape[1]} need its validity'
+                )
+                raise ValueError(msg)
+            invalid = ~valid
             classes[invalid] = self.class_nodata
         bands = {'classes': classes}
         if 'probabilities' in self.keys:
@@ -588,12 +597,6 @@ class BlockBands:
                 unc[invalid] = np.nan
             bands['uncertainty'] = unc
         return bands
-
-    def close(self) -> None:
-        """Close the input raster."""
-        if self._mask_src is not None:
-            self._mask_src.close()
-            self._mask_src = None
 
 
 class GeoTIFFSink:
@@ -705,7 +708,11 @@ class GeoTIFFSink:
             raise
 
     def write_block(
-        self, row_off: int, probabilities: np.ndarray, uncertainty: np.ndarray | None
+        self,
+        row_off: int,
+        probabilities: np.ndarray,
+        uncertainty: np.ndarray | None,
+        valid: np.ndarray | None = None,
     ) -> None:
         """Write rows ``row_off:row_off + n`` of all outputs.
 
@@ -713,8 +720,11 @@ class GeoTIFFSink:
             row_off: First row of the block.
             probabilities: float32 KxnxW blended probabilities.
             uncertainty: float32 nxW blended uncertainty, or None.
+            valid: bool nxW, True where the input has data (see
+                :class:`BlockBands`).
         """
-        self.write_bands(row_off, self.bands(row_off, probabilities, uncertainty))
+        bands = self.bands(row_off, probabilities, uncertainty, valid)
+        self.write_bands(row_off, bands)
 
     def write_bands(self, row_off: int, bands: Mapping[str, np.ndarray]) -> None:
         """Write rows ``row_off:row_off + n`` of the outputs' final values.
@@ -778,4 +788,3 @@ class GeoTIFFSink:
         for dst in self._dst.values():
             dst.close()
         self._dst.clear()
-        self.bands.close()

@@ -243,7 +243,11 @@ class StripFile:
         self._file: Any = open(path, 'wb')  # closed in commit and abort
 
     def write_block(
-        self, row_off: int, probabilities: np.ndarray, uncertainty: np.ndarray | None
+        self,
+        row_off: int,
+        probabilities: np.ndarray,
+        uncertainty: np.ndarray | None,
+        valid: np.ndarray | None = None,
     ) -> None:
         """Append rows ``row_off:row_off + n``.
 
@@ -251,6 +255,7 @@ class StripFile:
             row_off: First output row of the block (the row after the last one).
             probabilities: float32 KxnxW.
             uncertainty: float32 nxW, or None.
+            valid: bool nxW, True where the input has data, or None.
 
         Raises:
             ValueError: If rows arrive out of order.
@@ -260,7 +265,7 @@ class StripFile:
                 f'strip rows must arrive in order: row {row_off}, expected {self._next}'
             )
             raise ValueError(msg)
-        bands = self.bands(row_off, probabilities, uncertainty)
+        bands = self.bands(row_off, probabilities, uncertainty, valid)
         records = self.bands.to_records(bands)
         records.tofile(self._file)
         self._next += len(records)
@@ -275,7 +280,6 @@ class StripFile:
             RuntimeError: If rows are missing.
         """
         self._file.close()
-        self.bands.close()
         if self._next != self.rows[1]:
             msg = f'strip {self.path} stops at row {self._next}, not {self.rows[1]}'
             raise RuntimeError(msg)
@@ -284,7 +288,6 @@ class StripFile:
     def abort(self) -> None:
         """Close and delete the file."""
         self._file.close()
-        self.bands.close()
         self.path.unlink(missing_ok=True)
 
 

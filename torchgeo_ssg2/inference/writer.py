@@ -176,6 +176,7 @@ class PredictionAssembler:
             block_rows=self.block_size,
             uncertainty=self.uncertainty,
             rows=self.part.rows,
+            valid=self.meta.has_nodata,
         )
 
     def add_batch(self, prediction: dict[str, Tensor], batch: dict[str, Any]) -> None:
@@ -185,7 +186,8 @@ class PredictionAssembler:
             prediction: ``probabilities`` BxKxHxW and, when the uncertainty is
                 written, ``uncertainty`` BxHxW.
             batch: The batch the prediction was made from, with ``row_off`` and
-                ``col_off`` (B) of each window.
+                ``col_off`` (B) of each window, and ``valid`` (BxHxW) for an
+                input that may hold nodata.
 
         Raises:
             KeyError: If a required key is missing.
@@ -204,11 +206,19 @@ class PredictionAssembler:
                 'torchgeo_ssg2.inference.RasterPredictDataModule'
             )
             raise KeyError(msg)
+        valid = batch.get('valid')
+        if self.meta.has_nodata and valid is None:
+            msg = (
+                f'input raster {self.meta.path} may hold nodata: its batches must '
+                'carry "valid"; predict with '
+                'torchgeo_ssg2.inference.RasterPredictDataModule'
+            )
+            raise KeyError(msg)
         if self.blender is None:
             self._start(int(probs.shape[1]))
         assert self.blender is not None
         rows = batch['row_off'].tolist()
-        self.blender.add_batch(rows, batch['col_off'].tolist(), probs, unc)
+        self.blender.add_batch(rows, batch['col_off'].tolist(), probs, unc, valid)
         self.windows_done += len(rows)
 
     def finish(self) -> dict[str, Path]:
