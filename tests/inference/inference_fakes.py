@@ -201,3 +201,25 @@ def save_checkpoint(task: LightningModule, path: Path, cli: bool = True) -> Path
         path,
     )
     return path
+
+
+def record_opens(monkeypatch: Any) -> list[Path]:
+    """Record every file :func:`torchgeo_ssg2.inference.output.open_raster` opens.
+
+    Args:
+        monkeypatch: pytest's fixture (the patch is undone after the test).
+
+    Returns:
+        The list the opened paths are appended to.
+    """
+    from torchgeo_ssg2.inference import output
+
+    opened: list[Path] = []
+    open_raster = output.open_raster
+
+    def recording_open(path: Path, *args: Any, **kwargs: Any) -> Any:
+        opened.append(Path(path))
+        return open_raster(path, *args, **kwargs)
+
+    monkeypatch.setattr(output, 'open_raster', recording_open)
+    return opened

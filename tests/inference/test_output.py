@@ -1,10 +1,9 @@
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import rasterio
-from inference_fakes import make_raster
+from inference_fakes import make_raster, record_opens
 
 from torchgeo_ssg2.inference import output
 from torchgeo_ssg2.inference.output import GeoTIFFSink, RasterMeta, class_indices
@@ -34,14 +33,7 @@ def test_nodata_comes_with_the_blocks_and_the_input_is_not_read(
     source = make_raster(tmp_path / 'in.tif', 20, 24, nodata=0, nodata_border=2)
     meta = RasterMeta.from_file(source)
     assert meta.has_nodata
-    opened: list[Path] = []
-    open_raster = output.open_raster
-
-    def recording_open(path: Path, *args: Any, **kwargs: Any) -> Any:
-        opened.append(Path(path))
-        return open_raster(path, *args, **kwargs)
-
-    monkeypatch.setattr(output, 'open_raster', recording_open)
+    opened = record_opens(monkeypatch)
     sink = GeoTIFFSink(meta, tmp_path / 'out.tif', 2, probabilities=True)
     probs = np.full((2, 20, 24), 0.5, dtype=np.float32)
     probs[1] += 0.1

@@ -2,12 +2,11 @@ import itertools
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import rasterio
-from inference_fakes import make_raster
+from inference_fakes import make_raster, record_opens
 
 from torchgeo_ssg2.inference import (
     GeoTIFFSink,
@@ -15,7 +14,6 @@ from torchgeo_ssg2.inference import (
     StripBlender,
     WindowGrid,
     blend_weight,
-    output,
     plan_parts,
 )
 from torchgeo_ssg2.inference.output import BlockBands, sweep_staging
@@ -145,14 +143,7 @@ def test_strips_merge_to_the_bytes_of_one_blender(
         blender.finish()
         strips.append((sink.commit(), part.rows))
     assert len(strips) == 3
-    opened: list[Path] = []
-    open_raster = output.open_raster
-
-    def recording_open(path: Path, *args: Any, **kwargs: Any) -> Any:
-        opened.append(Path(path))
-        return open_raster(path, *args, **kwargs)
-
-    monkeypatch.setattr(output, 'open_raster', recording_open)
+    opened = record_opens(monkeypatch)
     sink = GeoTIFFSink(meta, tmp_path / 'two.tif', k, sweep=False, **options)
     two = merge_strips(sink, strips, block)
     for role in ('classes', 'probabilities', 'uncertainty'):
