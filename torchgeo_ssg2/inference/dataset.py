@@ -134,7 +134,7 @@ class _RowCache:
             kept = self.rows[:, start:]
             self.rows = np.concatenate([kept, new], axis=1) if kept.shape[1] else new
             if self.valid is not None:
-                valid = self._validity(window, new)
+                valid = self._read_validity(window, new)
                 kept_valid = self.valid[start:]
                 self.valid = (
                     np.concatenate([kept_valid, valid]) if len(kept_valid) else valid
@@ -157,7 +157,7 @@ class _RowCache:
         start = row_off - self.top
         return self.valid[start : start + height]
 
-    def _validity(self, window: Window, values: np.ndarray) -> np.ndarray:
+    def _read_validity(self, window: Window, values: np.ndarray) -> np.ndarray:
         """Which pixels of newly read rows have data.
 
         Args:
@@ -397,15 +397,10 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             optional ``support_image`` TxCxHxW, ``row_off``, ``col_off`` (0-d
             int64), ``bounds`` and ``transform`` (9 float64 each).
         """
-        row_off, col_off = self.grid[index]
-        image = self.read_window(row_off, col_off, cached=True)
-        sample = {'image': torch.from_numpy(image)}
-        if self.meta.has_nodata:
-            sample['valid'] = torch.from_numpy(self._valid(row_off, col_off))
-        return sample | self._extras(index)
+        return {key: value[0] for key, value in self.batch([index]).items()}
 
     def batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
-        """Windows collated into a batch, as :func:`collate_windows` does.
+        """Windows collated into a batch (an item is the batch of one window).
 
         The images are normalised straight into the batch (no copy per window).
 
@@ -427,13 +422,11 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             row_off, col_off = self.grid[index]
             self.read_window(row_off, col_off, cached=True, out=images[b])
             if valid is not None:
-                self._valid(row_off, col_off, out=valid[b])
+                self._valid(row_off, col_off, valid[b])
             extras.append(self._extras(index))
         return batch | collate_windows(extras)
 
-    def _valid(
-        self, row_off: int, col_off: int, out: np.ndarray | None = None
-    ) -> np.ndarray:
+    def _valid(self, row_off: int, col_off: int, out: np.ndarray) -> None:
         """Which pixels of the target window just read have data.
 
         Call it right after :meth:`read_window` with ``cached=True`` for the same
@@ -442,23 +435,15 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         Args:
             row_off: Row offset.
             col_off: Column offset.
-            out: windowxwindow bool array to write into, instead of a new one.
-
-        Returns:
-            windowxwindow bool, False beyond the raster.
+            out: windowxwindow bool array written (False beyond the raster).
         """
         assert self._rows is not None
         h, w = self.grid.valid_shape(row_off, col_off)
-        window = self.grid.window
-        if out is None:
-            out = np.empty((window, window), dtype=bool)
-        if (h, w) != (window, window):
-            out[...] = False
+        out[...] = False
         out[:h, :w] = self._rows.validity(row_off, h)[:, col_off : col_off + w]
-        return out
 
     def _extras(self, index: int) -> dict[str, Tensor]:
-        """The items of one window besides its image (:meth:`__getitem__`).
+        """The items of one window besides its image and validity.
 
         Args:
             index: Window index in row-major order.
