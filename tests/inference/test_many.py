@@ -282,6 +282,41 @@ def test_uncertainty_band_is_described(tmp_path: Path) -> None:
         assert dst.descriptions == (UNCERTAINTY_DESCRIPTION,)
 
 
+@pytest.fixture
+def checked(folder: Path) -> tuple[list[Path], dict[int, Any]]:
+    """The folder's rasters and the metadata each one's check gives, by index."""
+    from torchgeo_ssg2.inference.datamodule import check_input
+
+    paths = sorted(folder.glob('*.tif'))
+    return paths, {i: check_input(nn.Identity(), p) for i, p in enumerate(paths)}
+
+
+def as_rank_of_two(
+    dm: Any, rank: int, other: list[dict[int, Any]], monkeypatch: pytest.MonkeyPatch
+) -> list[dict[int, Any]]:
+    """Run ``dm`` in-process as rank ``rank`` of 2, the other rank's side scripted.
+
+    Args:
+        dm: The datamodule.
+        rank: This rank.
+        other: What the other rank sends at each exchange, in order.
+        monkeypatch: pytest's fixture.
+
+    Returns:
+        What this rank sends, one entry per exchange (filled as it runs).
+    """
+    sent: list[dict[int, Any]] = []
+    replies = iter(other)
+
+    def gather(results: dict[int, Any]) -> dict[int, Any]:
+        sent.append(dict(results))
+        return {**results, **next(replies)}
+
+    monkeypatch.setattr(dm, '_gather', gather)
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=rank, lightning_module=None)
+    return sent
+
+
 def test_each_rank_checks_a_share_and_builds_its_parts(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -289,16 +324,14 @@ def test_each_rank_checks_a_share_and_builds_its_parts(
 
     check_input, build = module.check_input, module.build_window_dataset
     # what rank 0 of 2 reports: its checks (every other raster), then no failure
-    rank0 = iter(
-        [
-            {
-                i: check_input(nn.Identity(), path)
-                for i, path in enumerate(sorted(folder.glob('*.tif')))
-                if i % 2 == 0
-            },
-            {},
-        ]
-    )
+    rank0 = [
+        {
+            i: check_input(nn.Identity(), path)
+            for i, path in enumerate(sorted(folder.glob('*.tif')))
+            if i % 2 == 0
+        },
+        {},
+    ]
     checked: list[str] = []
     built: list[str] = []
 
@@ -320,8 +353,7 @@ def test_each_rank_checks_a_share_and_builds_its_parts(
     dm = module.RasterPredictDataModule(
         str(folder), window=32, overlap=8, mean=0, std=255
     )
-    monkeypatch.setattr(dm, '_gather', lambda results: {**results, **next(rank0)})
-    dm.trainer = SimpleNamespace(world_size=2, global_rank=1, lightning_module=None)
+    as_rank_of_two(dm, 1, rank0, monkeypatch)
     dm.setup('predict')
     # rank 1 opened only the second of the three rasters ...
     assert checked == ['b.tif']
@@ -339,19 +371,19 @@ def test_each_rank_checks_a_share_and_builds_its_parts(
 
 
 def test_a_failure_on_another_rank_shares_the_rasters_out_again(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
+    folder: Path,
+    checked: tuple[list[Path], dict[int, Any]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import torchgeo_ssg2.inference.datamodule as module
 
-    paths = sorted(folder.glob('*.tif'))
-    metas = {i: module.check_input(nn.Identity(), p) for i, p in enumerate(paths)}
+    paths, metas = checked
     # rank 0 checked every other raster, then failed to build a.tif's dataset
-    rank0 = iter([{0: metas[0], 2: metas[2]}, {0: ValueError('a.tif is bad')}, {}])
+    rank0 = [{0: metas[0], 2: metas[2]}, {0: ValueError('a.tif is bad')}, {}]
     dm = module.RasterPredictDataModule(
         str(folder), window=32, overlap=8, mean=0, std=255, keep_going=True
     )
-    monkeypatch.setattr(dm, '_gather', lambda results: {**results, **next(rank0)})
-    dm.trainer = SimpleNamespace(world_size=2, global_rank=1, lightning_module=None)
+    as_rank_of_two(dm, 1, rank0, monkeypatch)
     dm.setup('predict')
     with pytest.warns(UserWarning, match='skipped .*a.tif: a.tif is bad'):
         dm.predict_dataloader()
@@ -364,22 +396,17 @@ def test_a_failure_on_another_rank_shares_the_rasters_out_again(
 
 
 def test_a_failure_after_sharing_out_again_is_exchanged_too(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
+    folder: Path,
+    checked: tuple[list[Path], dict[int, Any]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import torchgeo_ssg2.inference.datamodule as module
 
-    paths = sorted(folder.glob('*.tif'))
-    metas = {i: module.check_input(nn.Identity(), p) for i, p in enumerate(paths)}
+    paths, metas = checked
     # rank 1 fails on b.tif; of the rasters shared out again, the one rank 0
     # had not built fails there (a file gone meanwhile): rank 1 must hear of it,
     # or it would predict its part and wait for rank 0 at the end
-    rank1 = iter([{1: metas[1]}, {1: ValueError('b.tif is bad')}, {}, {}])
-    sent: list[dict[int, Any]] = []
-
-    def gather(results: dict[int, Any]) -> dict[int, Any]:
-        sent.append(dict(results))
-        return {**results, **next(rank1)}
-
+    rank1 = [{1: metas[1]}, {1: ValueError('b.tif is bad')}, {}, {}]
     build = module.build_window_dataset
     first_round: set[str] = set()
 
@@ -393,8 +420,7 @@ def test_a_failure_after_sharing_out_again_is_exchanged_too(
     dm = module.RasterPredictDataModule(
         str(folder), window=32, overlap=8, mean=0, std=255, keep_going=True
     )
-    monkeypatch.setattr(dm, '_gather', gather)
-    dm.trainer = SimpleNamespace(world_size=2, global_rank=0, lightning_module=None)
+    sent = as_rank_of_two(dm, 0, rank1, monkeypatch)
     dm.setup('predict')
     with pytest.warns(UserWarning, match='skipped .*c.tif: c.tif vanished'):
         dm.predict_dataloader()
