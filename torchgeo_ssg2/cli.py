@@ -9,6 +9,10 @@
 ``torchgeo-ssg2 predict`` is the raster predictor (``torchgeo-ssg2 predict --help``
 lists its options); it is Lightning's ``predict`` sub-command only when its first
 option is ``--config``/``-c`` (the same as ``torchgeo predict --config ...``).
+
+Every sub-command first has glibc keep freed blocks for reuse
+(:func:`torchgeo_ssg2.allocator.keep_freed_memory`) unless ``MALLOC_MMAP_THRESHOLD_``
+or ``MALLOC_TRIM_THRESHOLD_`` is set.
 """
 
 import argparse
@@ -76,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     import sys
 
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     if _is_lightning_call(argv):
         for name in _EXTENSION_MODULES:
