@@ -554,8 +554,10 @@ def run_child(
         # Keep glibc from returning every large freed block to the OS: otherwise
         # each forward pass page-faults its activations afresh, and how often that
         # happens differs between the two timed conditions (pure noise here).
-        env.setdefault('MALLOC_MMAP_THRESHOLD_', str(1 << 30))
-        env.setdefault('MALLOC_TRIM_THRESHOLD_', str(1 << 30))
+        from torchgeo_ssg2.allocator import ENVIRONMENT_VARIABLES, THRESHOLD
+
+        for name in ENVIRONMENT_VARIABLES:
+            env.setdefault(name, str(THRESHOLD))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)

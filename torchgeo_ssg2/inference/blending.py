@@ -270,20 +270,23 @@ class StripBlender:
         r = (row_off + top - self._origin) % ring
         cols = slice(col_off, col_off + w)
         n = min(h, ring - r)  # rows before the ring wraps around
-        for values, first in channels:
-            acc = self._acc[first : first + len(values)]
-            values = values[:, top : top + h, :w]
-            acc[:, r : r + n, cols].addcmul_(values[:, :n], weight[:n])
-            if n < h:
-                acc[:, : h - n, cols].addcmul_(values[:, n:], weight[n:])
-        self._wsum[r : r + n, cols] += weight[:n]
+        # (ring rows, window rows): the part before the wrap, then the rest
+        spans = [(slice(r, r + n), slice(0, n))]
         if n < h:
-            self._wsum[: h - n, cols] += weight[n:]
-        if self._valid is not None and valid is not None:
+            spans.append((slice(0, h - n), slice(n, h)))
+        parts = [
+            (self._acc[first : first + len(values)], values[:, top : top + h, :w])
+            for values, first in channels
+        ]
+        if valid is not None:
             valid = valid[top : top + h, :w]
-            self._valid[r : r + n, cols] = valid[:n]
-            if n < h:
-                self._valid[: h - n, cols] = valid[n:]
+        for ring_rows, rows in spans:
+            for acc, values in parts:
+                acc[:, ring_rows, cols].addcmul_(values[:, rows], weight[rows])
+            self._wsum[ring_rows, cols] += weight[rows]
+            if valid is not None:
+                assert self._valid is not None
+                self._valid[ring_rows, cols] = valid[rows]
 
     def finish(self) -> None:
         """Flush every remaining row to the sink."""

@@ -69,6 +69,19 @@ def collate_windows(samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
     }
 
 
+def _append_rows(kept: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Rows *new* below rows *kept* (rows on the second-last axis).
+
+    Args:
+        kept: ... x n x width.
+        new: ... x m x width.
+
+    Returns:
+        ... x (n + m) x width (*new* itself where nothing is kept).
+    """
+    return np.concatenate([kept, new], axis=-2) if kept.shape[-2] else new
+
+
 class _RowCache:
     """Full-width rows of a raster, read once for windows taken in row-major order.
 
@@ -131,14 +144,10 @@ class _RowCache:
             window = Window(0, cached, self.src.width, end - cached)
             new = read_input(self.src, window, out_dtype=self.dtype)
             start = row_off - self.top
-            kept = self.rows[:, start:]
-            self.rows = np.concatenate([kept, new], axis=1) if kept.shape[1] else new
+            self.rows = _append_rows(self.rows[:, start:], new)
             if self.valid is not None:
                 valid = self._read_validity(window, new)
-                kept_valid = self.valid[start:]
-                self.valid = (
-                    np.concatenate([kept_valid, valid]) if len(kept_valid) else valid
-                )
+                self.valid = _append_rows(self.valid[start:], valid)
             self.top = row_off
         start = row_off - self.top
         return self.rows[:, start : start + height]
