@@ -24,7 +24,7 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check torchgeo_ssg2 tests benchmarks docs/conf.py docs/tutorial.py
-	$(PY) -m pytest -q --cov=torchgeo_ssg2 --cov-report=term
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile --cov=torchgeo_ssg2 --cov-report=term
 
 demo: $(STAMP)
 	$(PY) -m torchgeo_ssg2.demo
