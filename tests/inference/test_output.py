@@ -9,12 +9,13 @@ from torchgeo_ssg2.inference import output
 from torchgeo_ssg2.inference.output import GeoTIFFSink, RasterMeta, class_indices
 
 
-@pytest.mark.parametrize('shape', [(2, 5, 7), (6, 40, 33), (12, 17, 1)])
-def test_class_indices_equal_argmax(shape: tuple[int, int, int]) -> None:
+@pytest.mark.parametrize('threads', [1, 2, 3])
+@pytest.mark.parametrize('shape', [(2, 5, 7), (6, 40, 33), (12, 17, 1), (5, 70, 9)])
+def test_class_indices_equal_argmax(shape: tuple[int, int, int], threads: int) -> None:
     rng = np.random.default_rng(0)
     # few distinct values, so that ties are common: the lower index wins
     probabilities = rng.integers(0, 4, size=shape).astype(np.float32)
-    out = class_indices(probabilities, 'uint8', rows=16)
+    out = class_indices(probabilities, 'uint8', rows=16, threads=threads)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, probabilities.argmax(axis=0))
 

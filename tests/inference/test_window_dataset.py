@@ -5,9 +5,9 @@ import pytest
 import rasterio
 import torch
 from inference_fakes import make_raster
+from rasterio.transform import Affine
 
 from torchgeo_ssg2.inference import RasterWindowDataset
-from torchgeo_ssg2.inference.dataset import collate_windows
 
 
 def strip_raster(path: Path, height: int, width: int, rows_per_strip: int) -> Path:
@@ -91,7 +91,8 @@ def test_batch_equals_the_collated_items(tmp_path: Path, supports: str) -> None:
     )
     indices = [len(dataset) - 3, len(dataset) - 2, len(dataset) - 1]
     batch = dataset.batch(indices)
-    expected = collate_windows([dataset[i] for i in indices])
+    items = [dataset[i] for i in indices]
+    expected = {key: torch.stack([item[key] for item in items]) for key in items[0]}
     assert list(batch) == list(expected)
     for key, value in expected.items():
         assert batch[key].dtype == value.dtype
@@ -145,4 +146,34 @@ def test_valid_marks_the_input_nodata(tmp_path: Path, kind: str) -> None:
         np.testing.assert_array_equal(
             batch[b], expected[row_off : row_off + 16, col_off : col_off + 16]
         )
+    dataset.close()
+
+
+@pytest.mark.parametrize(
+    'transform',
+    [
+        Affine(0.5, 0.0, 300000.0, 0.0, -0.5, 5000000.0),
+        Affine(0.5, 0.0, 300000.0, 0.0, 0.5, 5000000.0),  # south-up
+        Affine(0.3, 0.1, 10.0, 0.2, -0.4, 20.0),  # rotated and sheared
+    ],
+)
+def test_placement_is_rasterio_affine(tmp_path: Path, transform: Affine) -> None:
+    path = make_raster(tmp_path / 'in.tif', 40, 50, transform=transform)
+    dataset = RasterWindowDataset(path, window=16, overlap=4, mean=0.0, std=1.0)
+    indices = list(range(len(dataset)))
+    batch = dataset.batch(indices)
+    for b, index in enumerate(indices):
+        row_off, col_off = dataset.grid[index]
+        t = transform @ Affine.translation(col_off, row_off)
+        x0, y0 = t.c, t.f
+        x1, y1 = x0 + t.a * 16, y0 + t.e * 16
+        bounds = [min(x0, x1), max(x0, x1), abs(t.a), min(y0, y1), max(y0, y1)]
+        assert batch['bounds'][b].tolist() == [*bounds, abs(t.e), 0.0, 0.0, 1.0]
+        assert batch['transform'][b].tolist() == list(t)[:9]
+        assert (batch['row_off'][b].item(), batch['col_off'][b].item()) == (
+            row_off,
+            col_off,
+        )
+    assert batch['bounds'].dtype == batch['transform'].dtype == torch.float64
+    assert batch['row_off'].dtype == torch.int64
     dataset.close()

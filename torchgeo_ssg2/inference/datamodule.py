@@ -194,13 +194,17 @@ def check_values(
         )
     grid = dataset.grid
     picks = np.unique(np.linspace(0, len(grid) - 1, windows).round().astype(int))
-    mean = dataset.mean.reshape(-1, 1)
-    std = dataset.std.reshape(-1, 1)
+    mean = dataset.mean.reshape(-1, 1).astype(np.float64)
+    std = dataset.std.reshape(-1, 1).astype(np.float64)
+    # |value - mean| > OUTLIER_STD * std, as two comparisons (NaN is neither)
+    below, above = mean - OUTLIER_STD * std, mean + OUTLIER_STD * std
     outside = np.zeros(meta.count)
     total = np.zeros(meta.count)
     low = np.full(meta.count, np.inf)
     high = np.full(meta.count, -np.inf)
     side = grid.window
+    # masked pixels become NaN (in float64); other bands are compared as stored
+    read_as = {'out_dtype': 'float64', 'masked': True} if meta.has_mask else {}
     with open_raster(meta.path, num_threads=gdal_threads()) as src:
         # Each sampled window is moved up and left onto the raster's block grid:
         # it then decodes the fewest blocks (one, where blocks are window-sized).
@@ -214,23 +218,19 @@ def check_values(
         for row_off, col_off in corners:
             h = min(side, meta.height - row_off)
             w = min(side, meta.width - col_off)
-            data = read_input(
-                src,
-                Window(col_off, row_off, w, h),
-                out_dtype='float64',
-                masked=meta.has_mask,
-            )
-            data = np.ma.filled(data, np.nan).reshape(meta.count, -1)
-            finite = np.isfinite(data)
-            if finite.all():
-                valid = data  # the common case: no NaN or nodata to set aside
+            data = read_input(src, Window(col_off, row_off, w, h), **read_as)
+            if np.ma.isMaskedArray(data):
+                data = np.ma.filled(data, np.nan)
+            data = data.reshape(meta.count, -1)
+            outside += ((data < below) | (data > above)).sum(axis=1)
+            if data.dtype.kind == 'f':
+                total += np.isfinite(data).sum(axis=1)
+                low = np.fmin(low, np.fmin.reduce(data, axis=1))
+                high = np.fmax(high, np.fmax.reduce(data, axis=1))
             else:
-                valid = np.where(finite, data, mean)
-                data = np.where(finite, data, np.nan)
-            outside += (np.abs(valid - mean) > OUTLIER_STD * std).sum(axis=1)
-            total += finite.sum(axis=1)
-            low = np.fmin(low, np.fmin.reduce(data, axis=1))
-            high = np.fmax(high, np.fmax.reduce(data, axis=1))
+                total += data.shape[1]
+                low = np.fmin(low, data.min(axis=1))
+                high = np.fmax(high, data.max(axis=1))
     fraction = outside / np.maximum(total, 1)
     bad = np.flatnonzero(fraction > OUTLIER_FRACTION)
     if len(bad):

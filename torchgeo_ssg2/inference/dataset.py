@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-import rasterio
 import torch
 from rasterio.windows import Window
 from torch import Tensor
@@ -15,7 +14,7 @@ from torch.utils.data import Dataset
 from .output import RasterMeta, gdal_threads, open_raster, read_input
 from .windows import WindowGrid
 
-__all__ = ('RasterWindowDataset', 'SupportMode', 'collate_windows')
+__all__ = ('RasterWindowDataset', 'SupportMode')
 
 #: Band dtypes that float32 holds exactly: cached as they are and cast by numpy.
 _EXACT_IN_FLOAT32 = frozenset({'uint8', 'int8', 'uint16', 'int16', 'float32'})
@@ -49,24 +48,6 @@ def _as_channel_vector(
         msg = f'{name} has {arr.size} values but the raster has {count} bands'
         raise ValueError(msg)
     return arr.reshape(count, 1, 1)
-
-
-def collate_windows(samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
-    """Stack window samples into a batch (what ``default_collate`` does here).
-
-    Stacks with numpy so that the reader thread does not compete for torch's
-    intra-op thread pool with the model.
-
-    Args:
-        samples: Items of :class:`RasterWindowDataset`.
-
-    Returns:
-        The batch, every value with a leading batch dimension.
-    """
-    return {
-        key: torch.from_numpy(np.stack([s[key].numpy() for s in samples]))
-        for key in samples[0]
-    }
 
 
 def _append_rows(kept: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -411,7 +392,9 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
     def batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
         """Windows collated into a batch (an item is the batch of one window).
 
-        The images are normalised straight into the batch (no copy per window).
+        The images and the raster's supports are normalised straight into the
+        batch (no copy per window); the placement of all windows is computed at
+        once.
 
         Args:
             indices: Window indices (B), in the order of the batch.
@@ -419,21 +402,29 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         Returns:
             The items of :meth:`__getitem__`, each with a leading batch dimension.
         """
-        side = self.grid.window
-        images = np.empty((len(indices), self.meta.count, side, side), np.float32)
+        side, count = self.grid.window, self.meta.count
+        offsets = [self.grid[index] for index in indices]
+        images = np.empty((len(indices), count, side, side), np.float32)
         batch = {'image': torch.from_numpy(images)}
         valid = None
         if self.meta.has_nodata:
             valid = np.empty((len(indices), side, side), dtype=bool)
             batch['valid'] = torch.from_numpy(valid)
-        extras = []
-        for b, index in enumerate(indices):
-            row_off, col_off = self.grid[index]
+        for b, (row_off, col_off) in enumerate(offsets):
             self.read_window(row_off, col_off, cached=True, out=images[b])
             if valid is not None:
                 self._valid(row_off, col_off, valid[b])
-            extras.append(self._extras(index))
-        return batch | collate_windows(extras)
+        if self.supports == 'raster':
+            shape = (len(indices), self.sequence_length, count, side, side)
+            supports = np.empty(shape, np.float32)
+            for b, target in enumerate(offsets):
+                for t, (row_off, col_off) in enumerate(self._support_offsets(target)):
+                    self.read_window(row_off, col_off, out=supports[b, t])
+            batch['support_image'] = torch.from_numpy(supports)
+        elif self.supports == 'bank':
+            supports = np.stack([self._bank_supports(index) for index in indices])
+            batch['support_image'] = torch.from_numpy(supports)
+        return batch | self._placement(offsets)
 
     def _valid(self, row_off: int, col_off: int, out: np.ndarray) -> None:
         """Which pixels of the target window just read have data.
@@ -451,47 +442,57 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         out[...] = False
         out[:h, :w] = self._rows.validity(row_off, h)[:, col_off : col_off + w]
 
-    def _extras(self, index: int) -> dict[str, Tensor]:
-        """The items of one window besides its image and validity.
+    def _support_offsets(self, target: tuple[int, int]) -> list[tuple[int, int]]:
+        """Offsets of the support windows of a target window (``supports="raster"``).
 
         Args:
-            index: Window index in row-major order.
+            target: ``(row_off, col_off)`` of the target window.
 
         Returns:
-            Optional ``support_image``, then ``row_off``, ``col_off``, ``bounds``
-            and ``transform``.
+            ``sequence_length`` ``(row_off, col_off)`` offsets.
         """
-        row_off, col_off = self.grid[index]
-        sample: dict[str, Tensor] = {}
-        if self.supports == 'raster':
-            if self.selector is not None:
-                offsets = self.selector.draw((row_off, col_off))
-            else:  # the raster is smaller than a window: it is its own support
-                offsets = [(0, 0)] * self.sequence_length
-            sample['support_image'] = torch.from_numpy(
-                np.stack([self.read_window(r, c) for r, c in offsets])
-            )
-        elif self.supports == 'bank':
-            sample['support_image'] = torch.from_numpy(self._bank_supports(index))
-        t = self.meta.transform @ rasterio.Affine.translation(col_off, row_off)
-        x0, y0 = t.c, t.f
-        x1 = x0 + t.a * self.grid.window
-        y1 = y0 + t.e * self.grid.window
-        sample['row_off'] = torch.tensor(row_off)
-        sample['col_off'] = torch.tensor(col_off)
-        sample['bounds'] = torch.tensor(
-            [
-                min(x0, x1),
-                max(x0, x1),
-                abs(t.a),
-                min(y0, y1),
-                max(y0, y1),
-                abs(t.e),
-                0.0,
-                0.0,
-                1.0,
-            ],
-            dtype=torch.float64,
-        )
-        sample['transform'] = torch.tensor(list(t)[:9], dtype=torch.float64)
-        return sample
+        if self.selector is not None:
+            return self.selector.draw(target)
+        # the raster is smaller than a window: it is its own support
+        return [(0, 0)] * self.sequence_length
+
+    def _placement(self, offsets: Sequence[tuple[int, int]]) -> dict[str, Tensor]:
+        """Where windows lie: their offsets, bounds and affine transforms.
+
+        The transform of a window is the raster's composed with the translation
+        by its offsets (the products of ``Affine @ Affine``, term by term, so the
+        values are those of rasterio's affine).
+
+        Args:
+            offsets: ``(row_off, col_off)`` of each window (B).
+
+        Returns:
+            ``row_off`` and ``col_off`` (B int64), ``bounds`` (Bx9 float64,
+            ``[xmin, xmax, xres, ymin, ymax, yres, 0, 0, 1]``) and ``transform``
+            (Bx9 float64, the window's affine as rasterio orders it).
+        """
+        rows, cols = np.array(offsets, dtype=np.int64).reshape(-1, 2).T
+        row, col = rows.astype(np.float64), cols.astype(np.float64)
+        sa, sb, sc, sd, se, sf = self.meta.transform[:6]
+        transform = np.zeros((len(rows), 9))
+        transform[:, 0] = sa * 1.0 + sb * 0.0
+        transform[:, 1] = sa * 0.0 + sb * 1.0
+        transform[:, 2] = sa * col + sb * row + sc
+        transform[:, 3] = sd * 1.0 + se * 0.0
+        transform[:, 4] = sd * 0.0 + se * 1.0
+        transform[:, 5] = sd * col + se * row + sf
+        transform[:, 8] = 1.0
+        x0, y0 = transform[:, 2], transform[:, 5]
+        x1 = x0 + transform[:, 0] * self.grid.window
+        y1 = y0 + transform[:, 4] * self.grid.window
+        bounds = np.zeros((len(rows), 9))
+        bounds[:, 0], bounds[:, 1] = np.minimum(x0, x1), np.maximum(x0, x1)
+        bounds[:, 3], bounds[:, 4] = np.minimum(y0, y1), np.maximum(y0, y1)
+        bounds[:, 2], bounds[:, 5] = np.abs(transform[:, 0]), np.abs(transform[:, 4])
+        bounds[:, 8] = 1.0
+        return {
+            'row_off': torch.from_numpy(rows.copy()),
+            'col_off': torch.from_numpy(cols.copy()),
+            'bounds': torch.from_numpy(bounds),
+            'transform': torch.from_numpy(transform),
+        }

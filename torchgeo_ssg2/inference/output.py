@@ -37,6 +37,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,25 +150,54 @@ def class_labels(
 
 
 def class_indices(
-    probabilities: np.ndarray, dtype: str = 'uint8', rows: int = 16
+    probabilities: np.ndarray,
+    dtype: str = 'uint8',
+    rows: int = 16,
+    threads: int | None = None,
 ) -> np.ndarray:
     """The index of the most probable class of each pixel (numpy's ``argmax``).
 
     Compares the classes one by one, a few rows at a time, instead of calling
     ``argmax(axis=0)``, which gathers the K values of each pixel across K
     separate planes and is several times slower on class maps. Ties go to the
-    lower index, as with ``argmax``.
+    lower index, as with ``argmax``. The rows are shared between ``threads``
+    threads (numpy's comparisons release the GIL): the classes are picked
+    between forward passes, while the model's threads wait.
 
     Args:
         probabilities: float32 KxHxW.
         dtype: dtype of the result (holding indices up to K - 1).
         rows: Rows handled at a time (bounds the temporaries).
+        threads: Threads sharing the rows (default: torch's thread count).
 
     Returns:
         HxW class indices.
     """
+    height = probabilities.shape[1]
+    out = np.zeros(probabilities.shape[1:], dtype=dtype)
+    threads = max(1, torch.get_num_threads() if threads is None else threads)
+    # contiguous spans of whole chunks of ``rows``, one per thread
+    step = -(-height // threads)
+    step = max(rows, -(-step // rows) * rows)
+    spans = [(r, min(r + step, height)) for r in range(0, height, step)]
+    if len(spans) == 1:
+        _pick_classes(probabilities, out, rows)
+        return out
+    with ThreadPoolExecutor(len(spans) - 1) as pool:
+        others = [
+            pool.submit(_pick_classes, probabilities[:, a:b], out[a:b], rows)
+            for a, b in spans[1:]
+        ]
+        a, b = spans[0]
+        _pick_classes(probabilities[:, a:b], out[a:b], rows)
+        for job in others:
+            job.result()
+    return out
+
+
+def _pick_classes(probabilities: np.ndarray, out: np.ndarray, rows: int) -> None:
+    """Write the most probable class of each pixel of KxHxW into HxW *out*."""
     k, height, width = probabilities.shape
-    out = np.zeros((height, width), dtype=dtype)
     best = np.empty((min(rows, height), width), dtype=probabilities.dtype)
     greater = np.empty(best.shape, dtype=bool)
     for r in range(0, height, rows):
@@ -179,7 +209,6 @@ def class_indices(
             np.greater(plane, b, out=g)
             np.copyto(o, c, where=g)
             np.maximum(b, plane, out=b)
-    return out
 
 
 def gdal_threads() -> str:

@@ -1,0 +1,77 @@
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from inference_fakes import TRANSFORM
+
+from torchgeo_ssg2.inference import RasterWindowDataset
+from torchgeo_ssg2.inference.datamodule import check_values
+from torchgeo_ssg2.normalization import Normalization
+
+
+def write(path: Path, data: np.ndarray, nodata: float | None = None) -> Path:
+    """A tiled GeoTIFF of CxHxW *data*."""
+    count, height, width = data.shape
+    profile = {
+        'driver': 'GTiff',
+        'height': height,
+        'width': width,
+        'count': count,
+        'dtype': str(data.dtype),
+        'crs': 'EPSG:32633',
+        'transform': TRANSFORM,
+        'tiled': True,
+        'blockxsize': 32,
+        'blockysize': 32,
+        'nodata': nodata,
+    }
+    with rasterio.open(path, 'w', **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def check(path: Path, mean: float, std: float) -> list[str]:
+    """The warnings of :func:`check_values` on a 2-band raster."""
+    dataset = RasterWindowDataset(path, window=32, overlap=8, mean=mean, std=std)
+    stats = Normalization(mean=(mean, mean), std=(std, std), dtype=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        check_values(dataset, stats, 'checkpoint')
+    dataset.close()
+    return [str(w.message) for w in caught]
+
+
+def band_values(rng: np.random.Generator, dtype: str, size: int = 96) -> np.ndarray:
+    """Two bands near 100 (std 10), the second with 5 % of its pixels at 200."""
+    data = rng.normal(100, 10, size=(2, size, size)).clip(0, 255)
+    data[1, rng.random((size, size)) < 0.05] = 200
+    return data.astype(dtype)
+
+
+@pytest.mark.parametrize('dtype', ['uint8', 'int16', 'float32', 'float64'])
+def test_the_outlying_band_is_named(tmp_path: Path, dtype: str) -> None:
+    data = band_values(np.random.default_rng(0), dtype)
+    messages = check(write(tmp_path / 'in.tif', data), 100.0, 10.0)
+    assert len(messages) == 1, messages
+    assert 'in band 2, 5% of the sampled pixels lie beyond mean +- 4 std' in messages[0]
+    # the value range of the sampled windows
+    low = float(re.search(r'values (\S+) to 200;', messages[0]).group(1))
+    assert data[1].min() <= low < 100
+    # in range: no warning
+    assert check(write(tmp_path / 'ok.tif', data[:1].repeat(2, 0)), 100.0, 10.0) == []
+
+
+def test_nan_and_nodata_pixels_are_left_out(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    data = rng.normal(100, 10, size=(2, 96, 96)).astype('float32')
+    data[:, :40] = np.nan  # far more than 1 % of the pixels
+    assert check(write(tmp_path / 'nan.tif', data), 100.0, 10.0) == []
+    masked = data.copy()
+    masked[:, :40] = -9999.0
+    assert check(write(tmp_path / 'nodata.tif', masked, -9999.0), 100.0, 10.0) == []
+    # without the nodata value the same pixels are data, and far off
+    (message,) = check(write(tmp_path / 'plain.tif', masked), 100.0, 10.0)
+    assert 'in band 1' in message and 'values -9999 to' in message
