@@ -457,15 +457,10 @@ def _images(mask: Tensor, classes: int, g: torch.Generator) -> Tensor:
 
 
 @functools.cache
-@functools.cache
 def _fit_heads(
     fuzzy: str = 'one', fuzzy_weight: float = 1.0, steps: int = 120
 ) -> dict[str, float]:
-    """Overfit SSG2 (test preset) on one small batch; IoU of each head vs its target.
-
-    Seeded, so equal arguments give equal fits: each is computed once (the
-    default loss is ``('one', 0.0)``).
-    """
+    """Overfit SSG2 (test preset) on one small batch; IoU of each head vs its target."""
     from torchgeo_ssg2.metrics import SetOperationIoU
     from torchgeo_ssg2.models import SSG2
 
@@ -498,7 +493,7 @@ class TestHeadFit:
 
     def test_default_loss_fits_every_head(self) -> None:
         default = SSG2Loss()
-        iou = _fit_heads(default.fuzzy_target_null, float(default.fuzzy_weight))
+        iou = _fit_heads(default.fuzzy_target_null, default.fuzzy_weight)
         for name, value in iou.items():
             assert value > 0.5, (name, iou)
 

@@ -63,3 +63,34 @@ def test_nan_and_nodata_pixels_are_left_out(tmp_path: Path) -> None:
     # without the nodata value the same pixels are data, and far off
     (message,) = check(write(tmp_path / 'plain.tif', masked), 100.0, 10.0)
     assert 'in band 1' in message and 'values -9999 to' in message
+
+
+def test_bands_of_mixed_dtypes(tmp_path: Path) -> None:
+    # a VRT of a uint8 and a float32 band (GeoTIFF bands share one dtype)
+    data = band_values(np.random.default_rng(2), 'float32')
+    write(tmp_path / 'a.tif', data[:1].astype('uint8'))
+    write(tmp_path / 'b.tif', data[1:])
+    sources = [('a.tif', 'Byte'), ('b.tif', 'Float32')]
+    bands = ''.join(
+        f'<VRTRasterBand dataType="{kind}" band="{i + 1}"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="1">{name}</SourceFilename>'
+        '<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>'
+        for i, (name, kind) in enumerate(sources)
+    )
+    vrt = tmp_path / 'mixed.vrt'
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="96" rasterYSize="96">{bands}</VRTDataset>'
+    )
+    with rasterio.open(vrt) as src:
+        assert src.dtypes == ('uint8', 'float32')
+    (message,) = check(vrt, 100.0, 10.0)
+    assert re.search(r'in band 2, [45]% of the sampled pixels', message), message
+    # and its windows read, both bands in float32
+    dataset = RasterWindowDataset(vrt, window=32, overlap=8, mean=100.0, std=10.0)
+    image = dataset[0]['image'].numpy()
+    first = data[0, :32, :32].astype('uint8').astype('float32')
+    np.testing.assert_array_equal(image[0], (first - np.float32(100)) / np.float32(10))
+    np.testing.assert_array_equal(
+        image[1], (data[1, :32, :32] - np.float32(100)) / np.float32(10)
+    )
+    dataset.close()

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from rasterio.transform import Affine
 from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -460,8 +461,8 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         """Where windows lie: their offsets, bounds and affine transforms.
 
         The transform of a window is the raster's composed with the translation
-        by its offsets (the products of ``Affine @ Affine``, term by term, so the
-        values are those of rasterio's affine).
+        by its offsets, the offset terms computed for all windows at once as
+        ``Affine @ Affine`` computes them (so the values are rasterio's).
 
         Args:
             offsets: ``(row_off, col_off)`` of each window (B).
@@ -473,15 +474,11 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         """
         rows, cols = np.array(offsets, dtype=np.int64).reshape(-1, 2).T
         row, col = rows.astype(np.float64), cols.astype(np.float64)
-        sa, sb, sc, sd, se, sf = self.meta.transform[:6]
-        transform = np.zeros((len(rows), 9))
-        transform[:, 0] = sa * 1.0 + sb * 0.0
-        transform[:, 1] = sa * 0.0 + sb * 1.0
-        transform[:, 2] = sa * col + sb * row + sc
-        transform[:, 3] = sd * 1.0 + se * 0.0
-        transform[:, 4] = sd * 0.0 + se * 1.0
-        transform[:, 5] = sd * col + se * row + sf
-        transform[:, 8] = 1.0
+        raster = self.meta.transform
+        # every term but the offsets' (c and f) is that of a zero translation
+        transform = np.tile(list(raster @ Affine.translation(0, 0)), (len(rows), 1))
+        transform[:, 2] = raster.a * col + raster.b * row + raster.c
+        transform[:, 5] = raster.d * col + raster.e * row + raster.f
         x0, y0 = transform[:, 2], transform[:, 5]
         x1 = x0 + transform[:, 0] * self.grid.window
         y1 = y0 + transform[:, 4] * self.grid.window

@@ -269,7 +269,9 @@ def read_input(src: Any, window: Window, **kwargs: Any) -> np.ndarray:
             ``mask=True``).
 
     Returns:
-        The data.
+        The data. Bands of different dtypes (a VRT may stack them), which
+        rasterio reads one dtype at a time, are read band by band into
+        ``out_dtype`` (default: the dtype that holds them all).
 
     Raises:
         OSError: If GDAL cannot read the window (a truncated or corrupt file).
@@ -278,6 +280,10 @@ def read_input(src: Any, window: Window, **kwargs: Any) -> np.ndarray:
     try:
         if mask:
             return src.dataset_mask(window=window)
+        if len(set(src.dtypes)) > 1 and 'indexes' not in kwargs:
+            kwargs.setdefault('out_dtype', np.result_type(*src.dtypes).name)
+            bands = [src.read(i, window=window, **kwargs) for i in src.indexes]
+            return (np.ma.stack if kwargs.get('masked') else np.stack)(bands)
         return src.read(window=window, **kwargs)
     except rasterio.errors.RasterioError as err:
         msg = (
