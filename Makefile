@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check torchgeo_ssg2 tests benchmarks docs/conf.py docs/tutorial.py
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile --cov=torchgeo_ssg2 --cov-report=term
 
 demo: $(STAMP)
@@ -34,12 +34,12 @@ docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 lint: $(STAMP)
-	$(PY) -m ruff check torchgeo_ssg2 tests benchmarks docs/conf.py docs/tutorial.py
-	$(PY) -m ruff format --check torchgeo_ssg2 tests benchmarks docs/conf.py docs/tutorial.py
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 format: $(STAMP)
-	$(PY) -m ruff format torchgeo_ssg2 tests benchmarks docs/conf.py docs/tutorial.py
-	$(PY) -m ruff check --fix torchgeo_ssg2 tests benchmarks docs/conf.py docs/tutorial.py
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage lightning_logs outputs docs/_build
