@@ -61,3 +61,21 @@ def test_gdal_cache_limit_is_in_megabytes() -> None:
     with output.gdal_cache_limit(64):
         # enough for the blocks of a few full-width rows of a large raster
         assert get_gdal_config('GDAL_CACHEMAX') == 64 * 1024 * 1024
+
+
+def test_gdal_cache_holds_a_row_of_blocks_of_the_widest_input(tmp_path: Path) -> None:
+    from rasterio.env import get_gdal_config
+
+    # 4 uint8 bands and a nodata mask, blocks of 16 rows (the fakes' tiles)
+    meta = RasterMeta.from_file(make_raster(tmp_path / 'in.tif', 40, 24, 4, nodata=0))
+    assert meta.block_rows == 16 and meta.block_row_bytes == 16 * 24 * 5
+    wide = RasterMeta(**(vars(meta) | {'width': 2_000_000}))
+    narrow = RasterMeta(**(vars(meta) | {'width': 1000}))
+    row = 16 * 2_000_000 * 5  # 160 MB: beyond the default cap
+    with output.gdal_cache_limit(rasters=[narrow, wide]):
+        assert get_gdal_config('GDAL_CACHEMAX') == row * 5 // 4
+    with output.gdal_cache_limit(rasters=[narrow]):
+        assert get_gdal_config('GDAL_CACHEMAX') == output.GDAL_CACHE_MB * 1024**2
+    # a float32 band counts four bytes, no mask none
+    floats = RasterMeta(**(vars(wide) | {'dtypes': ('float32',), 'has_mask': False}))
+    assert floats.block_row_bytes == 16 * 2_000_000 * 4

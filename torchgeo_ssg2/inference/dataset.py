@@ -76,8 +76,10 @@ class _RowCache:
 
     With ``masked`` or ``floating`` it also holds which pixels of those rows
     are valid: the raster's mask (read through the same handle right after the
-    values, so GDAL finds the blocks it just decoded in its block cache, where a
-    block row fits) and, for floating-point bands, where every band is finite.
+    values, so GDAL finds the blocks it just decoded in its block cache, which
+    the writer sizes to hold a row of blocks, see
+    :func:`~torchgeo_ssg2.inference.output.gdal_cache_limit`) and, for
+    floating-point bands, where every band is finite.
 
     Args:
         src: The open raster.

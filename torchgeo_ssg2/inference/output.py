@@ -36,7 +36,7 @@ symbolic or hard link) are refused, even with ``overwrite``.
 import json
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,7 +74,9 @@ __all__ = (
     'sweep_staging',
 )
 
-#: GDAL block cache used while predicting, in MB: bounds memory whatever the size.
+#: GDAL block cache used while predicting, in MB (raised to hold a row of blocks
+#: of the widest input, see :func:`gdal_cache_limit`): bounds memory whatever the
+#: height.
 GDAL_CACHE_MB = 64
 
 #: Compression of each output (GeoTIFF and COG): LZW for the class map, whose
@@ -245,17 +247,30 @@ def open_raster(path: str | os.PathLike[str], mode: str = 'r', **kwargs: Any) ->
 
 
 @contextmanager
-def gdal_cache_limit(megabytes: int = GDAL_CACHE_MB) -> Iterator[None]:
+def gdal_cache_limit(
+    megabytes: int | None = None, rasters: Iterable['RasterMeta'] = ()
+) -> Iterator[None]:
     """Cap GDAL's block cache (process-wide) so memory stays flat on big rasters.
 
+    The windows read an input one full-width row of blocks at a time, and the
+    mask of an input with nodata right after its values: the cache must hold
+    such a row, or its blocks are decoded twice. The cap is therefore raised
+    to 5/4 of the largest row of blocks of ``rasters`` (values and mask) where
+    that exceeds ``megabytes``: memory grows with a raster's width, never with
+    its height.
+
     Args:
-        megabytes: Cache size in MB.
+        megabytes: Cache size in MB (default: :data:`GDAL_CACHE_MB`).
+        rasters: The inputs read under the cap.
 
     Yields:
         Nothing; the previous cache size is restored on exit.
     """
+    rows = max((meta.block_row_bytes for meta in rasters), default=0)
+    megabytes = GDAL_CACHE_MB if megabytes is None else megabytes
+    size = max(megabytes * 1024 * 1024, -(-rows * 5 // 4))
     # rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes
-    with rasterio.Env(GDAL_CACHEMAX=megabytes * 1024 * 1024):
+    with rasterio.Env(GDAL_CACHEMAX=size):
         yield
 
 
@@ -348,6 +363,7 @@ class RasterMeta:
         transform: Pixel-to-CRS affine transform (identity without georeferencing).
         has_mask: Whether some pixels may be invalid (nodata value, mask or alpha band).
         dtypes: NumPy dtype name of each band.
+        block_rows: Height of the raster's blocks (of its first band).
     """
 
     path: Path
@@ -358,6 +374,7 @@ class RasterMeta:
     transform: Affine
     has_mask: bool
     dtypes: tuple[str, ...] = ()
+    block_rows: int = 1
 
     @property
     def floating(self) -> bool:
@@ -368,6 +385,12 @@ class RasterMeta:
     def has_nodata(self) -> bool:
         """Whether some pixels may be nodata: a mask, or floating-point bands."""
         return self.has_mask or self.floating
+
+    @property
+    def block_row_bytes(self) -> int:
+        """Bytes of one full-width row of blocks: every band, and the mask if any."""
+        pixel = sum(np.dtype(d).itemsize for d in self.dtypes) + int(self.has_mask)
+        return self.block_rows * self.width * pixel
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> 'RasterMeta':
@@ -401,6 +424,7 @@ class RasterMeta:
                     transform=src.transform,
                     has_mask=has_mask,
                     dtypes=tuple(src.dtypes),
+                    block_rows=src.block_shapes[0][0] if src.block_shapes else 1,
                 )
         except (rasterio.errors.RasterioError, OSError) as err:
             msg = f'cannot read input raster {path}: {err}'

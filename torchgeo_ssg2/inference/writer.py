@@ -498,7 +498,9 @@ class RasterPredictionWriter(BasePredictionWriter):
         self._own_strips = []
         self._labels = self._class_labels(trainer)
         trainer.predict_loop.return_predictions = False
-        self._env = gdal_cache_limit()
+        self._env = gdal_cache_limit(
+            rasters=[dataset.meta for dataset in self._datasets.values()]
+        )
         self._env.__enter__()
         if self.progress:
             self._prefix = (
