@@ -77,26 +77,75 @@ def test_row_cache_with_short_and_tall_blocks(
 
 
 @pytest.mark.parametrize('supports', ['none', 'raster'])
-def test_batch_equals_the_collated_items(tmp_path: Path, supports: str) -> None:
+def test_batch_holds_the_windows_of_the_raster(tmp_path: Path, supports: str) -> None:
     # a float raster with NaN and a size that pads the edge windows
     path = strip_raster(tmp_path / 'in.tif', 70, 50, 5)
+    with rasterio.open(path) as src:
+        data, transform = src.read(), src.transform
+    side = 16
     dataset = RasterWindowDataset(
         path,
-        window=16,
+        window=side,
         overlap=4,
         mean=100.0,
         std=30.0,
         supports=supports,  # type: ignore[arg-type]
         sequence_length=2,
     )
-    indices = [len(dataset) - 3, len(dataset) - 2, len(dataset) - 1]
+
+    def window(row_off: int, col_off: int) -> np.ndarray:
+        """The window as read from the whole array, padded and normalised."""
+        part = data[:, row_off : row_off + side, col_off : col_off + side]
+        h, w = part.shape[1:]
+        part = np.pad(part, ((0, 0), (0, side - h), (0, side - w)), mode='reflect')
+        normalised = (part - np.float32(100.0)) / np.float32(30.0)
+        return np.nan_to_num(normalised, nan=0.0)
+
+    # the last windows (padded on two sides) and the first (with a NaN pixel)
+    indices = [len(dataset) - 3, len(dataset) - 1, 0]
     batch = dataset.batch(indices)
-    items = [dataset[i] for i in indices]
-    expected = {key: torch.stack([item[key] for item in items]) for key in items[0]}
-    assert list(batch) == list(expected)
-    for key, value in expected.items():
-        assert batch[key].dtype == value.dtype
-        torch.testing.assert_close(batch[key], value, rtol=0, atol=0)
+    expected_keys = {'image', 'valid', 'row_off', 'col_off', 'bounds', 'transform'}
+    if supports == 'raster':
+        expected_keys.add('support_image')
+    assert set(batch) == expected_keys
+    for b, index in enumerate(indices):
+        row_off, col_off = dataset.grid[index]
+        assert (batch['row_off'][b], batch['col_off'][b]) == (row_off, col_off)
+        np.testing.assert_array_equal(
+            batch['image'][b].numpy(), window(*dataset.grid[index])
+        )
+        valid = np.zeros((side, side), dtype=bool)
+        inside = np.isfinite(
+            data[:, row_off : row_off + side, col_off : col_off + side]
+        )
+        valid[: inside.shape[1], : inside.shape[2]] = inside.all(axis=0)
+        np.testing.assert_array_equal(batch['valid'][b].numpy(), valid)
+        win = rasterio.windows.Window(col_off, row_off, side, side)
+        affine = rasterio.windows.transform(win, transform)
+        assert batch['transform'][b].tolist() == list(affine)
+        # torchgeo's order: [xmin, xmax, xres, ymin, ymax, yres, t0, t1, tres]
+        x0, y0, x1, y1 = rasterio.windows.bounds(win, transform)
+        assert batch['bounds'][b].tolist() == [
+            *sorted((x0, x1)),
+            1.0,
+            *sorted((y0, y1)),
+            1.0,
+            0,
+            0,
+            1,
+        ]
+        if supports == 'raster':
+            offsets = dataset._support_offsets((row_off, col_off))
+            assert offsets == dataset._support_offsets((row_off, col_off))
+            assert len(offsets) == 2 and (row_off, col_off) not in offsets
+            for t, (r, c) in enumerate(offsets):
+                np.testing.assert_array_equal(
+                    batch['support_image'][b, t].numpy(), window(r, c)
+                )
+    # an item is the batch of one window
+    item = dataset[indices[1]]
+    for key, value in item.items():
+        torch.testing.assert_close(value, batch[key][1], rtol=0, atol=0)
     dataset.close()
 
 
