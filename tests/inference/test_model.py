@@ -162,3 +162,34 @@ def test_floating_input_without_nodata(tmp_path: Path) -> None:
     with rasterio.open(out['classes']) as dst:
         classes = dst.read(1)
     assert (classes[:5] == 255).all() and (classes[5:] < 4).all()
+
+
+def test_a_plain_module_predicts_without_importing_the_tasks(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    make_raster(tmp_path / 'in.tif', 40, 40)
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from inference_fakes import PixelModel
+from torchgeo_ssg2.inference import predict_raster
+from torchgeo_ssg2.inference.model import is_task, needs_supports
+model = PixelModel(3, 4)
+predict_raster(model, {str(tmp_path / 'in.tif')!r}, {str(tmp_path / 'out.tif')!r},
+               window=16, overlap=4, mean=0, std=255, progress=False)
+assert not is_task(model) and not needs_supports(model)
+loaded = [m for m in ('torchgeo_ssg2.trainers', 'torchgeo.tasks', 'timm')
+          if m in sys.modules]
+assert not loaded, loaded
+from torchgeo_ssg2.trainers import PTAViTTask, SSG2Task
+task = SSG2Task(preset='test', in_channels=3, num_classes=2)
+assert is_task(task) and is_task(task, 'SSG2Task') and needs_supports(task)
+assert not is_task(task, 'PTAViTTask') and not is_task(model)
+assert is_task(PTAViTTask(preset='test', in_channels=3, num_classes=2))
+"""
+    done = subprocess.run(
+        [sys.executable, '-c', script], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / 'out.tif').is_file()

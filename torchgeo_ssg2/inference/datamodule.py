@@ -18,11 +18,11 @@ from ..samplers import SupportBank
 from .dataset import RasterWindowDataset, SupportMode
 from .inputs import expand_inputs
 from .model import (
+    is_task,
     model_in_channels,
     needs_supports,
     resolve_normalization,
     restored_checkpoint,
-    task_classes,
 )
 from .output import RasterMeta, gdal_threads, open_raster, read_input
 from .sharding import RasterPart, ShardMode, check_shard_mode, plan_parts
@@ -117,7 +117,7 @@ def build_window_dataset(
         ValueError: If the input does not fit the model.
     """
     meta = check_input(model, input)
-    if isinstance(model, task_classes()) and window % 32:
+    if is_task(model) and window % 32:
         msg = (
             f'window must be a multiple of 32 for {type(model).__name__}, got {window}'
         )

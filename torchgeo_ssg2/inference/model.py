@@ -16,6 +16,7 @@ import inspect
 import os
 import pathlib
 import pickle
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = (
     'CHECKPOINT_SAFE_GLOBALS',
     'check_device',
     'class_labels_from_checkpoint',
+    'is_task',
     'load_task',
     'model_in_channels',
     'needs_supports',
@@ -65,6 +67,27 @@ def task_classes() -> tuple[type, ...]:
         for name in ('SSG2Task', 'PTAViTTask')
         if hasattr(trainers, name)
     )
+
+
+def is_task(model: nn.Module, name: str | None = None) -> bool:
+    """Whether ``model`` is one of :func:`task_classes` (or the one named).
+
+    An instance of a task implies that ``torchgeo_ssg2.trainers`` is loaded;
+    until it is, the answer is False without importing it (and torchgeo's tasks
+    and timm with it), so that predicting with a plain module imports none of
+    them.
+
+    Args:
+        model: Task or plain module.
+        name: ``"SSG2Task"`` or ``"PTAViTTask"`` (default: either).
+
+    Returns:
+        Whether it is.
+    """
+    if 'torchgeo_ssg2.trainers' not in sys.modules:
+        return False
+    classes = tuple(c for c in task_classes() if name is None or c.__name__ == name)
+    return isinstance(model, classes)
 
 
 def _accepted_class_paths() -> dict[str, type]:
@@ -379,9 +402,7 @@ def needs_supports(model: nn.Module) -> bool:
     flag = getattr(model, 'needs_supports', None)
     if isinstance(flag, bool):
         return flag
-    classes = {c.__name__: c for c in task_classes()}
-    ssg2 = classes.get('SSG2Task')
-    return ssg2 is not None and isinstance(model, ssg2)
+    return is_task(model, 'SSG2Task')
 
 
 def resolve_normalization(

@@ -30,11 +30,11 @@ from .dataset import SupportMode
 from .inputs import expand_inputs
 from .model import (
     check_device,
+    is_task,
     load_task,
     model_in_channels,
     needs_supports,
     predict_batch,
-    task_classes,
 )
 from .output import check_output_free, output_paths
 from .sharding import ShardMode
@@ -304,11 +304,7 @@ def _run(
     else:
         model, checkpoint = load_task(checkpoint_or_task)
         device = 'auto' if device is None else device
-    if (
-        o.uncertainty
-        and not needs_supports(model)
-        and isinstance(model, task_classes())
-    ):
+    if o.uncertainty and not needs_supports(model) and is_task(model):
         msg = f'{type(model).__name__} gives no uncertainty (only SSG2Task does)'
         raise ValueError(msg)
     module = model if isinstance(model, LightningModule) else ModulePredictor(model)
