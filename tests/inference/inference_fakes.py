@@ -29,6 +29,7 @@ def make_raster(
     smooth: bool = False,
     seed: int = 0,
     tiled: bool = True,
+    block: tuple[int, int] = (16, 16),
 ) -> Path:
     """Write a fake raster.
 
@@ -45,6 +46,7 @@ def make_raster(
         smooth: Slowly varying sinusoids instead of random values.
         seed: Seed of the random values.
         tiled: Write a tiled GeoTIFF.
+        block: Rows and columns of a tile (multiples of 16).
 
     Returns:
         The path.
@@ -75,7 +77,7 @@ def make_raster(
         'nodata': nodata,
     }
     if tiled:
-        profile |= {'tiled': True, 'blockxsize': 16, 'blockysize': 16}
+        profile |= {'tiled': True, 'blockysize': block[0], 'blockxsize': block[1]}
     if crs is not None:
         profile['crs'] = crs
     if transform is not None:

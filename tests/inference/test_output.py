@@ -76,6 +76,9 @@ def test_gdal_cache_holds_a_row_of_blocks_of_the_widest_input(tmp_path: Path) ->
         assert get_gdal_config('GDAL_CACHEMAX') == row * 5 // 4
     with output.gdal_cache_limit(rasters=[narrow]):
         assert get_gdal_config('GDAL_CACHEMAX') == output.GDAL_CACHE_MB * 1024**2
-    # a float32 band counts four bytes, no mask none
+    # a float32 band counts four bytes, no mask none; without a mask each block
+    # is decoded once whatever the cap, which stays
     floats = RasterMeta(**(vars(wide) | {'dtypes': ('float32',), 'has_mask': False}))
     assert floats.block_row_bytes == 16 * 2_000_000 * 4
+    with output.gdal_cache_limit(rasters=[floats]):
+        assert get_gdal_config('GDAL_CACHEMAX') == output.GDAL_CACHE_MB * 1024**2

@@ -32,7 +32,9 @@ def same_files(a: dict[str, Path], b: dict[str, Path]) -> None:
         assert a[key].read_bytes() == b[key].read_bytes(), key
 
 
-def lightning_predict(task: Any, raster: Path, out: Path, **kwargs: Any) -> dict:
+def lightning_predict(
+    task: Any, raster: Path, out: Path, callbacks: tuple = (), **kwargs: Any
+) -> dict:
     writer = RasterPredictionWriter(
         str(out),
         probabilities=kwargs.pop('probabilities', False),
@@ -42,7 +44,7 @@ def lightning_predict(task: Any, raster: Path, out: Path, **kwargs: Any) -> dict
         accelerator='cpu',
         devices=1,
         logger=False,
-        callbacks=[writer],
+        callbacks=[writer, *callbacks],
         enable_progress_bar=False,
         enable_model_summary=False,
     )
@@ -401,8 +403,6 @@ def test_batches_of_an_input_with_nodata_carry_its_validity(tmp_path: Path) -> N
 def test_gdal_cache_holds_a_row_of_blocks_while_predicting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import numpy as np
-    import rasterio
     from lightning.pytorch.callbacks import Callback
     from rasterio.env import get_gdal_config
 
@@ -410,21 +410,7 @@ def test_gdal_cache_holds_a_row_of_blocks_while_predicting(
 
     # one block of 4096 rows x 128 columns x 3 bands, with a nodata mask: 2 MB,
     # above a 1 MB cap
-    source = tmp_path / 'in.tif'
-    profile = {
-        'driver': 'GTiff',
-        'height': 4096,
-        'width': 128,
-        'count': 3,
-        'dtype': 'uint8',
-        'nodata': 0,
-        'tiled': True,
-        'blockxsize': 128,
-        'blockysize': 4096,
-        'transform': TRANSFORM,
-    }
-    with rasterio.open(source, 'w', **profile) as dst:
-        dst.write(np.random.default_rng(0).integers(1, 250, (3, 4096, 128), 'uint8'))
+    source = make_raster(tmp_path / 'in.tif', 4096, 128, nodata=0, block=(4096, 128))
     monkeypatch.setattr(output, 'GDAL_CACHE_MB', 1)
     seen = []
 
@@ -432,17 +418,16 @@ def test_gdal_cache_holds_a_row_of_blocks_while_predicting(
         def on_predict_batch_start(self, *args: Any) -> None:
             seen.append(get_gdal_config('GDAL_CACHEMAX'))
 
-    writer = RasterPredictionWriter(str(tmp_path / 'out.tif'))
-    trainer = Trainer(
-        accelerator='cpu',
-        logger=False,
-        callbacks=[writer, CacheProbe()],
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    written = lightning_predict(
+        PixelTask(),
+        source,
+        tmp_path / 'out.tif',
+        callbacks=(CacheProbe(),),
+        window=128,
+        overlap=0,
+        batch_size=8,
+        mean=0,
+        std=255,
     )
-    dm = RasterPredictDataModule(
-        str(source), window=128, overlap=0, batch_size=8, mean=0, std=255
-    )
-    trainer.predict(PixelTask(), datamodule=dm)
     assert seen and set(seen) == {4096 * 128 * 4 * 5 // 4}
-    assert read(writer.written['classes'])[0].shape == (1, 4096, 128)
+    assert read(written['classes'])[0].shape == (1, 4096, 128)

@@ -74,7 +74,7 @@ class _RowCache:
     window plus one block of rows (plus the request itself where the raster's
     blocks are taller than a window and no alignment is made).
 
-    With ``masked`` or ``floating`` it also holds which pixels of those rows
+    For a raster that may hold nodata it also holds which pixels of those rows
     are valid: the raster's mask (read through the same handle right after the
     values, so GDAL finds the blocks it just decoded in its block cache, which
     the writer sizes to hold a row of blocks, see
@@ -83,24 +83,23 @@ class _RowCache:
 
     Args:
         src: The open raster.
+        meta: Its metadata: the height of its blocks, whether it has a mask
+            (nodata value, mask or alpha band) to read and floating-point
+            bands (NaN and inf values are nodata).
         dtype: dtype the rows are kept in.
-        masked: Read the raster's mask (nodata value, mask or alpha band).
-        floating: Treat NaN and inf values as nodata.
     """
 
-    def __init__(
-        self, src: Any, dtype: str, masked: bool = False, floating: bool = False
-    ) -> None:
+    def __init__(self, src: Any, meta: RasterMeta, dtype: str) -> None:
         self.src = src
         self.dtype = dtype
-        self.masked = masked
-        self.floating = floating
-        self.block_rows = src.block_shapes[0][0] if src.block_shapes else 1
+        self.masked = meta.has_mask
+        self.floating = meta.floating
+        self.block_rows = meta.block_rows
         self.top = 0
         self.rows = np.empty((src.count, 0, src.width), dtype=dtype)
         #: height x width, True where the pixel has data (None without nodata).
         self.valid: np.ndarray | None = None
-        if masked or floating:
+        if meta.has_nodata:
             self.valid = np.empty((0, src.width), dtype=bool)
 
     def read(self, row_off: int, height: int) -> np.ndarray:
@@ -292,12 +291,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         """The raster opened once per process."""
         if self._src is None or self._pid != os.getpid():
             self._src = open_raster(self.meta.path, num_threads=gdal_threads())
-            self._rows = _RowCache(
-                self._src,
-                self._cache_dtype,
-                masked=self.meta.has_mask,
-                floating=self._floating,
-            )
+            self._rows = _RowCache(self._src, self.meta, self._cache_dtype)
             self._pid = os.getpid()
         return self._src
 

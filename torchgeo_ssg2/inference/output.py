@@ -75,8 +75,8 @@ __all__ = (
 )
 
 #: GDAL block cache used while predicting, in MB (raised to hold a row of blocks
-#: of the widest input, see :func:`gdal_cache_limit`): bounds memory whatever the
-#: height.
+#: of the widest input with a mask, see :func:`gdal_cache_limit`): bounds memory
+#: whatever the height.
 GDAL_CACHE_MB = 64
 
 #: Compression of each output (GeoTIFF and COG): LZW for the class map, whose
@@ -253,11 +253,12 @@ def gdal_cache_limit(
     """Cap GDAL's block cache (process-wide) so memory stays flat on big rasters.
 
     The windows read an input one full-width row of blocks at a time, and the
-    mask of an input with nodata right after its values: the cache must hold
+    mask of an input that has one right after its values: the cache must hold
     such a row, or its blocks are decoded twice. The cap is therefore raised
-    to 5/4 of the largest row of blocks of ``rasters`` (values and mask) where
-    that exceeds ``megabytes``: memory grows with a raster's width, never with
-    its height.
+    to 5/4 of the largest row of blocks (values and mask) of the ``rasters``
+    with a mask where that exceeds ``megabytes`` (the others are decoded once
+    whatever the cap): memory grows with a raster's width, never with its
+    height.
 
     Args:
         megabytes: Cache size in MB (default: :data:`GDAL_CACHE_MB`).
@@ -266,7 +267,7 @@ def gdal_cache_limit(
     Yields:
         Nothing; the previous cache size is restored on exit.
     """
-    rows = max((meta.block_row_bytes for meta in rasters), default=0)
+    rows = max((m.block_row_bytes for m in rasters if m.has_mask), default=0)
     megabytes = GDAL_CACHE_MB if megabytes is None else megabytes
     size = max(megabytes * 1024 * 1024, -(-rows * 5 // 4))
     # rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes
