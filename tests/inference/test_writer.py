@@ -1,9 +1,12 @@
 """Both front doors (predict_raster / torchgeo-ssg2 predict and torchgeo predict)."""
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+import rasterio
 import torch
 import yaml
 from inference_fakes import TRANSFORM, PixelTask, make_raster, read, save_checkpoint
@@ -33,7 +36,12 @@ def same_files(a: dict[str, Path], b: dict[str, Path]) -> None:
 
 
 def lightning_predict(
-    task: Any, raster: Path, out: Path, callbacks: tuple = (), **kwargs: Any
+    task: Any,
+    raster: Path,
+    out: Path,
+    callbacks: tuple = (),
+    ckpt_path: Path | None = None,
+    **kwargs: Any,
 ) -> dict:
     writer = RasterPredictionWriter(
         str(out),
@@ -49,7 +57,8 @@ def lightning_predict(
         enable_model_summary=False,
     )
     dm = RasterPredictDataModule(str(raster), **kwargs)
-    assert trainer.predict(task, datamodule=dm) is None  # nothing kept in memory
+    # nothing kept in memory
+    assert trainer.predict(task, datamodule=dm, ckpt_path=ckpt_path) is None
     return writer.written
 
 
@@ -111,6 +120,49 @@ def test_datamodule_checks_bands_before_predicting(
         lightning_predict(task, raster, tmp_path / 'b.tif', window=32)
     assert task.calls == 0
     assert not (tmp_path / 'b.tif').exists()
+
+
+def test_foreign_checkpoint_is_read_once(
+    raster: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module that keeps no record has its ckpt_path read once per file."""
+    from torchgeo_ssg2.inference import model
+
+    task = PixelTask()
+    ckpt = save_checkpoint(task, tmp_path / 'pixel.ckpt', cli=False)
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint['normalization'] = {'mean': [0.0] * 3, 'std': [255.0] * 3}
+    names = ['water', 'road', 'tree', 'roof']
+    checkpoint['datamodule_hyper_parameters'] = {'class_names': names}
+    torch.save(checkpoint, ckpt)
+    reads: list[Path] = []
+    read_checkpoint = model.read_checkpoint
+
+    def counting_read(path: Path) -> dict[str, Any]:
+        reads.append(Path(path))
+        return read_checkpoint(path)
+
+    monkeypatch.setattr(model, 'read_checkpoint', counting_read)
+    kwargs = {'window': 32, 'overlap': 8, 'ckpt_path': ckpt}
+    written = lightning_predict(task, raster, tmp_path / 'a.tif', **kwargs)
+    # the datamodule (statistics) and the writer (class names) share one read
+    assert reads == [ckpt]
+    # the checkpoint's statistics normalised the input, its names label the bands
+    expected = predict_raster(
+        task, raster, tmp_path / 'b.tif', window=32, overlap=8, mean=0, std=255
+    )
+    values = read(written['classes'])[0]
+    assert (values == read(expected['classes'])[0]).all()
+    with rasterio.open(written['classes']) as dst:
+        assert json.loads(dst.tags()['CLASS_NAMES']) == names
+        assert dst.descriptions == ('class (0 water, 1 road, 2 tree, 3 roof)',)
+    # another prediction from the same file reads nothing; a changed file is read
+    lightning_predict(task, raster, tmp_path / 'c.tif', **kwargs)
+    assert reads == [ckpt]
+    torch.save(checkpoint, ckpt)
+    os.utime(ckpt, ns=(1, 1))
+    lightning_predict(task, raster, tmp_path / 'd.tif', **kwargs)
+    assert reads == [ckpt, ckpt]
 
 
 @pytest.fixture(scope='module')

@@ -17,6 +17,7 @@ import os
 import pathlib
 import pickle
 import sys
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,15 @@ CHECKPOINT_SAFE_GLOBALS: tuple[type, ...] = (
 
 #: Names listed in messages about many state_dict keys.
 _KEYS_SHOWN = 3
+
+#: What prediction reads of a checkpoint (statistics, class names and colours).
+_RECORD_KEYS = ('normalization', 'datamodule_hyper_parameters')
+
+#: The record of the ``ckpt_path`` file last read for a module that keeps none,
+#: with the file's identity (path, size, modification time) when it was read.
+_READ_RECORDS: weakref.WeakKeyDictionary[
+    nn.Module, tuple[tuple[str, int, int], dict[str, Any]]
+] = weakref.WeakKeyDictionary()
 
 
 def task_classes() -> tuple[type, ...]:
@@ -526,7 +536,9 @@ def restored_checkpoint(trainer: Any, model: nn.Module) -> Mapping[str, Any] | N
     The checkpoint :func:`load_task` read (the datamodule's ``checkpoint``), else
     the record the task kept when the trainer restored ``ckpt_path``
     (``checkpoint_record``, see the tasks' ``on_load_checkpoint``); a module
-    that keeps none has its ``ckpt_path`` file read (:func:`read_checkpoint`).
+    that keeps none has its ``ckpt_path`` file read (:func:`read_checkpoint`)
+    once: the datamodule and the writer both ask, and the same file (same
+    size and modification time) gives the record kept from the first read.
 
     Args:
         trainer: The trainer (its datamodule and ``ckpt_path``), or None.
@@ -544,7 +556,18 @@ def restored_checkpoint(trainer: Any, model: nn.Module) -> Mapping[str, Any] | N
     record = getattr(model, 'checkpoint_record', None)
     if record is not None:
         return record
-    return read_checkpoint(Path(ckpt_path)) if Path(ckpt_path).is_file() else None
+    path = Path(ckpt_path)
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    identity = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    kept = _READ_RECORDS.get(model)
+    if kept is not None and kept[0] == identity:
+        return kept[1]
+    checkpoint = read_checkpoint(path)
+    record = {key: checkpoint[key] for key in _RECORD_KEYS if key in checkpoint}
+    _READ_RECORDS[model] = (identity, record)
+    return record
 
 
 def class_labels_from_checkpoint(
