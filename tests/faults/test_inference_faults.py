@@ -77,6 +77,28 @@ def test_pickle_payload_is_refused(tmp_path: Path) -> None:
     assert marker.exists()
 
 
+@pytest.mark.parametrize(
+    ('content', 'reason'),
+    [
+        (b'not a checkpoint', 'not a PyTorch checkpoint'),
+        (b'\x80\x02garbage', 'cannot read checkpoint'),
+        (b'PK\x03\x04 truncated', 'cannot read checkpoint'),
+    ],
+)
+def test_unreadable_checkpoint_is_named_without_unsafe_advice(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    bad = tmp_path / 'bad.ckpt'
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match=reason) as info:
+        read_checkpoint(bad)
+    message = str(info.value)
+    assert str(bad) in message
+    # torch's own message suggests weights_only=False, which could run code
+    assert 'weights_only' not in message
+    assert 'arbitrary code' not in message
+
+
 def test_class_path_is_checked_before_import(tmp_path: Path) -> None:
     bad = write_checkpoint(tmp_path / 'zen.ckpt', class_path='this.s')
     src = write_raster(tmp_path / 'in.tif', 40, 40)

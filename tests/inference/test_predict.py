@@ -324,6 +324,38 @@ def test_command_line_errors(
         ssg2_main(['predict', '--input', str(raster)])  # --checkpoint is required
 
 
+@pytest.mark.parametrize(
+    ('extra', 'message'),
+    [
+        (['--output', 'one.tif'], '--output names one file but the input gives 2'),
+        (['--output-dir', 'out', '--devices', '2'], 'needs an accelerator'),
+        (
+            ['--output-dir', 'out', '--supports', 'bank', '--bank-images', 'nothing/'],
+            'needs --sequence-length',
+        ),
+    ],
+)
+def test_argument_errors_come_before_any_file_is_read(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    extra: list[str],
+    message: str,
+) -> None:
+    """Options that do not fit together fail before the checkpoint is read."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'tiles').mkdir()
+    make_raster(tmp_path / 'tiles' / 'a.tif', 20, 20)
+    make_raster(tmp_path / 'tiles' / 'b.tif', 20, 20)
+    (tmp_path / 'bad.ckpt').write_bytes(b'not a checkpoint')
+    argv = ['predict', '--checkpoint', 'bad.ckpt', '--input', 'tiles', *extra]
+    assert ssg2_main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert 'bad.ckpt' not in err
+    assert listing(tmp_path) == {'tiles', 'bad.ckpt'}
+
+
 def test_options_object_and_keywords_give_the_same_file(
     raster: Path, tmp_path: Path
 ) -> None:

@@ -18,6 +18,7 @@ import pathlib
 import pickle
 import sys
 import weakref
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                 'load the task yourself and pass it to predict_raster'
             )
         else:
-            msg = f'cannot read checkpoint {path}: {str(err).splitlines()[0]}'
+            msg = f'cannot read checkpoint {path}: {_unpickling_reason(path, err)}'
         raise ValueError(msg) from None
     except Exception as err:
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -189,6 +190,27 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         msg = f'checkpoint {path} is not a Lightning checkpoint (no state_dict)'
         raise ValueError(msg)
     return dict(ckpt)
+
+
+def _unpickling_reason(path: Path, err: pickle.UnpicklingError) -> str:
+    """Why a safe load failed, without torch's advice to load unsafely.
+
+    Args:
+        path: The checkpoint file.
+        err: The error of ``torch.load(weights_only=True)``.
+
+    Returns:
+        A short reason: the file is no checkpoint at all (neither the zip
+        archive ``torch.save`` writes nor a legacy pickle), or the unpickler's
+        own message.
+    """
+    if not zipfile.is_zipfile(path):
+        with path.open('rb') as f:
+            if f.read(1) != b'\x80':  # the first byte of any binary pickle
+                return 'not a PyTorch checkpoint (neither a zip archive nor a pickle)'
+    text = str(err)
+    reason = text.partition('WeightsUnpickler error:')[2].strip().split('\n\n')[0]
+    return reason.strip() or text.splitlines()[0]
 
 
 def _load_weights(task: nn.Module, state_dict: Mapping[str, Any], path: Path) -> None:

@@ -2,16 +2,18 @@
 
 import os
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..staging import staging_path
 from .output import open_raster
 
-__all__ = ('write_mosaics', 'write_vrt')
+__all__ = ('mosaic_problem', 'write_mosaics', 'write_vrt')
 
 #: GDAL's name of each NumPy dtype a prediction is written in.
 _GDAL_TYPES = {'uint8': 'Byte', 'uint16': 'UInt16', 'float32': 'Float32'}
@@ -30,6 +32,26 @@ def _crs_key(crs: object) -> str:
         return 'none'
     text = crs.to_string()  # type: ignore[attr-defined]
     return re.sub(r'[^A-Za-z0-9]+', '_', text).strip('_')[:40] or 'crs'
+
+
+def mosaic_problem(transform: Any) -> str | None:
+    """Why a raster with this geotransform cannot go in a VRT mosaic, if it cannot.
+
+    A mosaic places each raster by its transform, which must be north-up
+    (no rotation, pixels growing east and south). A raster without
+    georeferencing has the identity transform (rows growing downwards in pixel
+    space), which places nothing.
+
+    Args:
+        transform: The raster's affine transform.
+
+    Returns:
+        The reason, or None when the raster fits a mosaic.
+    """
+    t = transform
+    if t.b or t.d or t.a <= 0 or t.e >= 0:
+        return 'is not north-up (a rotated or pixel-space grid)'
+    return None
 
 
 def write_vrt(files: Sequence[Path], vrt: Path) -> Path:
@@ -75,9 +97,9 @@ def write_vrt(files: Sequence[Path], vrt: Path) -> Path:
             )
     first = metas[0]
     for m in metas:
-        t = m['transform']
-        if t.b or t.d or t.a <= 0 or t.e >= 0:
-            msg = f'{m["path"]} is not north-up: it cannot go in a VRT mosaic'
+        problem = mosaic_problem(m['transform'])
+        if problem is not None:
+            msg = f'{m["path"]} {problem}: it cannot go in a VRT mosaic'
             raise ValueError(msg)
         for key in ('crs', 'count', 'dtype'):
             if m[key] != first[key]:
@@ -179,7 +201,10 @@ def write_mosaics(results: Sequence[Mapping[str, Path]], folder: Path) -> list[P
 
     ``mosaic.vrt`` ties the class maps together (``mosaic_probabilities.vrt`` and
     ``mosaic_uncertainty.vrt`` the sidecars); when the rasters have several CRS,
-    each CRS gets its own files, ``mosaic_<CRS>.vrt``.
+    each CRS gets its own files, ``mosaic_<CRS>.vrt``. Rasters that no mosaic
+    can place (:func:`mosaic_problem`: rotated grids, or no georeferencing) are
+    left out, with a warning that names them; their outputs are written as
+    usual.
 
     Args:
         results: The files of each raster by role, as the writer returns them.
@@ -189,11 +214,24 @@ def write_mosaics(results: Sequence[Mapping[str, Path]], folder: Path) -> list[P
         The VRT files written.
     """
     groups: dict[tuple[str, str], list[Path]] = {}
+    left_out: list[tuple[Path, str]] = []
     for paths in results:
         for role, path in paths.items():
             with open_raster(path) as src:
-                crs = _crs_key(src.crs)
+                crs, problem = _crs_key(src.crs), mosaic_problem(src.transform)
+            if problem is not None:
+                if role == 'classes':
+                    left_out.append((path, problem))
+                continue
             groups.setdefault((role, crs), []).append(path)
+    if left_out:
+        shown = '; '.join(f'{path} {problem}' for path, problem in left_out[:3])
+        more = f' and {len(left_out) - 3} more' if len(left_out) > 3 else ''
+        warnings.warn(
+            f'{len(left_out)} prediction(s) left out of the VRT mosaics: {shown}{more}',
+            UserWarning,
+            stacklevel=2,
+        )
     several = len({crs for _, crs in groups}) > 1
     written = []
     for (role, crs), files in sorted(groups.items()):

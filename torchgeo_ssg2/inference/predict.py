@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .datamodule import RasterPredictDataModule
 from .dataset import SupportMode
-from .inputs import expand_inputs
+from .inputs import expand_inputs, outputs_for
 from .model import (
     check_device,
     is_task,
@@ -95,6 +95,25 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device('cpu')
 
 
+def _check_counts(accelerator: str | None, devices: int, num_nodes: int) -> None:
+    """Refuse device and node counts that no placement takes.
+
+    Args:
+        accelerator: The accelerator asked for, or None.
+        devices: Devices (processes) per node.
+        num_nodes: Nodes.
+
+    Raises:
+        ValueError: If a count is not positive, or above 1 without an accelerator.
+    """
+    if devices < 1 or num_nodes < 1:
+        msg = f'devices and num_nodes must be >= 1, got {devices} and {num_nodes}'
+        raise ValueError(msg)
+    if accelerator is None and (devices > 1 or num_nodes > 1):
+        msg = 'more than one device needs an accelerator (--accelerator cpu|gpu|auto)'
+        raise ValueError(msg)
+
+
 def _placement(
     model: nn.Module,
     device: str | torch.device | None,
@@ -120,15 +139,8 @@ def _placement(
     Raises:
         ValueError: If the device is unavailable or the counts are not positive.
     """
-    if devices < 1 or num_nodes < 1:
-        msg = f'devices and num_nodes must be >= 1, got {devices} and {num_nodes}'
-        raise ValueError(msg)
+    _check_counts(accelerator, devices, num_nodes)
     if accelerator is None:
-        if devices > 1 or num_nodes > 1:
-            msg = (
-                'more than one device needs an accelerator (--accelerator cpu|gpu|auto)'
-            )
-            raise ValueError(msg)
         if device is None:
             dev = _model_device(model)
         elif str(device) == 'auto':
@@ -284,6 +296,7 @@ def _run(
     """
     o = options
     device = o.device
+    _check_counts(accelerator, devices, num_nodes)
     if device is not None and str(device) != 'auto' and accelerator is None:
         check_device(device)
     if output is not None:
@@ -295,7 +308,9 @@ def _run(
                 protected[f'support-bank image #{i}'] = path
         paths = output_paths(output, o.probabilities, o.uncertainty)
         check_output_free(paths, o.overwrite, protected)
-    expand_inputs(input)  # a missing input fails before the checkpoint is read
+    # a missing input, or a single output for many, fails before the
+    # checkpoint is read
+    outputs_for(expand_inputs(input), output, output_dir)
     checkpoint: dict[str, Any] | None = None
     if isinstance(checkpoint_or_task, nn.Module):
         model = checkpoint_or_task
@@ -582,14 +597,13 @@ def _bank_from_args(args: argparse.Namespace) -> Any:
     if not args.bank_images:
         msg = '--supports bank needs --bank-images (image files, folders or globs)'
         raise ValueError(msg)
+    if args.sequence_length is None:
+        msg = '--supports bank needs --sequence-length (supports per window)'
+        raise ValueError(msg)
     from ..samplers.inference import ImageChips, SupportBank
 
     chips = ImageChips(expand_inputs(args.bank_images), args.window)
-    length = args.sequence_length
-    if length is None:
-        msg = '--supports bank needs --sequence-length (supports per window)'
-        raise ValueError(msg)
-    return SupportBank(chips, length, seed=args.support_seed)
+    return SupportBank(chips, args.sequence_length, seed=args.support_seed)
 
 
 def _predict_from_args(
@@ -604,6 +618,20 @@ def _predict_from_args(
         The written files (by role, or ``"classes <input>"`` with
         ``--output-dir``), the skipped inputs and the mosaics.
     """
+    if args.output is not None:
+        for flag in ('vrt', 'keep_going'):
+            if getattr(args, flag):
+                msg = f'--{flag.replace("_", "-")} needs --output-dir'
+                raise ValueError(msg)
+        if args.accelerator is not None or args.devices != 1 or args.num_nodes != 1:
+            msg = '--accelerator/--devices/--num-nodes need --output-dir'
+            raise ValueError(msg)
+        if len(args.input) != 1:
+            msg = (
+                f'--output names one file but --input gives {len(args.input)} '
+                'items: pass --output-dir'
+            )
+            raise ValueError(msg)
     palette = None
     if args.palette:
         palette = [_hex_colour(c) for c in args.palette]
@@ -628,19 +656,6 @@ def _predict_from_args(
         progress=not args.no_progress,
     )
     if args.output is not None:
-        for flag in ('vrt', 'keep_going'):
-            if getattr(args, flag):
-                msg = f'--{flag.replace("_", "-")} needs --output-dir'
-                raise ValueError(msg)
-        if args.accelerator is not None or args.devices != 1 or args.num_nodes != 1:
-            msg = '--accelerator/--devices/--num-nodes need --output-dir'
-            raise ValueError(msg)
-        if len(args.input) != 1:
-            msg = (
-                f'--output names one file but --input gives {len(args.input)} '
-                'items: pass --output-dir'
-            )
-            raise ValueError(msg)
         written = predict_raster(args.checkpoint, args.input[0], args.output, options)
         return written, [], []
     writer = _run(
