@@ -93,6 +93,28 @@ def test_folder_to_output_dir(folder: Path, tmp_path: Path) -> None:
     assert (mosaic[30:, 50:] == 255).all()  # covered by no raster: nodata
 
 
+def test_mosaic_leaves_out_rasters_it_cannot_place(
+    folder: Path, tmp_path: Path
+) -> None:
+    # a raster without georeferencing (identity transform, pixel space)
+    make_raster(folder / 'd.tif', 20, 20, seed=4, crs=None, transform=None)
+    out = tmp_path / 'out'
+    with pytest.warns(UserWarning, match=r'left out of the VRT mosaics: .*d\.tif'):
+        results = predict_rasters(
+            PixelModel(), folder, out, vrt=True, probabilities=True, **OPTIONS
+        )
+    assert [p.name for p in results] == ['a.tif', 'b.tif', 'c.tif', 'd.tif']
+    assert results[folder / 'd.tif']['classes'].is_file()
+    assert sorted(p.name for p in out.glob('*.vrt')) == [
+        'mosaic_EPSG_32639.vrt',
+        'mosaic_EPSG_32640.vrt',
+        'mosaic_probabilities_EPSG_32639.vrt',
+        'mosaic_probabilities_EPSG_32640.vrt',
+    ]
+    with rasterio.open(out / 'mosaic_EPSG_32640.vrt') as vrt:
+        assert vrt.shape == (40, 86)
+
+
 def test_worker_processes_give_the_same_files(folder: Path, tmp_path: Path) -> None:
     a = predict_rasters(PixelModel(), folder, tmp_path / 'a', **OPTIONS)
     b = predict_rasters(
@@ -459,3 +481,150 @@ def test_an_unexpected_error_on_any_rank_stops_every_rank(
     monkeypatch.setattr(dm, '_gather', dict)
     with pytest.raises(KeyError, match=r'b\.tif'):
         dm.setup('predict')
+
+
+def test_output_names_do_not_depend_on_which_rasters_fail(tmp_path: Path) -> None:
+    good, bad = tmp_path / 'a' / 'x.tif', tmp_path / 'b' / 'x.tif'
+    for path in (good, bad):
+        path.parent.mkdir()
+    make_raster(good, 20, 20, seed=1)
+    make_raster(bad, 20, 20, count=4, seed=2)  # the model takes 3 bands
+    out = tmp_path / 'out'
+    inputs = [str(good), str(bad)]
+    with pytest.warns(UserWarning, match=r'skipped .*b.x\.tif'):
+        results = predict_rasters(PixelModel(), inputs, out, keep_going=True, **OPTIONS)
+    # named as if b had not failed
+    assert results == {good: {'classes': out / 'a_x.tif'}}
+    assert os.listdir(out) == ['a_x.tif']
+    stamp = (out / 'a_x.tif').stat().st_mtime_ns
+    make_raster(bad, 20, 20, seed=2)  # b mended: the rerun resumes
+    results = predict_rasters(PixelModel(), inputs, out, keep_going=True, **OPTIONS)
+    assert results == {
+        good: {'classes': out / 'a_x.tif'},
+        bad: {'classes': out / 'b_x.tif'},
+    }
+    assert sorted(os.listdir(out)) == ['a_x.tif', 'b_x.tif']
+    assert (out / 'a_x.tif').stat().st_mtime_ns == stamp
+
+
+def test_a_raster_that_fails_is_still_an_input_no_output_may_be(
+    tmp_path: Path,
+) -> None:
+    good = make_raster(tmp_path / 'a.tif', 20, 20, seed=1)
+    bad = make_raster(tmp_path / 'bad.tif', 20, 20, count=4, seed=2)
+    out = tmp_path / 'out'
+    out.mkdir()
+    os.link(bad, out / 'a.tif')  # a's output is the raster that fails
+    before = bad.read_bytes()
+    with (
+        pytest.warns(UserWarning, match=r'skipped .*bad\.tif'),
+        pytest.raises(ValueError, match=r'bad\.tif \(the input raster #1\)'),
+    ):
+        predict_rasters(
+            PixelModel(),
+            [str(good), str(bad)],
+            out,
+            keep_going=True,
+            overwrite=True,
+            **OPTIONS,
+        )
+    assert bad.read_bytes() == before
+    assert os.listdir(out) == ['a.tif']
+
+
+def test_a_sidecar_that_is_another_inputs_output_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / 'src'
+    src.mkdir()
+    make_raster(src / 'a.tif', 20, 20, seed=1)
+    make_raster(src / 'a_probabilities.tif', 20, 20, seed=2)
+    out = tmp_path / 'out'
+    clash = (
+        rf'inputs {src / "a.tif"} and {src / "a_probabilities.tif"} would both be '
+        rf'written to {out / "a_probabilities.tif"}'
+    )
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match=clash):
+            predict_rasters(
+                PixelModel(),
+                src,
+                out,
+                probabilities=True,
+                overwrite=overwrite,
+                **OPTIONS,
+            )
+        assert not out.exists()  # before any work
+    # without the probabilities no two inputs share a file
+    results = predict_rasters(PixelModel(), src, out, **OPTIONS)
+    assert [paths['classes'].name for paths in results.values()] == [
+        'a.tif',
+        'a_probabilities.tif',
+    ]
+    assert sorted(os.listdir(out)) == ['a.tif', 'a_probabilities.tif']
+    pair = [Path('s/a.tif'), Path('s/a_uncertainty.tif')]
+    with pytest.raises(ValueError, match=r'would both be written to o.a_unc'):
+        outputs_for(pair, None, 'o', uncertainty=True)
+    assert outputs_for(pair, None, 'o', probabilities=True) == [
+        Path('o/a.tif'),
+        Path('o/a_uncertainty.tif'),
+    ]
+
+
+def fake_trainer(inputs: list[Path]) -> Any:
+    """Just what the writer's ``setup`` reads of a trainer on one process."""
+    import torch
+
+    strategy = SimpleNamespace(
+        root_device=torch.device('cpu'),
+        all_gather=lambda tensor: tensor,
+        broadcast=lambda obj, src=0: obj,
+    )
+    datamodule = SimpleNamespace(
+        inputs=inputs, rasters=inputs, support_bank=None, excluded=set()
+    )
+    return SimpleNamespace(
+        datamodule=datamodule, ckpt_path=None, is_global_zero=True, strategy=strategy
+    )
+
+
+def test_output_checks_grow_linearly_with_the_rasters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchgeo_ssg2.inference import RasterPredictionWriter
+
+    counts: dict[str, int] = {'stat': 0, 'listing': 0}
+    stat, listdir, scandir = os.stat, os.listdir, os.scandir
+
+    def counted(name: str, call: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return call(*args, **kwargs)
+
+        return wrapper
+
+    looked_up = {}
+    for n in (50, 100):
+        src = tmp_path / f'src{n}'
+        src.mkdir()
+        inputs = [src / f't{i}.tif' for i in range(n)]
+        for path in inputs:
+            path.touch()  # setup reads no pixel
+        out = tmp_path / f'out{n}'
+        out.mkdir()
+        for i in range(0, n, 5):  # a rerun: some outputs are complete
+            (out / f't{i}.tif').touch()
+            (out / f't{i}_probabilities.tif').touch()
+        writer = RasterPredictionWriter(output_dir=str(out), probabilities=True)
+        counts.update(stat=0, listing=0)
+        with monkeypatch.context() as patch:
+            patch.setattr(os, 'stat', counted('stat', stat))
+            patch.setattr(os, 'listdir', counted('listing', listdir))
+            patch.setattr(os, 'scandir', counted('listing', scandir))
+            try:
+                writer.setup(fake_trainer(inputs), None, 'predict')  # type: ignore[arg-type]
+            finally:
+                writer._restore_warnings()
+        assert len(writer.skipped) == n // 5
+        looked_up[n] = dict(counts)
+    # a few looks at each input and output, and one listing of the folder
+    assert looked_up[100]['stat'] <= 2 * looked_up[50]['stat']
+    assert looked_up[100]['listing'] == looked_up[50]['listing'] <= 2

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +8,7 @@ from inference_fakes import make_raster, record_opens
 
 from torchgeo_ssg2.inference import output
 from torchgeo_ssg2.inference.output import GeoTIFFSink, RasterMeta, class_indices
+from torchgeo_ssg2.staging import staging_path
 
 
 @pytest.mark.parametrize('threads', [1, 2, 3])
@@ -82,3 +84,68 @@ def test_gdal_cache_holds_a_row_of_blocks_of_the_widest_input(tmp_path: Path) ->
     assert floats.block_row_bytes == 16 * 2_000_000 * 4
     with output.gdal_cache_limit(rasters=[floats]):
         assert get_gdal_config('GDAL_CACHEMAX') == output.GDAL_CACHE_MB * 1024**2
+
+
+def test_protected_files_are_found_by_identity(tmp_path: Path) -> None:
+    src = make_raster(tmp_path / 'in.tif', 16, 16)
+    ckpt = tmp_path / 'model.ckpt'
+    ckpt.write_bytes(b'ckpt')
+    protected = output.ProtectedFiles(
+        {'input raster': src, 'checkpoint': ckpt, 'gone': tmp_path / 'gone.tif'}
+    )
+    os.link(src, tmp_path / 'hard.tif')
+    (tmp_path / 'sym.tif').symlink_to(ckpt)
+    (tmp_path / 'sub').mkdir()
+    spelled = tmp_path / 'sub' / '..' / 'in.tif'
+    assert protected.find(tmp_path / 'hard.tif') == ('input raster', src)
+    assert protected.find(spelled) == ('input raster', src)
+    assert protected.find(tmp_path / 'sym.tif') == ('checkpoint', ckpt)
+    assert protected.find(tmp_path / 'gone.tif') is None
+    assert dict(protected) == {
+        'input raster': src,
+        'checkpoint': ckpt,
+        'gone': tmp_path / 'gone.tif',
+    }
+    for path in (tmp_path / 'hard.tif', spelled):
+        with pytest.raises(ValueError, match=rf'is {src} \(the input raster\)'):
+            output.check_output_free({'classes': path}, True, protected)
+    with pytest.raises(ValueError, match=r'\(the checkpoint\)'):
+        output.check_output_free({'classes': tmp_path / 'sym.tif'}, True, protected)
+    # a staging file of the output that is an input is refused too
+    os.link(ckpt, staging_path(tmp_path / 'o.tif'))
+    with pytest.raises(ValueError, match=r'\(the checkpoint\)'):
+        output.check_output_free({'classes': tmp_path / 'o.tif'}, True, protected)
+    # more files: the ones already there keep their roles
+    more = protected.including({'input raster': tmp_path / 'other', 'x': ckpt})
+    assert more['input raster'] == src and more['x'] == ckpt
+    assert more.find(tmp_path / 'sym.tif') == ('checkpoint', ckpt)
+
+
+def test_a_sink_looks_up_only_its_own_files_among_many_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meta = RasterMeta.from_file(make_raster(tmp_path / 'in.tif', 16, 16))
+    stat = os.stat
+    calls: list[object] = []
+
+    def counted(*args: object, **kwargs: object) -> os.stat_result:
+        calls.append(args)
+        return stat(*args, **kwargs)  # type: ignore[arg-type]
+
+    looked_up: dict[int, int] = {}
+    for n in (50, 100):
+        inputs = [tmp_path / f'{n}_{i}.tif' for i in range(n)]
+        for path in inputs:
+            path.touch()
+        protected = output.ProtectedFiles(
+            {f'input raster #{i}': path for i, path in enumerate(inputs)}
+        )
+        calls.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(os, 'stat', counted)
+            sink = GeoTIFFSink(
+                meta, tmp_path / f'out{n}.tif', 2, True, True, protected=protected
+            )
+        sink.abort()
+        looked_up[n] = len(calls)
+    assert looked_up[100] == looked_up[50]

@@ -165,6 +165,71 @@ def test_foreign_checkpoint_is_read_once(
     assert reads == [ckpt, ckpt]
 
 
+class CountingPTAViT(PTAViTTask):
+    """PTAViTTask counting its predicted batches."""
+
+    calls = 0
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        type(self).calls += 1
+        return super().predict_step(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ('labels', 'match'),
+    [
+        ({'class_names': ['a', 'b']}, '2 class names given for 3 classes'),
+        ({'palette': [(0, 0, 0), (9, 9, 9)]}, 'palette of 2 colours'),
+        ({'palette': [(0, 0, 0)] * 2 + [(0, 0, 300)]}, 'three values'),
+    ],
+)
+def test_class_labels_checked_before_any_batch(
+    raster: Path, tmp_path: Path, labels: dict[str, Any], match: str
+) -> None:
+    task = CountingPTAViT(preset='test', in_channels=3, num_classes=3)
+    CountingPTAViT.calls = 0
+    writer = RasterPredictionWriter(str(tmp_path / 'out.tif'), **labels)
+    trainer = Trainer(
+        accelerator='cpu',
+        devices=1,
+        logger=False,
+        callbacks=[writer],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    dm = RasterPredictDataModule(str(raster), window=32, overlap=8, mean=0, std=255)
+    with pytest.raises(ValueError, match=match):
+        trainer.predict(task, datamodule=dm)
+    assert CountingPTAViT.calls == 0
+    assert listing(tmp_path) == {'in.tif'}
+
+
+def test_strip_checks_class_labels_before_predicting(
+    raster: Path, tmp_path: Path
+) -> None:
+    """A strip rank refuses names that the owner could not write, at once."""
+    from torchgeo_ssg2.inference import PredictionAssembler, WindowGrid
+    from torchgeo_ssg2.inference.output import RasterMeta
+    from torchgeo_ssg2.inference.sharding import RasterPart
+
+    meta = RasterMeta.from_file(raster)
+    grid = WindowGrid(meta.height, meta.width, 32, 8)
+    part = RasterPart(0, 1, 2, (32, meta.height), (12, len(grid)), 1)
+    assembler = PredictionAssembler(
+        meta,
+        grid,
+        tmp_path / 'out.tif',
+        class_names=['a', 'b'],
+        part=part,
+        strip_file=tmp_path / 'out.strip',
+    )
+    batch = {'row_off': torch.tensor([24]), 'col_off': torch.tensor([0])}
+    prediction = {'probabilities': torch.full((1, 4, 32, 32), 0.25)}
+    with pytest.raises(ValueError, match='2 class names given for 4 classes'):
+        assembler.add_batch(prediction, batch)
+    assert listing(tmp_path) == {'in.tif'}
+
+
 @pytest.fixture(scope='module')
 def ssg2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)

@@ -384,6 +384,9 @@ class RasterPredictDataModule(NonGeoDataModule):
             ``"strips"`` (every raster into one strip per rank).
 
     Attributes:
+        inputs: Every raster ``input`` gives, those that fail their checks
+            included, after :meth:`setup`; the writer names the outputs from
+            it and lets no output be any of them, whichever rasters fail.
         rasters: The rasters, after :meth:`setup`.
         failed: Rasters left out with ``keep_going``, and why.
         excluded: Indices into :attr:`rasters` not to predict (set by the
@@ -423,6 +426,7 @@ class RasterPredictDataModule(NonGeoDataModule):
         self.sequence_length = sequence_length
         self.support_seed = support_seed
         self.keep_going = keep_going
+        self.inputs: list[Path] = []
         self.rasters: list[Path] = []
         self.failed: dict[Path, str] = {}
         self.excluded: set[int] = set()
@@ -463,7 +467,7 @@ class RasterPredictDataModule(NonGeoDataModule):
             msg = f'{type(self).__name__} only predicts (got stage {stage!r})'
             raise ValueError(msg)
         model = self._model()
-        paths = expand_inputs(self.input)
+        paths = self.inputs = expand_inputs(self.input)
         world_size, rank = self._world()
         found: dict[int, RasterMeta | Exception] = {}
         raised: dict[int, Exception] = {}

@@ -51,6 +51,10 @@ def _as_channel_vector(
     return arr.reshape(count, 1, 1)
 
 
+#: Tallest block, in windows, that the row cache reads whole.
+ALIGNED_BLOCK_WINDOWS = 4
+
+
 def _append_rows(kept: np.ndarray, new: np.ndarray) -> np.ndarray:
     """Rows *new* below rows *kept* (rows on the second-last axis).
 
@@ -64,22 +68,53 @@ def _append_rows(kept: np.ndarray, new: np.ndarray) -> np.ndarray:
     return np.concatenate([kept, new], axis=-2) if kept.shape[-2] else new
 
 
+def _read_validity(
+    src: Any, window: Window, values: np.ndarray, masked: bool, floating: bool
+) -> np.ndarray:
+    """Which pixels of values just read have data.
+
+    The raster's mask is read through the same handle right after the values,
+    so GDAL finds the blocks it just decoded in its block cache.
+
+    Args:
+        src: The open raster.
+        window: The pixels read.
+        values: Their values, C x n x m.
+        masked: Whether the raster has a mask (nodata value, mask or alpha band).
+        floating: Whether a band is floating point (NaN and inf are nodata).
+
+    Returns:
+        n x m bool, True where the mask marks the pixel valid and (floating-point
+        bands) every band is finite.
+    """
+    valid = np.ones(values.shape[1:], dtype=bool)
+    if masked:
+        valid &= read_input(src, window, mask=True) != 0
+    if floating:
+        valid &= np.isfinite(values).all(axis=0)
+    return valid
+
+
 class _RowCache:
     """Full-width rows of a raster, read once for windows taken in row-major order.
 
     Neighbouring windows overlap, so reading each window on its own decompresses
     most input blocks several times. The cache holds rows ``[top, bottom)`` of
     the whole width and extends them downwards to the next block boundary, so
-    that windows visited row by row read every block once. It holds at most a
-    window plus one block of rows (plus the request itself where the raster's
-    blocks are taller than a window and no alignment is made).
+    that windows visited row by row read every block once, in one read of whole
+    rows of blocks. It holds the rows from the top of the last window read to
+    the first block boundary at or below its bottom: fewer than a window plus
+    one block of rows. Blocks more than :data:`ALIGNED_BLOCK_WINDOWS` windows
+    tall (a raster stored as one strip, say) are not read whole: the cache then
+    holds the rows of the last window only, so that memory never grows with the
+    raster's height.
 
     For a raster that may hold nodata it also holds which pixels of those rows
     are valid: the raster's mask (read through the same handle right after the
     values, so GDAL finds the blocks it just decoded in its block cache, which
     the writer sizes to hold a row of blocks, see
     :func:`~torchgeo_ssg2.inference.output.gdal_cache_limit`) and, for
-    floating-point bands, where every band is finite.
+    floating-point bands, where every band is finite (:func:`_read_validity`).
 
     Args:
         src: The open raster.
@@ -120,7 +155,7 @@ class _RowCache:
                 self.valid = self.valid[:0]
         if bottom > cached:
             end = bottom
-            if self.block_rows <= height:
+            if self.block_rows <= ALIGNED_BLOCK_WINDOWS * height:
                 end = min(
                     self.src.height, -(-bottom // self.block_rows) * self.block_rows
                 )
@@ -129,7 +164,9 @@ class _RowCache:
             start = row_off - self.top
             self.rows = _append_rows(self.rows[:, start:], new)
             if self.valid is not None:
-                valid = self._read_validity(window, new)
+                valid = _read_validity(
+                    self.src, window, new, self.masked, self.floating
+                )
                 self.valid = _append_rows(self.valid[start:], valid)
             self.top = row_off
         start = row_off - self.top
@@ -148,23 +185,6 @@ class _RowCache:
         assert self.valid is not None
         start = row_off - self.top
         return self.valid[start : start + height]
-
-    def _read_validity(self, window: Window, values: np.ndarray) -> np.ndarray:
-        """Which pixels of newly read rows have data.
-
-        Args:
-            window: The rows read.
-            values: Their values, C x n x width.
-
-        Returns:
-            n x width bool.
-        """
-        valid = np.ones(values.shape[1:], dtype=bool)
-        if self.masked:
-            valid &= read_input(self.src, window, mask=True) != 0
-        if self.floating:
-            valid &= np.isfinite(values).all(axis=0)
-        return valid
 
 
 class RasterWindowDataset(Dataset[dict[str, Tensor]]):
@@ -191,8 +211,12 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
     and torchgeo's ``bounds`` and ``transform`` (9 values each). A raster that may
     hold nodata (:attr:`RasterMeta.has_nodata`: a mask, or floating-point bands)
     adds ``valid``, True where the pixel has data (its mask, and every band
-    finite), which the writer carries into the output's nodata; NaN and inf
-    pixels are fed to the model as the band mean (0 after normalisation).
+    finite), which the writer carries into the output's nodata. Every band of
+    an invalid pixel, in the images and in the raster's supports alike, is fed
+    to the model as the band mean (0 after normalisation), whatever the value
+    stored there (a nodata value, values under a mask or an alpha of 0, NaN or
+    inf): the model sees the same input wherever the valid pixels are the same.
+    A float64 value beyond float32's range (data) is fed as 0 too.
 
     Args:
         path: Input raster, or its metadata already read
@@ -311,6 +335,11 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
     ) -> np.ndarray:
         """Read and normalise one window.
 
+        For a raster that may hold nodata, every band of an invalid pixel
+        (:func:`_read_validity`; the validity is reflection-padded with the
+        values) is 0, the band mean; so is a float64 value beyond float32's
+        range. The values are the same whether the window is cached or not.
+
         Args:
             row_off: Row offset.
             col_off: Column offset.
@@ -328,23 +357,37 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         window = self.grid.window
         h, w = self.grid.valid_shape(row_off, col_off)
         src = self._reader()
+        valid = None
         if cached:
-            assert self._rows is not None
-            raw = self._rows.read(row_off, h)[:, :, col_off : col_off + w]
+            rows = self._rows
+            assert rows is not None
+            raw = rows.read(row_off, h)[:, :, col_off : col_off + w]
+            if rows.valid is not None:
+                valid = rows.validity(row_off, h)[:, col_off : col_off + w]
         else:
-            raw = read_input(src, Window(col_off, row_off, w, h), out_dtype='float32')
+            # read as the cache keeps the rows, so that both give the same values
+            part = Window(col_off, row_off, w, h)
+            raw = read_input(src, part, out_dtype=self._cache_dtype)
+            if self.meta.has_nodata:
+                valid = _read_validity(
+                    src, part, raw, self.meta.has_mask, self._floating
+                )
         if (h, w) != (window, window):
-            raw = np.pad(
-                raw, ((0, 0), (0, window - h), (0, window - w)), mode='reflect'
-            )
+            pad = ((0, window - h), (0, window - w))
+            raw = np.pad(raw, ((0, 0), *pad), mode='reflect')
+            if valid is not None:
+                valid = np.pad(valid, pad, mode='reflect')
         # one pass casts to float32 and subtracts (the values of astype, then -=);
         # a float64 value beyond float32's range becomes inf, fed as below
         with np.errstate(over='ignore'):
             data = np.subtract(raw, self.mean, dtype=np.float32, out=out)
         data /= self.std
+        # Nodata values would spread through the model's receptive field and the
+        # blending into valid pixels: feed the band mean instead (the pixels stay
+        # nodata in the outputs).
+        if valid is not None:
+            np.copyto(data, 0.0, where=~valid)
         if self._floating:
-            # NaN/inf nodata would spread through the model's receptive field and
-            # the blending: feed the band mean instead (the pixels stay nodata).
             np.nan_to_num(data, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return data
 

@@ -2,8 +2,11 @@
 
 import glob
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+
+from .output import output_paths
 
 __all__ = ('RASTER_SUFFIXES', 'expand_inputs', 'outputs_for')
 
@@ -109,18 +112,25 @@ def outputs_for(
     inputs: Sequence[Path],
     output: str | os.PathLike[str] | None = None,
     output_dir: str | os.PathLike[str] | None = None,
+    *,
+    probabilities: bool = False,
+    uncertainty: bool = False,
 ) -> list[Path]:
     """The class-index output of each input raster.
 
     One input may go to ``output``; any number go to ``output_dir`` as
     ``<input stem>.tif`` (sidecars beside them). Inputs whose stems coincide get
-    the stem of their parent folder prefixed (``a/x.tif`` -> ``a_x.tif``), so no
-    two inputs share an output.
+    the name of their parent folder prefixed (``a/x.tif`` -> ``a_x.tif``). A name
+    depends only on the list of inputs, so pass all of them (also those left out
+    of a run) for the names to stay the same from run to run. No file of one
+    input's outputs (class map, or a sidecar written) may be a file of another's.
 
     Args:
         inputs: The input rasters.
         output: Output file for a single input.
         output_dir: Output folder.
+        probabilities: Whether the probability sidecars are written.
+        uncertainty: Whether the uncertainty sidecars are written.
 
     Returns:
         One output path per input, in order.
@@ -128,7 +138,8 @@ def outputs_for(
     Raises:
         ValueError: If neither or both of ``output`` and ``output_dir`` are
             given, ``output`` is given for several inputs, or two inputs would
-            still share an output.
+            still share an output file (an input named ``x_probabilities.tif``
+            beside ``x.tif`` with ``probabilities``, say), naming both inputs.
     """
     if (output is None) == (output_dir is None):
         msg = 'give either an output file (--output) or an output folder (--output-dir)'
@@ -142,13 +153,20 @@ def outputs_for(
             raise ValueError(msg)
         return [Path(output)]
     folder = Path(output_dir)  # type: ignore[arg-type]
-    stems = [p.stem for p in inputs]
-    names = [
-        f'{p.parent.name}_{p.stem}.tif' if stems.count(p.stem) > 1 else f'{p.stem}.tif'
+    repeated = {stem for stem, n in Counter(p.stem for p in inputs).items() if n > 1}
+    outputs = [
+        folder
+        / (f'{p.parent.name}_{p.stem}.tif' if p.stem in repeated else f'{p.stem}.tif')
         for p in inputs
     ]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        msg = f'two inputs would both be written to {folder / dup}: rename one'
-        raise ValueError(msg)
-    return [folder / name for name in names]
+    owners: dict[Path, int] = {}
+    for index, out in enumerate(outputs):
+        for path in output_paths(out, probabilities, uncertainty).values():
+            other = owners.setdefault(path, index)
+            if other != index:
+                msg = (
+                    f'inputs {inputs[other]} and {inputs[index]} would both be '
+                    f'written to {path}: rename one'
+                )
+                raise ValueError(msg)
+    return outputs

@@ -36,6 +36,7 @@ symbolic or hard link) are refused, even with ``overwrite``.
 import json
 import os
 import warnings
+from collections import ChainMap
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -61,6 +62,7 @@ __all__ = (
     'UNCERTAINTY_DESCRIPTION',
     'BlockBands',
     'GeoTIFFSink',
+    'ProtectedFiles',
     'RasterMeta',
     'check_blocks',
     'check_output_free',
@@ -459,36 +461,162 @@ def output_paths(
     return paths
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name the same file (links and hard links included).
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file a path names, links followed.
 
     Args:
-        a: A path.
-        b: Another path.
+        path: A path.
 
     Returns:
-        True if both exist and are one file.
+        ``(st_dev, st_ino)``, or None if nothing is there.
     """
     try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return stat.st_dev, stat.st_ino
 
 
-def sweep_staging(path: Path, protected: Mapping[str, Path] | None = None) -> None:
-    """Remove staging files of an output left by processes that no longer run.
+class ProtectedFiles(Mapping[str, Path]):
+    """Inputs that no output may be, by role, indexed by file identity.
 
-    The staging files of every sidecar of *path* are swept too. Staging files of
-    a running process (this one included) are kept, and so is any file that is
-    one of the *protected* inputs.
+    Each file is looked up (:func:`os.stat`, links followed) once, when it is
+    added, so finding whether a path is one of them costs one look-up of that
+    path, whatever their number. A file reached through a hard link, a symbolic
+    link or another spelling of its path has the same identity; a file missing
+    when it is added matches nothing.
 
     Args:
-        path: Class-index output file.
-        protected: Inputs that must never be removed, by role.
+        files: Paths by role.
     """
-    inputs = list((protected or {}).values())
-    for target in output_paths(path, True, True).values():
-        sweep_stale(target, keep=lambda p: any(_same_file(p, i) for i in inputs))
+
+    def __init__(
+        self, files: Mapping[str, str | os.PathLike[str]] | None = None
+    ) -> None:
+        self._roles: ChainMap[str, Path] = ChainMap()
+        self._ids: ChainMap[tuple[int, int], tuple[str, Path]] = ChainMap()
+        self._add(files or {})
+
+    @classmethod
+    def of(cls, files: Mapping[str, Path] | None) -> 'ProtectedFiles':
+        """The files as :class:`ProtectedFiles`, looked up only if not already.
+
+        Args:
+            files: Paths by role, or :class:`ProtectedFiles`.
+
+        Returns:
+            ``files`` itself if it is one, else its files looked up.
+        """
+        return files if isinstance(files, ProtectedFiles) else cls(files)
+
+    def _add(self, files: Mapping[str, str | os.PathLike[str]]) -> None:
+        """Add files; a role or a file already here keeps its entry.
+
+        Args:
+            files: Paths by role.
+        """
+        roles, ids = self._roles.maps[-1], self._ids.maps[-1]
+        for role, path in files.items():
+            path = Path(path)
+            if role not in self._roles:
+                roles[role] = path
+            identity = _identity(path)
+            if identity is not None and identity not in self._ids:
+                ids[identity] = (role, path)
+
+    def including(self, files: Mapping[str, Path]) -> 'ProtectedFiles':
+        """These files and more, sharing this index (only the new ones are looked up).
+
+        Args:
+            files: More paths by role; a role or a file already here keeps its
+                entry.
+
+        Returns:
+            The files of both.
+        """
+        new = ProtectedFiles()
+        new._roles = ChainMap(*self._roles.maps, {})
+        new._ids = ChainMap(*self._ids.maps, {})
+        new._add(files)
+        return new
+
+    def find(self, path: Path) -> tuple[str, Path] | None:
+        """Which of the files a path is.
+
+        Args:
+            path: A path.
+
+        Returns:
+            ``(role, file)``, or None if it is none of them (or does not exist).
+        """
+        if not any(self._ids.maps):  # (a ChainMap's own truth value counts keys)
+            return None
+        identity = _identity(path)
+        return None if identity is None else self._ids.get(identity)
+
+    def __getitem__(self, role: str) -> Path:
+        """The file of a role."""
+        return self._roles[role]
+
+    def __iter__(self) -> Iterator[str]:
+        """The roles."""
+        return iter(self._roles)
+
+    def __len__(self) -> int:
+        """The number of roles."""
+        return len(self._roles)
+
+
+def _staged(entries: Iterable[str], names: set[str]) -> set[str]:
+    """The names with a staging file among the entries of their folder.
+
+    Args:
+        entries: The names in a folder.
+        names: Target names in it.
+
+    Returns:
+        The targets ``T`` of ``names`` with an entry ``T.partial-*``
+        (:func:`~torchgeo_ssg2.staging.staging_path`).
+    """
+    marker = '.partial-'
+    found = set()
+    for entry in entries:
+        start = entry.find(marker)
+        while start > 0:
+            if entry[:start] in names:
+                found.add(entry[:start])
+            start = entry.find(marker, start + 1)
+    return found
+
+
+def sweep_staging(
+    path: Path | Iterable[Path], protected: Mapping[str, Path] | None = None
+) -> None:
+    """Remove staging files of outputs left by processes that no longer run.
+
+    The staging files of every sidecar of each output are swept too. Staging
+    files of a running process (this one included) are kept, and so is any file
+    that is one of the *protected* inputs. Each output folder is listed once,
+    whatever the number of outputs in it.
+
+    Args:
+        path: Class-index output file, or several.
+        protected: Inputs that must never be removed, by role (or
+            :class:`ProtectedFiles`).
+    """
+    outputs = [path] if isinstance(path, str | os.PathLike) else list(path)
+    index = ProtectedFiles.of(protected)
+    by_folder: dict[Path, set[str]] = {}
+    for output in outputs:
+        for target in output_paths(output, True, True).values():
+            by_folder.setdefault(target.parent, set()).add(target.name)
+    for folder, names in by_folder.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for name in sorted(_staged(entries, names)):
+            sweep_stale(folder / name, keep=lambda p: index.find(p) is not None)
 
 
 def check_output_free(
@@ -502,8 +630,9 @@ def check_output_free(
         paths: Output files, as from :func:`output_paths`.
         overwrite: Whether existing outputs may be replaced.
         protected: Inputs of the prediction by role (``"input raster"``,
-            ``"checkpoint"``, ``"support image"``, ...); an output or staging
-            file that is one of them is refused even with ``overwrite``.
+            ``"checkpoint"``, ``"support image"``, ...; :class:`ProtectedFiles`
+            looks them up once for many calls); an output or staging file that
+            is one of them is refused even with ``overwrite``.
 
     Raises:
         ValueError: If an output would replace an input.
@@ -511,14 +640,16 @@ def check_output_free(
         FileNotFoundError: If an output folder does not exist.
         IsADirectoryError: If an output path is a folder.
     """
+    index = ProtectedFiles.of(protected)
     for path in paths.values():
-        for role, source in (protected or {}).items():
-            if _same_file(path, source) or _same_file(staging_path(path), source):
-                msg = (
-                    f'output {path} is {source} (the {role}): choose another output '
-                    'path (an input is never overwritten, not even with --overwrite)'
-                )
-                raise ValueError(msg)
+        found = index.find(path) or index.find(staging_path(path))
+        if found is not None:
+            role, source = found
+            msg = (
+                f'output {path} is {source} (the {role}): choose another output '
+                'path (an input is never overwritten, not even with --overwrite)'
+            )
+            raise ValueError(msg)
         if path.is_dir():
             msg = f'output {path} is a directory'
             raise IsADirectoryError(msg)
@@ -702,7 +833,7 @@ class GeoTIFFSink:
         self.block_size = block_size
         self.cog = cog
         self.paths = output_paths(output, probabilities, uncertainty)
-        protected = {'input raster': meta.path, **(protected or {})}
+        protected = ProtectedFiles.of(protected).including({'input raster': meta.path})
         check_output_free(self.paths, overwrite, protected)
         if sweep:
             sweep_staging(self.paths['classes'], protected)

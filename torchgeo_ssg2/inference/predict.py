@@ -308,9 +308,15 @@ def _run(
                 protected[f'support-bank image #{i}'] = path
         paths = output_paths(output, o.probabilities, o.uncertainty)
         check_output_free(paths, o.overwrite, protected)
-    # a missing input, or a single output for many, fails before the
-    # checkpoint is read
-    outputs_for(expand_inputs(input), output, output_dir)
+    # a missing input, a single output for many or outputs that two inputs
+    # share fail before the checkpoint is read
+    outputs_for(
+        expand_inputs(input),
+        output,
+        output_dir,
+        probabilities=o.probabilities,
+        uncertainty=o.uncertainty,
+    )
     checkpoint: dict[str, Any] | None = None
     if isinstance(checkpoint_or_task, nn.Module):
         model = checkpoint_or_task

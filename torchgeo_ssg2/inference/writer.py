@@ -22,8 +22,10 @@ from .mosaic import write_mosaics
 from .output import (
     BlockBands,
     GeoTIFFSink,
+    ProtectedFiles,
     RasterMeta,
     check_output_free,
+    class_labels,
     gdal_cache_limit,
     sweep_staging,
 )
@@ -32,6 +34,42 @@ from .sharding import RasterPart, StripFile, merge_strips, strip_path
 from .windows import WindowGrid, blend_weight
 
 __all__ = ('PredictionAssembler', 'RasterPredictionWriter')
+
+
+def resolve_labels(
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    palette: Sequence[Sequence[int]] | None = None,
+    recorded_names: Sequence[str] | None = None,
+    recorded_palette: Sequence[Sequence[int]] | None = None,
+) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
+    """The class names and colours of an output, checked.
+
+    Names and colours given explicitly win; else those recorded with the
+    checkpoint, where there are enough of them; else the defaults of
+    :func:`~torchgeo_ssg2.inference.output.class_labels`.
+
+    Args:
+        num_classes: Probability channels K (1: a binary map).
+        class_names: Names given explicitly.
+        palette: RGB colours given explicitly.
+        recorded_names: Names recorded with the checkpoint, used when exactly
+            ``max(K, 2)``.
+        recorded_palette: Colours recorded with the checkpoint, used when at
+            least ``max(K, 2)``.
+
+    Returns:
+        ``(names, colours)`` of the ``max(K, 2)`` class indices.
+
+    Raises:
+        ValueError: If the explicit names or colours do not fit the classes.
+    """
+    n = max(num_classes, 2)
+    if class_names is None and recorded_names is not None and len(recorded_names) == n:
+        class_names = recorded_names
+    if palette is None and recorded_palette is not None and len(recorded_palette) >= n:
+        palette = recorded_palette
+    return class_labels(num_classes, class_names, palette)
 
 
 class PredictionAssembler:
@@ -108,7 +146,9 @@ class PredictionAssembler:
         self.num_classes: int | None = None
         self.blender: StripBlender | None = None
         self.windows_done = 0
-        self.protected = {'input raster': meta.path, **(protected or {})}
+        self.protected = ProtectedFiles.of(protected).including(
+            {'input raster': meta.path}
+        )
         check_output_free(self.output_paths, overwrite, self.protected)
 
     @property
@@ -127,13 +167,9 @@ class PredictionAssembler:
         Returns:
             The sink.
         """
-        names, palette = self.class_names, self.palette
-        n = max(num_classes, 2)
-        recorded_names, recorded_palette = self.recorded
-        if names is None and recorded_names is not None and len(recorded_names) == n:
-            names = recorded_names
-        if palette is None and recorded_palette is not None:
-            palette = recorded_palette if len(recorded_palette) >= n else None
+        names, palette = resolve_labels(
+            num_classes, self.class_names, self.palette, *self.recorded
+        )
         return GeoTIFFSink(
             self.meta,
             self.output,
@@ -160,6 +196,9 @@ class PredictionAssembler:
             self.sink = self.open_sink(num_classes)
         else:
             assert self.strip_file is not None
+            # the owner labels the merged file: the same check, before this
+            # strip is predicted rather than after every strip is
+            resolve_labels(num_classes, self.class_names, self.palette, *self.recorded)
             self.sink = StripFile(
                 self.strip_file,
                 self.part.rows,
@@ -251,27 +290,41 @@ class PredictionAssembler:
         self.blender = None
 
 
-def _protected_inputs(trainer: pl.Trainer) -> dict[str, Path]:
+def _input_rasters(datamodule: Any) -> list[Path]:
+    """Every input raster of a datamodule, those that failed their checks included.
+
+    Args:
+        datamodule: The datamodule (its ``inputs``, else its ``rasters``).
+
+    Returns:
+        The rasters.
+    """
+    inputs = getattr(datamodule, 'inputs', None)
+    return list(inputs or getattr(datamodule, 'rasters', None) or [])
+
+
+def _protected_inputs(trainer: pl.Trainer) -> ProtectedFiles:
     """The inputs of a ``Trainer.predict`` run that no output may replace.
 
     Args:
         trainer: The trainer.
 
     Returns:
-        The input rasters, the checkpoint and the support-bank images, by role.
+        The input rasters (those left out with ``keep_going`` included), the
+        checkpoint and the support-bank images, by role, each looked up once.
     """
     protected: dict[str, Path] = {}
     ckpt_path = getattr(trainer, 'ckpt_path', None)
     if ckpt_path:
         protected['checkpoint'] = Path(ckpt_path)
     datamodule = getattr(trainer, 'datamodule', None)
-    for i, path in enumerate(getattr(datamodule, 'rasters', None) or []):
+    for i, path in enumerate(_input_rasters(datamodule)):
         protected['input raster' if i == 0 else f'input raster #{i}'] = Path(path)
     bank = getattr(datamodule, 'support_bank', None)
     if hasattr(bank, 'source_files'):
         for i, path in enumerate(bank.source_files()):
             protected[f'support-bank image #{i}'] = path
-    return protected
+    return ProtectedFiles(protected)
 
 
 class RasterPredictionWriter(BasePredictionWriter):
@@ -367,7 +420,7 @@ class RasterPredictionWriter(BasePredictionWriter):
         self._num_classes: dict[int, int] = {}
         self._own_strips: list[Path] = []
         self._pids: list[int] = []
-        self._protected: dict[str, Path] = {}
+        self._protected = ProtectedFiles()
         self._warnings: Any = None
         self._failed = False
         self._labels: tuple[Any, Any] = (None, None)
@@ -413,7 +466,8 @@ class RasterPredictionWriter(BasePredictionWriter):
 
         Raises:
             TypeError: Without a :class:`RasterPredictDataModule`.
-            ValueError: If an output would replace an input.
+            ValueError: If an output would replace an input, or two inputs
+                would share an output file.
             FileExistsError: If ``output`` exists (or an output set is
                 incomplete in ``output_dir``) and ``overwrite`` is False.
         """
@@ -441,9 +495,20 @@ class RasterPredictionWriter(BasePredictionWriter):
                 'torchgeo_ssg2.inference.RasterPredictDataModule'
             )
             raise TypeError(msg)
+        # Named from every input, so that a name does not depend on which
+        # rasters fail their checks.
+        inputs = _input_rasters(datamodule)
+        named = outputs_for(
+            inputs,
+            self.output,
+            self.output_dir,
+            probabilities=self.probabilities,
+            uncertainty=self.uncertainty,
+        )
+        output_of = dict(zip(inputs, named, strict=True))
+        self.outputs = [output_of[path] for path in rasters]
         if self.output_dir is not None:
             Path(self.output_dir).mkdir(parents=True, exist_ok=True)
-        self.outputs = outputs_for(rasters, self.output, self.output_dir)
         self._protected = _protected_inputs(trainer)
         excluded = set()
         for index, output in enumerate(self.outputs):
@@ -458,9 +523,10 @@ class RasterPredictionWriter(BasePredictionWriter):
         if trainer.is_global_zero:
             # Before any rank stages a strip: the sinks that merge strips do not
             # sweep, and a pid of another node means nothing here.
-            for index, output in enumerate(self.outputs):
-                if index not in excluded:
-                    sweep_staging(output, self._protected)
+            sweep_staging(
+                [out for i, out in enumerate(self.outputs) if i not in excluded],
+                self._protected,
+            )
         pid = torch.tensor([os.getpid()], device=trainer.strategy.root_device)
         self._pids = trainer.strategy.all_gather(pid).reshape(-1).tolist()
         excluded = trainer.strategy.broadcast(excluded, src=0)
@@ -497,6 +563,7 @@ class RasterPredictionWriter(BasePredictionWriter):
         self._num_classes = {}
         self._own_strips = []
         self._labels = self._class_labels(trainer)
+        self._check_labels(pl_module)
         trainer.predict_loop.return_predictions = False
         self._env = gdal_cache_limit(
             rasters=[dataset.meta for dataset in self._datasets.values()]
@@ -535,6 +602,29 @@ class RasterPredictionWriter(BasePredictionWriter):
 
         checkpoint = restored_checkpoint(trainer, trainer.lightning_module)
         return class_labels_from_checkpoint(checkpoint)
+
+    def _check_labels(self, pl_module: pl.LightningModule) -> None:
+        """Refuse class names or colours that do not fit, before any batch.
+
+        A task of this package declares its classes (``num_classes``), so the
+        names and colours are checked against them here. For another module the
+        number of classes is known at its first batch, where the assembler
+        checks them; the colours given are checked here all the same.
+
+        Args:
+            pl_module: The module predicting.
+
+        Raises:
+            ValueError: If the names or colours given do not fit.
+        """
+        from .model import is_task
+
+        hparams = getattr(pl_module, 'hparams', None) or {}
+        num_classes = hparams.get('num_classes') if is_task(pl_module) else None
+        if isinstance(num_classes, int):
+            resolve_labels(num_classes, self.class_names, self.palette, *self._labels)
+        elif self.palette is not None:
+            class_labels(len(self.palette), None, self.palette)
 
     def _assembler(self, index: int, part: RasterPart | None) -> PredictionAssembler:
         """The assembler of one raster, or of one strip of it.
