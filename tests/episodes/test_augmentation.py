@@ -56,3 +56,39 @@ def test_image_only_supports() -> None:
     assert torch.equal(out['image'], torch.zeros(2, 1, 4, 4))
     assert torch.equal(out['support_image'], torch.zeros(2, 3, 1, 4, 4))
     assert 'support_mask' not in out
+
+
+def flips_of(mask: torch.Tensor) -> set[tuple[int, ...]]:
+    """The mask under each combination of horizontal and vertical flips."""
+    return {tuple(torch.flip(mask, d).flatten().tolist()) for d in FLIP_DIMS}
+
+
+FLIP_DIMS: list[tuple[int, ...]] = [(), (0,), (1,), (0, 1)]
+
+
+def test_rotations_only_for_square_images() -> None:
+    """90° turns would crop a non-square image and fill its mask with 0."""
+    from torchgeo_ssg2.datamodules.base import episode_augmentations
+
+    _, train_aug = episode_augmentations(0.0, 255.0)
+    torch.manual_seed(0)
+    mask = torch.randint(1, 4, (8, 16))
+    image = (mask.float() * 255).expand(3, 8, 16)
+    batch = {
+        'image': image.expand(16, 3, 8, 16).clone(),
+        'mask': mask.expand(16, 8, 16).clone(),
+        'support_image': image.expand(16, 2, 3, 8, 16).clone(),
+        'support_mask': mask.expand(16, 2, 8, 16).clone(),
+    }
+    out = train_aug(batch)
+    flips = flips_of(mask)
+    for key in ('mask', 'support_mask'):
+        for m in out[key].reshape(-1, 8, 16):
+            # flipped at most: every label kept, none turned into background
+            assert tuple(m.flatten().tolist()) in flips
+    assert torch.equal(out['image'][:, 0].round().long(), out['mask'])
+    # square images are turned too: some output is no flip of the mask
+    square = episode_batch(b=32, t=1)
+    flips = flips_of(square['mask'][0])
+    turned = train_aug(square)['mask']
+    assert any(tuple(m.flatten().tolist()) not in flips for m in turned)

@@ -147,8 +147,7 @@ class EpisodicNonGeoDataModule(NonGeoDataModule):
         self.seed = seed
         save_normalization(self, self.normalization)
 
-        square = self.patch_size is None or self.patch_size[0] == self.patch_size[1]
-        self.aug, train_aug = episode_augmentations(self.mean, self.std, square)
+        self.aug, train_aug = episode_augmentations(self.mean, self.std)
         if augment:
             self.train_aug = train_aug
 
@@ -294,7 +293,8 @@ def episode_augmentations(
     Args:
         mean: Per-band mean (or one value) of the raw images.
         std: Per-band std (or one value) of the raw images.
-        rotate: Add random 90° rotations in training (square patches only).
+        rotate: Add random 90° rotations in training, to square images only
+            (batches whose height and width differ are flipped only).
 
     Returns:
         ``(aug, train_aug)``: normalisation; normalisation, random horizontal and
@@ -302,13 +302,10 @@ def episode_augmentations(
     """
     mean = torch.as_tensor(mean, dtype=torch.float32)
     std = torch.as_tensor(std, dtype=torch.float32)
-    transforms: list[Any] = [
+    rotations = [K.RandomRotation90(times=(0, 3))] if rotate else []
+    return EpisodeAugmentation(K.Normalize(mean=mean, std=std)), EpisodeAugmentation(
         K.Normalize(mean=mean, std=std),
         K.RandomHorizontalFlip(),
         K.RandomVerticalFlip(),
-    ]
-    if rotate:
-        transforms.append(K.RandomRotation90(times=(0, 3)))
-    return EpisodeAugmentation(K.Normalize(mean=mean, std=std)), EpisodeAugmentation(
-        *transforms
+        square_only=rotations,
     )
