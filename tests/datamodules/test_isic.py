@@ -1,4 +1,6 @@
 import os
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
@@ -24,6 +26,25 @@ def make(**kwargs: object) -> ISIC2018DataModule:
 
 
 class TestISIC2018DataModule:
+    def test_prepare_data_extracts_the_zips(self, tmp_path: Path) -> None:
+        for name in os.listdir(ROOT):
+            if name.endswith('.zip'):
+                shutil.copy(os.path.join(ROOT, name), tmp_path)
+        dm = make(root=str(tmp_path))
+        dm.prepare_data()
+        extracted = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+        assert extracted == sorted(
+            name[:-4] for name in os.listdir(ROOT) if name.endswith('.zip')
+        )
+        dm.setup('fit')
+        assert len(dm.val_dataset) == 2  # type: ignore[arg-type]
+        # a distribution without training images still prepares
+        empty = make(root=str(tmp_path))
+        shutil.rmtree(tmp_path / 'ISIC2018_Task1-2_Training_Input')
+        for zip_file in tmp_path.glob('*Training_Input.zip'):
+            zip_file.unlink()
+        empty.prepare_data()
+
     def test_official_splits(self) -> None:
         dm = make()
         dm.setup('fit')

@@ -79,6 +79,28 @@ class TestISIC2018:
         reference = ISIC2018(ROOT, split='test', size=32)
         assert torch.equal(ds[1]['mask'], reference[1]['mask'])
 
+    def test_extraction_raced_by_another_process(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A rank whose copy of a folder lands second keeps the first one."""
+        from torchgeo_ssg2.datasets import archives
+
+        root = copy_2018(tmp_path, zips=True)
+        folder = root / 'ISIC2018_Task1-2_Test_Input'
+        rename = os.rename
+
+        def rename_after_the_other_rank(src: str, dst: str) -> None:
+            if dst == str(folder) and not folder.exists():
+                # the other rank finishes its extraction between the check for
+                # the folder and this rank's rename
+                shutil.copytree(os.path.join(ROOT, folder.name), folder)
+            rename(src, dst)
+
+        monkeypatch.setattr(archives.os, 'rename', rename_after_the_other_rank)
+        ds = ISIC2018(root, split='test', size=32)
+        assert len(ds) == 2
+        assert not [p for p in os.listdir(root) if '.partial-' in p]
+
     def test_corrupted_zip(self, tmp_path: Path) -> None:
         (tmp_path / 'ISIC2018_Task1-2_Training_Input.zip').write_bytes(b'not a zip')
         with pytest.raises(RuntimeError, match=r'ISIC2018_Task1-2_Training_Input\.zip'):

@@ -3,6 +3,7 @@
 from typing import Any, Literal
 
 import torch
+from torchgeo.datasets import DatasetNotFoundError
 
 from ..datasets.isic import ISIC2018
 from ..episodes import IndexStrategy
@@ -18,11 +19,12 @@ class ISIC2018DataModule(EpisodicNonGeoDataModule):
     supports drawn from the same split (random draws every epoch in training, fixed
     ones elsewhere). Images are normalised with per-channel statistics of the 2,000
     ISIC 2017 training images (256x256); training adds random flips and 90°
-    rotations, the supports independently of the target.
+    rotations (of square images), the supports independently of the target.
 
     Use ``split_fractions`` (forwarded to :class:`~torchgeo_ssg2.datasets.ISIC2018`)
     to carve train/val/test out of one folder, e.g. the ``isic2017_256`` copy that
-    has ``train`` only.
+    has ``train`` only. Zips of the official distribution are extracted in
+    :meth:`prepare_data`, once per node, before the ranks set up.
     """
 
     #: Per-channel mean / std (R, G, B; 0-255) of the ISIC 2017 training images.
@@ -77,3 +79,19 @@ class ISIC2018DataModule(EpisodicNonGeoDataModule):
             resize=resize,
             **kwargs,
         )
+
+    def prepare_data(self) -> None:
+        """Extract the missing folders of the distribution from its zips.
+
+        Lightning calls this on one process per node before :meth:`setup`, so
+        the ranks of a DDP run do not each extract the same multi-gigabyte zips;
+        the dataset extracts nothing when its folders are in place. A split
+        that is missing or empty is reported by :meth:`setup`, for the stage
+        that needs it.
+        """
+        try:
+            self.dataset_class(split='train', **self.kwargs)
+        except DatasetNotFoundError:
+            raise
+        except (FileNotFoundError, ValueError):
+            pass  # the folders are extracted before the split is listed

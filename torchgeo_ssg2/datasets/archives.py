@@ -33,7 +33,9 @@ def extract_staged(archive: str, root: str, expected: str) -> None:
     top-level entries are renamed into *root* only when the whole archive is
     extracted, so an interrupted or killed extraction leaves no folder that
     looks complete, and a rerun extracts again (and removes the staging folders
-    of processes that are gone).
+    of processes that are gone). Processes that extract the same archive at
+    once each use their own staging folder; the first to finish puts its
+    entries in place and the others keep them.
 
     Args:
         archive: The archive (any format :func:`torchgeo.datasets.utils.extract_archive`
@@ -56,7 +58,14 @@ def extract_staged(archive: str, root: str, expected: str) -> None:
             raise RuntimeError(f'{archive}: holds no folder {expected!r}')
         for name in sorted(os.listdir(staging)):
             target = os.path.join(root, name)
-            if not os.path.exists(target):
+            if os.path.exists(target):
+                continue
+            try:
                 os.rename(os.path.join(staging, name), target)
+            except OSError:
+                # another process (a DDP rank) extracting the same archive put
+                # its copy in place first: that copy is complete too
+                if not os.path.exists(target):
+                    raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
