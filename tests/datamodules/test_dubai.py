@@ -6,6 +6,7 @@ import torch
 
 from torchgeo_ssg2.datamodules import DubaiAerialDataModule
 from torchgeo_ssg2.datasets import DubaiAerial, GridPatchDataset, RandomPatchDataset
+from torchgeo_ssg2.episodes import footprints_overlap
 
 ROOT = os.path.join('tests', 'data', 'dubai', 'data')
 
@@ -67,6 +68,22 @@ class TestDubaiAerialDataModule:
         assert set(groups) == {1, 2}
         for i in range(len(episodes)):
             assert {groups[j] for j in episodes.policy.draw(i, 3)} == {groups[i]}
+
+    @pytest.mark.parametrize('strategy', ['random', 'same_source'])
+    def test_supports_share_no_pixel_with_the_target(self, strategy: str) -> None:
+        dm = DubaiAerialDataModule(
+            patch_size=32, sequence_length=3, root=ROOT, support_strategy=strategy
+        )
+        dm.setup('fit')
+        for episodes, epochs in ((dm.train_dataset, (0, 1, 2)), (dm.val_dataset, (0,))):
+            reader, policy = episodes.reader, episodes.policy
+            for epoch in epochs:
+                for i in range(len(episodes)):
+                    target = reader.footprint(i, epoch)
+                    for j in policy.draw(i, epoch):
+                        assert not footprints_overlap(
+                            reader.footprint(j, epoch), target
+                        )
 
     def test_plot(self, dm: DubaiAerialDataModule) -> None:
         dm.setup('validate')

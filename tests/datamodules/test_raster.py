@@ -7,6 +7,7 @@ import rasterio
 import shapely
 import torch
 import yaml
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torchgeo.main import main
 
 from torchgeo_ssg2.datamodules import RasterEpisodeDataModule
@@ -14,6 +15,7 @@ from torchgeo_ssg2.datasets import RasterInputError
 from torchgeo_ssg2.episodes import EpisodeAugmentation
 from torchgeo_ssg2.inference import predict_raster
 from torchgeo_ssg2.normalization import Normalization
+from torchgeo_ssg2.trainers import SSG2Task
 
 from .raster_fakes import (
     COLOURS,
@@ -125,7 +127,9 @@ class TestTwoCRS:
         # The left border of a.tif is nodata: its mask pixels are ignored.
         window = (slice(X0, X0 + 32), slice(Y0 - 32, Y0))
         sample = reader.read(window, 0)
-        nodata = (sample['image'] == 0).all(dim=0)
+        # ... and their bands read as the band means.
+        mean = torch.tensor(dm.normalization.mean)[:, None, None]
+        nodata = (sample['image'] == mean).all(dim=0)
         assert nodata[:, :16].all() and not nodata[:, 16:].any()
         assert (sample['mask'][nodata] == 255).all()
         assert (sample['mask'][~nodata] != 255).all()
@@ -270,6 +274,34 @@ class TestErrors:
         with pytest.raises(RasterInputError, match=r'broken\.tif cannot be read'):
             make(str(tmp_path / 'broken.tif'), str(tmp_path / 'broken.tif'))
 
+    def test_statistics_per_band(
+        self, two_crs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        images, masks = str(two_crs['images']), str(two_crs['masks'])
+
+        def no_scan(*args: Any) -> None:
+            raise AssertionError('the masks were scanned')
+
+        monkeypatch.setattr(
+            'torchgeo_ssg2.datamodules.raster.check_mask_values', no_scan
+        )
+        with pytest.raises(
+            RasterInputError, match=r'a\.tif has 4 band\(s\) but mean and std have 2'
+        ):
+            make(images, masks, mean=[100, 100], std=[25, 25])
+        with pytest.raises(ValueError, match='4 means but 3 stds'):
+            make(images, masks, mean=[100] * 4, std=[25] * 3)
+        with pytest.raises(ValueError, match='4 bands'):
+            make(images, masks, bands='RGBN', mean=[100] * 2, std=[25] * 2)
+
+    def test_one_statistic_for_all_bands(self, two_crs: dict[str, Path]) -> None:
+        images, masks = str(two_crs['images']), str(two_crs['masks'])
+        dm = make(images, masks, mean=[100], std=[25])
+        assert dm.normalization.mean == (100.0,)
+        named = make(images, masks, bands='RGBN', mean=[100], std=[25])
+        assert named.normalization.mean == (100.0,) * 4
+        assert named.normalization.std == (25.0,) * 4
+
     def test_arguments(self, two_crs: dict[str, Path]) -> None:
         images, masks = str(two_crs['images']), str(two_crs['masks'])
         with pytest.raises(ValueError, match='val_fraction'):
@@ -384,3 +416,136 @@ def test_float_nan_is_nodata(tmp_path: Path) -> None:
     sample = dm.train_dataset.reader.read(window, 0)  # type: ignore[union-attr]
     assert (sample['mask'][:, :8] == 255).all()
     assert (sample['mask'][:, 8:] != 255).all()
+
+
+NODATA_BLOCK = 40  # rows and columns of the top-left nodata block
+
+
+def nodata_raster(root: Path, kind: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """A 3-band 128 x 128 image with a nodata block, a class mask, and options.
+
+    ``'nan'``: float32 without a nodata value, NaN in the block and in one band
+    of one more pixel. ``'uint8'``: uint8 with nodata 0 in the block, and one
+    pixel with one band 0 (which has data).
+
+    Returns:
+        The H x W nodata pixels, and the datamodule's image and mask arguments.
+    """
+    root.mkdir()
+    mask = class_mask(128, 128)
+    image = image_for(mask, 3, 'uint8', 0)
+    nodata = np.zeros((128, 128), dtype=bool)
+    nodata[:NODATA_BLOCK, :NODATA_BLOCK] = True
+    if kind == 'nan':
+        image = image.astype('float32') + 0.5
+        image[:, nodata] = np.nan
+        image[1, 70, 70] = np.nan
+        nodata[70, 70] = True
+        write(root / 'image.tif', image, UTM33, X0, Y0)
+    else:
+        image[:, nodata] = 0
+        image[1, 70, 70] = 0
+        write(root / 'image.tif', image, UTM33, X0, Y0, nodata=0)
+    write(root / 'mask.tif', mask, UTM33, X0, Y0)
+    options = {'images': str(root / 'image.tif'), 'masks': str(root / 'mask.tif')}
+    return nodata, options
+
+
+def window_nodata(nodata: np.ndarray, bounds: torch.Tensor) -> torch.Tensor:
+    """The nodata pixels of the window of a sample's ``bounds``."""
+    col = round(float(bounds[0]) - X0)
+    row = round(Y0 - float(bounds[4]))
+    return torch.from_numpy(nodata[row : row + 32, col : col + 32].copy())
+
+
+@pytest.mark.parametrize('kind', ['nan', 'uint8'])
+def test_nodata_is_band_mean(tmp_path: Path, kind: str) -> None:
+    """Nodata pixels of targets and supports are 0 once normalised, and ignored."""
+    nodata, options = nodata_raster(tmp_path / 'set', kind)
+    dm = make(
+        options['images'],
+        options['masks'],
+        block_size=64,
+        val_fraction=0.25,
+        test_fraction=0.25,
+        length=16,
+    )
+    dm.setup('fit')
+    dm.setup('test')
+    mean = torch.tensor(dm.normalization.mean)[None, :, None, None]
+    targets = supports = 0
+    loaders = {
+        'train': dm.train_dataloader(),
+        'val': dm.val_dataloader(),
+        'test': dm.test_dataloader(),
+    }
+    for split, loader in loaders.items():
+        for batch in loader:
+            expected = torch.stack([window_nodata(nodata, b) for b in batch['bounds']])
+            assert torch.equal(batch['mask'] == 255, expected)
+            ignored = batch['support_mask'] == 255
+            raw = batch['support_image'].flatten(0, 1)
+            filled = (raw == mean).all(dim=1).unflatten(0, ignored.shape[:2])
+            assert torch.equal(filled, ignored)
+            out = dm.aug(dict(batch))
+            for key in ('image', 'support_image'):
+                assert torch.isfinite(out[key]).all(), (split, key)
+            assert (out['image'].permute(1, 0, 2, 3)[:, expected] == 0).all()
+            assert (out['support_image'].permute(2, 0, 1, 3, 4)[:, ignored] == 0).all()
+            assert (out['mask'] == batch['mask']).all()
+            assert (out['support_mask'] == batch['support_mask']).all()
+            if split == 'train':
+                assert dm.train_aug is not None
+                aug = dm.train_aug(dict(batch))
+                for key in ('image', 'support_image'):
+                    assert torch.isfinite(aug[key]).all(), (split, key)
+                assert (aug['mask'] == 255).sum() == expected.sum()
+            targets += int(expected.sum())
+            supports += int(ignored.sum())
+    assert targets > 0 and supports > 0  # nodata did reach targets and supports
+
+
+class LossRecorder(Callback):
+    """Keeps the loss of every training step."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self.losses.append(float(outputs['loss']))
+
+
+def test_fit_on_nan_raster_has_finite_loss(tmp_path: Path) -> None:
+    """A short fit on a raster with NaN keeps a finite loss and finite weights."""
+    _, options = nodata_raster(tmp_path / 'set', 'nan')
+    dm = make(options['images'], options['masks'], block_size=64, length=8)
+    recorder = LossRecorder()
+    trainer = Trainer(
+        accelerator='cpu',
+        max_steps=3,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+        default_root_dir=tmp_path,
+    )
+    model = SSG2Task(
+        preset='test', in_channels=3, num_classes=3, sequence_length=2, ignore_index=255
+    )
+    trainer.fit(model, datamodule=dm)
+    assert len(recorder.losses) == 3
+    assert all(np.isfinite(recorder.losses)), recorder.losses
+    # A NaN input reaches every weight through BatchNorm and the optimizer.
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point():
+            assert torch.isfinite(tensor).all(), name

@@ -5,6 +5,13 @@ from torch.utils.data import Dataset
 from torchgeo.datasets import NonGeoDataset
 
 from torchgeo_ssg2.datasets.patches import GridPatchDataset, RandomPatchDataset, _starts
+from torchgeo_ssg2.episodes import (
+    EpisodeDataset,
+    EpisodeIndex,
+    Footprint,
+    IndexStrategy,
+    IndexSupportPolicy,
+)
 
 
 class Images(NonGeoDataset):
@@ -154,3 +161,90 @@ def test_short_epoch_draws_from_every_image() -> None:
     images = {ds.image_index(i) for i in range(len(ds))}
     assert len(images) >= 8
     assert {int(ds[i]['mask'][0, 0]) for i in range(5)} <= set(range(10))
+
+
+def pixel_window(image: Tensor) -> tuple[int, slice, slice]:
+    """Image index, rows and columns of a patch of :class:`Images`, from its pixels."""
+    k, rows, cols = int(image[0, 0, 0]), image[1, :, 0], image[2, 0, :]
+    return (
+        k,
+        slice(int(rows[0]), int(rows[-1]) + 1),
+        slice(int(cols[0]), int(cols[-1]) + 1),
+    )
+
+
+def pixels_shared(a: Tensor, b: Tensor) -> bool:
+    """Whether two unpadded patches of :class:`Images` share a pixel."""
+    (ka, ra, ca), (kb, rb, cb) = pixel_window(a), pixel_window(b)
+    return (
+        ka == kb
+        and max(ra.start, rb.start) < min(ra.stop, rb.stop)
+        and max(ca.start, cb.start) < min(ca.stop, cb.stop)
+    )
+
+
+class TestFootprint:
+    def test_random_matches_read(self) -> None:
+        ds = RandomPatchDataset(Images(), (16, 12), seed=5)
+        for i in range(len(ds)):
+            for epoch in (0, 3):
+                k, rows, cols = pixel_window(ds.read(i, epoch)['image'])
+                assert ds.footprint(i, epoch) == Footprint(k, (cols, rows))
+        with pytest.raises(IndexError):
+            ds.footprint(len(ds))
+
+    def test_grid_matches_windows(self) -> None:
+        ds = GridPatchDataset(Images(), 16)
+        for i, (k, top, left) in enumerate(ds.windows):
+            window = (slice(left, left + 16), slice(top, top + 16))
+            assert ds.footprint(i) == ds.footprint(i, 7) == Footprint(k, window)
+            assert pixel_window(ds[i]['image']) == (k, window[1], window[0])
+
+    def test_footprint_includes_padding(self) -> None:
+        ds = GridPatchDataset(Images(), 32)
+        # Image 2 is 20 x 70: its windows are padded to 32 rows.
+        assert ds.footprint(10) == Footprint(2, (slice(38, 70), slice(0, 32)))
+
+
+@pytest.mark.parametrize('strategy', ['random', 'same_source'])
+class TestSupportsAvoidTarget:
+    """No support shares a pixel with its target (edges may touch)."""
+
+    def test_random_patches(self, strategy: IndexStrategy) -> None:
+        reader = RandomPatchDataset(Images(), 16, seed=1)
+        policy = IndexSupportPolicy(
+            len(reader),
+            4,
+            strategy,
+            groups=reader.groups,
+            seed=2,
+            footprints=reader.footprint,
+        )
+        episodes = EpisodeDataset(reader, policy)
+        same_image = 0
+        for epoch in range(8):
+            for i in range(len(reader)):
+                episode = episodes[EpisodeIndex(i, epoch)]
+                for support in episode['support_image']:
+                    assert not pixels_shared(episode['image'], support)
+                    same_image += int(support[0, 0, 0] == episode['image'][0, 0, 0])
+        # Other windows of the target's image are still drawn.
+        assert same_image > 0
+
+    def test_grid_windows(self, strategy: IndexStrategy) -> None:
+        reader = GridPatchDataset(Images(), 16)
+        for seed in range(4):
+            policy = IndexSupportPolicy(
+                len(reader),
+                4,
+                strategy,
+                groups=reader.groups,
+                seed=seed,
+                fixed=True,
+                footprints=reader.footprint,
+            )
+            episodes = EpisodeDataset(reader, policy)
+            for i in range(len(reader)):
+                episode = episodes[i]
+                for support in episode['support_image']:
+                    assert not pixels_shared(episode['image'], support)

@@ -17,6 +17,7 @@ from torchgeo_ssg2.episodes import (
     EpisodeIndex,
     EpisodeSampler,
     GeoEpisodeSampler,
+    GeoReader,
     GeoSupportPolicy,
     IndexSupportPolicy,
     ItemReader,
@@ -345,3 +346,64 @@ class TestNodata:
         ds = EpisodeDataset(ItemReader(IdDataset()), IndexSupportPolicy(12, 2))
         with pytest.raises(ValueError, match='epoch must be >= 0'):
             ds[EpisodeIndex(0, -1)]
+
+    def test_partly_nan_pixel_is_nodata(
+        self, geo_pair: tuple[RasterDataset, np.ndarray]
+    ) -> None:
+        dataset, _ = geo_pair
+        policy = GeoSupportPolicy(dataset, size=16, sequence_length=2)
+        geo = EpisodeDataset(ItemReader(dataset), policy, nodata=-1.0)
+        image = torch.ones(2, 2, 2)
+        image[0, 0, 0] = float('nan')
+        image[1, 0, 1] = float('inf')
+        image[:, 1, 1] = -1
+        assert geo.nodata_fraction({'image': image}) == 0.75
+
+
+def nodata_sample() -> tuple[dict[str, Tensor], Tensor]:
+    """A 3 x 2 x 3 sample with nodata -9999, and its H x W nodata pixels."""
+    image = torch.arange(1.0, 19.0).reshape(3, 2, 3)
+    image[:, 0, 0] = -9999  # every band nodata
+    image[0, 0, 1] = -9999  # one band only: the pixel has data
+    image[1, 1, 0] = float('nan')
+    image[2, 1, 1] = float('inf')
+    bad = torch.tensor([[True, False, False], [True, True, False]])
+    return {'image': image, 'mask': torch.zeros(2, 3, dtype=torch.long)}, bad
+
+
+class TestGeoReader:
+    def test_nodata_pixels_get_fill_and_ignore_index(self) -> None:
+        sample, bad = nodata_sample()
+        reader = GeoReader([sample], nodata=-9999, fill=[10.0, 20.0, 30.0])
+        out = reader.read(0, 0)
+        assert torch.equal(out['mask'] == 255, bad)
+        fill = torch.tensor([10.0, 20.0, 30.0])[:, None].expand(3, int(bad.sum()))
+        assert torch.equal(out['image'][:, bad], fill)
+        assert torch.equal(out['image'][:, ~bad], sample['image'][:, ~bad])
+        assert torch.isfinite(out['image']).all()
+
+    def test_one_fill_for_all_bands(self) -> None:
+        sample, bad = nodata_sample()
+        out = GeoReader([sample], nodata=-9999, fill=[7.0]).read(0, 0)
+        assert (out['image'][:, bad] == 7).all()
+        assert torch.equal(out['image'][:, ~bad], sample['image'][:, ~bad])
+
+    def test_without_nodata_value_non_finite_is_nodata(self) -> None:
+        sample, _ = nodata_sample()
+        out = GeoReader([sample], ignore_index=9, fill=torch.zeros(3)).read(0, 0)
+        bad = torch.tensor([[False, False, False], [True, True, False]])
+        assert torch.equal(out['mask'] == 9, bad)
+        assert (out['image'][:, bad] == 0).all()
+        assert torch.isfinite(out['image']).all()
+
+    def test_without_fill_the_image_is_as_read(self) -> None:
+        sample, bad = nodata_sample()
+        out = GeoReader([sample], nodata=-9999).read(0, 0)
+        assert torch.equal(out['mask'] == 255, bad)
+        assert out['image'] is sample['image']
+
+    def test_wrong_fill_length(self) -> None:
+        sample, _ = nodata_sample()
+        reader = GeoReader([sample], nodata=-9999, fill=[1.0, 2.0])
+        with pytest.raises(ValueError, match='fill has 2 values but the image has 3'):
+            reader.read(0, 0)

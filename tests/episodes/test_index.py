@@ -2,10 +2,22 @@ import numpy as np
 import pytest
 
 from torchgeo_ssg2.episodes import (
+    Footprint,
     IndexSupportPolicy,
     SupportPolicy,
     draw_without_target,
+    footprints_overlap,
 )
+
+
+def strip_footprints(
+    windows: list[tuple[int, int]], width: int = 10
+) -> list[Footprint]:
+    """Footprints of windows ``width`` columns wide at (source, left)."""
+    return [
+        Footprint(source, (slice(left, left + width), slice(0, 10)))
+        for source, left in windows
+    ]
 
 
 class TestIndexSupportPolicy:
@@ -100,6 +112,99 @@ class TestIndexSupportPolicy:
         with pytest.raises(ValueError, match='none besides the target'):
             draw_without_target(rng, 1, 0, 3)
         assert draw_without_target(rng, 1, None, 3).tolist() == [0, 0, 0]
+
+
+class TestFootprints:
+    def test_overlapping_candidates_never_drawn(self) -> None:
+        # Source 0: windows every 5 columns (each overlaps its neighbours);
+        # source 1: two windows, touching at column 10.
+        windows = [(0, 5 * k) for k in range(8)] + [(1, 0), (1, 10)]
+        prints = strip_footprints(windows)
+        for strategy in ('random', 'same_source'):
+            policy = IndexSupportPolicy(
+                len(prints),
+                2,
+                strategy,
+                groups=[s for s, _ in windows],
+                footprints=lambda i, epoch: prints[i],
+            )
+            for target in range(len(prints)):
+                for epoch in range(10):
+                    supports = policy.draw(target, epoch)
+                    assert len(supports) == 2
+                    assert target not in supports
+                    assert not any(
+                        footprints_overlap(prints[s], prints[target]) for s in supports
+                    )
+            # Touching edges are allowed: window 9 is the only other one of
+            # source 1.
+            if strategy == 'same_source':
+                assert policy.draw(8) == [9, 9]
+                assert not policy.falls_back(8)
+
+    def test_uniform_over_admissible(self) -> None:
+        # Item 0 overlaps items 1 and 2; items 3..6 lie on other sources.
+        prints = strip_footprints([(0, 0), (0, 5), (0, 8), (1, 0), (2, 0)])
+        policy = IndexSupportPolicy(5, 1, footprints=lambda i, epoch: prints[i])
+        counts = np.zeros(5)
+        for epoch in range(400):
+            counts[policy.draw(0, epoch)] += 1
+        assert counts[:3].tolist() == [0, 0, 0]
+        assert np.all(np.abs(counts[3:] - 200) < 40)
+
+    def test_same_source_falls_back_to_other_sources(self) -> None:
+        # Source 0 is smaller than two windows: its windows all overlap.
+        windows = [(0, 0), (0, 4), (1, 0), (1, 20), (2, 0)]
+        prints = strip_footprints(windows)
+        policy = IndexSupportPolicy(
+            5,
+            2,
+            'same_source',
+            groups=[s for s, _ in windows],
+            footprints=lambda i, epoch: prints[i],
+        )
+        assert policy.falls_back(0)
+        assert not policy.falls_back(2)
+        for epoch in range(10):
+            supports = policy.draw(0, epoch)
+            assert set(supports) <= {2, 3, 4}
+            assert len(set(supports)) == 2
+            assert policy.draw(2, epoch) == [3, 3]
+
+    def test_fewer_admissible_than_t(self) -> None:
+        prints = strip_footprints([(0, 0), (0, 5), (1, 0), (2, 0)])
+        policy = IndexSupportPolicy(4, 5, footprints=lambda i, epoch: prints[i])
+        supports = policy.draw(0)
+        assert len(supports) == 5
+        # Every admissible item is used before any repeats.
+        assert set(supports[:2]) == {2, 3}
+        assert set(supports) == {2, 3}
+
+    def test_no_admissible_item(self) -> None:
+        prints = strip_footprints([(0, 0), (0, 3), (0, 6)])
+        policy = IndexSupportPolicy(3, 2, footprints=lambda i, epoch: prints[i])
+        with pytest.raises(ValueError, match='every other item overlaps it'):
+            policy.draw(1)
+
+    def test_epoch_footprints_and_determinism(self) -> None:
+        # Item 1 overlaps item 0 in odd epochs only.
+        def footprint(i: int, epoch: int) -> Footprint:
+            left = 5 if i == 1 and epoch % 2 else 20 * i
+            return strip_footprints([(0, left)])[0]
+
+        policy = IndexSupportPolicy(6, 5, seed=4, fixed=True, footprints=footprint)
+        even, odd = policy.draw(0, 0), policy.draw(0, 1)
+        assert sorted(even) == [1, 2, 3, 4, 5]
+        # Fixed: the same candidate order in every epoch, item 1 left out when
+        # it overlaps the target.
+        assert odd[:4] == [s for s in even if s != 1]
+        assert 1 not in odd
+        assert policy.draw(0, 3) == odd
+        assert policy.draw(0, 2) == even
+        again = IndexSupportPolicy(6, 5, seed=4, fixed=True, footprints=footprint)
+        assert [again.draw(i, 1) for i in range(6)] == [
+            policy.draw(i, 1) for i in reversed(range(6))
+        ][::-1]
 
 
 class TestRepeatWarning:

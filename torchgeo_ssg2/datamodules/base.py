@@ -196,6 +196,8 @@ class EpisodicNonGeoDataModule(NonGeoDataModule):
             groups=groups if strategy == 'same_source' else None,
             seed=self.seed,
             fixed=not training,
+            # patches of one image: no support may share a pixel with its target
+            footprints=getattr(reader, 'footprint', None),
         )
         return EpisodeDataset(reader, policy)
 

@@ -36,10 +36,12 @@ class GeoEpisodeDataModule(GeoDataModule):
     * validation, test and prediction: the grid of windows inside their split
       (``GeoEpisodeSampler(grid=True)``), with fixed supports.
 
-    Episodes are read by :class:`~torchgeo_ssg2.episodes.EpisodeDataset` through
-    a :class:`~torchgeo_ssg2.episodes.GeoReader` (image nodata pixels get the
-    ignore index); a support with more than half of its pixels ignored is
-    replaced by a spare window of its draw. ``aug`` and ``train_aug`` are
+    Episodes are read by :class:`~torchgeo_ssg2.episodes.EpisodeDataset` through a
+    :class:`~torchgeo_ssg2.episodes.GeoReader`: every band of an image nodata pixel
+    (the nodata value, NaN or inf) of the targets and supports is read as the band
+    mean, so that it is 0 once normalised, as the large-raster predictor feeds it,
+    and its mask gets the ignore index; a support with more than half of its pixels
+    ignored is replaced by a spare window of its draw. ``aug`` and ``train_aug`` are
     :class:`~torchgeo_ssg2.episodes.EpisodeAugmentation` modules applied by
     torchgeo's ``on_after_batch_transfer``: normalisation, and in training random
     flips and 90° rotations, every support independently of the target.
@@ -109,13 +111,15 @@ class GeoEpisodeDataModule(GeoDataModule):
 
     @property
     def normalization(self) -> Normalization:
-        """The statistics the images are normalised with, in their raw units."""
-        return Normalization(
-            statistic_values(self.mean),
-            statistic_values(self.std),
-            self.bands,
-            self.input_dtype,
-        )
+        """The statistics the images are normalised with, in their raw units.
+
+        A single :attr:`mean` / :attr:`std` value is repeated for every band
+        when :attr:`bands` is known.
+        """
+        mean, std = statistic_values(self.mean), statistic_values(self.std)
+        if self.bands is not None and len(mean) == len(std) == 1:
+            mean, std = mean * len(self.bands), std * len(self.bands)
+        return Normalization(mean, std, self.bands, self.input_dtype)
 
     def split_dataset(self, split: str) -> GeoDataset:
         """The GeoDataset of one split (``image`` and ``mask`` samples).
@@ -169,7 +173,12 @@ class GeoEpisodeDataModule(GeoDataModule):
             fixed=not training,
         )
         self._check_supports(split, policy, sampler)
-        reader = GeoReader(dataset, self.nodata, ignore_index=self.ignore_index)
+        reader = GeoReader(
+            dataset,
+            self.nodata,
+            ignore_index=self.ignore_index,
+            fill=self.normalization.mean,
+        )
         episodes = EpisodeDataset(reader, policy, mask_nodata=self.ignore_index)
         return episodes, sampler
 

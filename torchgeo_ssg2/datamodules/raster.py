@@ -68,11 +68,14 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
     ``random_bbox_assignment``). Supports always come from the target's split.
 
     Mask values outside the classes (or *mask_mapping*), such as a mask file's
-    nodata, are read as ``ignore_index``, and so are image nodata pixels.
+    nodata, are read as ``ignore_index``, and so are image nodata pixels (all
+    bands equal to the image nodata value, or a band NaN or inf), whose bands
+    are read as the band means (0 once normalised).
 
     Before any window is read, every input is checked, with a one-line error
     naming the file: an image without an overlapping mask, band counts or dtypes
-    that differ between files, a mask value outside ``num_classes`` (or
+    that differ between files, a given ``mean`` or ``std`` with neither one
+    value nor one per band, a mask value outside ``num_classes`` (or
     ``mask_mapping``), and a split area smaller than one patch.
 
     ``mean``/``std`` default to statistics computed once from
@@ -148,8 +151,10 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
                 predict use the validation split).
             split_by: ``'block'`` or ``'file'``.
             block_size: Side of the split blocks in pixels (default 4 patches).
-            mean: Per-band mean of the raw images (default: computed).
-            std: Per-band std of the raw images (default: computed).
+            mean: Per-band mean of the raw images, or one value for all bands
+                (default: computed).
+            std: Per-band std of the raw images, or one value for all bands
+                (default: computed).
             statistics_windows: Windows read to compute *mean* and *std*.
             class_names: Names of the classes, for plots.
             num_workers: Number of workers for parallel data loading.
@@ -241,7 +246,6 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
             return
         images, masks, val_images, val_masks, test_images, test_masks = self.sources()
         self.images, self.masks = self._pair(images, masks)
-        self.input_dtype = check_bands(self.images, self.bands)[1]
         self.nodata = infer_nodata(self.images)
         if self.nodata is None and np.issubdtype(
             np.dtype(self.input_dtype), np.floating
@@ -269,6 +273,9 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
         crs = None if reference is None else reference.crs
         res = None if reference is None else reference.res
         image_ds = open_rasters(images, 'image', is_image=True, crs=crs, res=res)
+        if reference is None:
+            count, self.input_dtype = check_bands(image_ds, self.bands)
+            self._check_statistics(image_ds, count)
         mask_ds = open_rasters(
             masks,
             'mask',
@@ -291,6 +298,27 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
                 mask_ds, self.num_classes, self.ignore_index, self.mapping
             )
         return image_ds, mask_ds
+
+    def _check_statistics(self, images: RasterDataset, count: int) -> None:
+        """Given *mean* and *std* must hold one value, or one per image band.
+
+        Their lengths are equal (checked on construction).
+
+        Args:
+            images: The training image rasters.
+            count: Their number of bands read.
+
+        Raises:
+            RasterInputError: Naming the first image file, its band count and
+                the arguments.
+        """
+        values = self.mean.numel() if self._given else 1
+        if values not in (1, count):
+            raise RasterInputError(
+                f'image {images.index.filepath.iloc[0]} has {count} band(s) but mean '
+                f'and std have {values} values: give one per band, or one for all '
+                'bands'
+            )
 
     def _splits(
         self,

@@ -1,4 +1,11 @@
-"""Patch datasets: random or gridded windows of the images of a map-style dataset."""
+"""Patch datasets: random or gridded windows of the images of a map-style dataset.
+
+An image gives many patches, so two patches can share pixels. Each patch dataset
+tells where a patch lies (:meth:`~RandomPatchDataset.footprint`: its image and
+its pixel window), which lets
+:class:`~torchgeo_ssg2.episodes.IndexSupportPolicy` keep the supports of a target
+patch off the target's pixels.
+"""
 
 import math
 from typing import Any
@@ -9,6 +16,7 @@ from torch.utils.data import Dataset
 from torchgeo.datasets.utils import Sample
 
 from ..episodes import check_epoch
+from ..episodes.protocol import Footprint
 
 __all__ = ('GridPatchDataset', 'RandomPatchDataset', 'to_pair')
 
@@ -96,6 +104,21 @@ class _PatchDataset(Dataset[Sample]):
                 )
         return out
 
+    def _footprint(self, image_index: int, top: int, left: int) -> Footprint:
+        """The footprint of the window of :attr:`size` at (top, left) of an image.
+
+        Args:
+            image_index: Index of the image in the wrapped dataset.
+            top: First row.
+            left: First column.
+
+        Returns:
+            The image index and the window ``(slice(left, left + width),
+            slice(top, top + height))``, padding included.
+        """
+        ph, pw = self.size
+        return Footprint(image_index, (slice(left, left + pw), slice(top, top + ph)))
+
     def _group_of(self, image_index: int) -> Any:
         groups = getattr(self.dataset, 'groups', None)
         return image_index if groups is None else groups[image_index]
@@ -110,6 +133,8 @@ class RandomPatchDataset(_PatchDataset):
     table still samples every image. The patch position is drawn from a generator
     seeded by ``(seed, epoch, i)``: reproducible, independent of worker or rank,
     and new every epoch (:meth:`read`; ``dataset[i]`` is the patch of epoch 0).
+    Patches of the same image may overlap; :meth:`footprint` gives the image and
+    window of a patch, for support policies that must avoid the target's pixels.
 
     Args:
         dataset: Map-style dataset with ``image`` (C, H, W) and ``mask`` (H, W)
@@ -190,6 +215,27 @@ class RandomPatchDataset(_PatchDataset):
             IndexError: If *index* is out of range.
         """
         index, epoch = int(index), check_epoch(epoch)
+        return self._window(*self._corner(index, epoch))
+
+    def footprint(self, index: int, epoch: int = 0) -> Footprint:
+        """Where the patch of an epoch lies.
+
+        Args:
+            index: Patch index.
+            epoch: The epoch.
+
+        Returns:
+            The image index in the wrapped dataset and the patch's pixel window
+            ``(slice(left, right), slice(top, bottom))``, the one :meth:`read`
+            returns.
+
+        Raises:
+            IndexError: If *index* is out of range.
+        """
+        return self._footprint(*self._corner(int(index), check_epoch(epoch)))
+
+    def _corner(self, index: int, epoch: int) -> tuple[int, int, int]:
+        """Image index, top row and left column of the patch of an epoch."""
         if not 0 <= index < len(self):
             raise IndexError(f'patch index {index} out of range for {len(self)}')
         k = self.image_index(index)
@@ -197,14 +243,17 @@ class RandomPatchDataset(_PatchDataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         top = int(rng.integers(0, max(h - self.size[0], 0) + 1))
         left = int(rng.integers(0, max(w - self.size[1], 0) + 1))
-        return self._window(k, top, left)
+        return k, top, left
 
 
 class GridPatchDataset(_PatchDataset):
     """Fixed windows on a regular grid over the images of a dataset.
 
     Windows start every *stride* pixels; the last row and column of windows are
-    moved flush with the image border so that the whole image is covered. Images
+    moved flush with the image border so that the whole image is covered, so they
+    can overlap the row or column before them (as all windows do with a *stride*
+    smaller than *size*); :meth:`footprint` gives the image and window of a
+    window, for support policies that must avoid the target's pixels. Images
     smaller than a window are padded (masks with the dataset's ``ignore_index``).
 
     Args:
@@ -248,6 +297,19 @@ class GridPatchDataset(_PatchDataset):
         """
         k, top, left = self.windows[index]
         return self._window(k, top, left)
+
+    def footprint(self, index: int, epoch: int = 0) -> Footprint:
+        """Where a window lies (the epoch is not used).
+
+        Args:
+            index: Window index.
+            epoch: Ignored.
+
+        Returns:
+            The image index in the wrapped dataset and the pixel window
+            ``(slice(left, right), slice(top, bottom))``.
+        """
+        return self._footprint(*self.windows[index])
 
     def read(self, index: int, epoch: int) -> Sample:
         """Return one window (the epoch is not used).

@@ -1,8 +1,9 @@
 """Episodes: a target and its T supports, built one way for every dataset.
 
 * :mod:`.protocol`: :class:`SupportPolicy` (``draw(target_key, epoch) -> support
-  keys``) and :class:`EpisodeIndex` ``(target, epoch)``, the one carrier of the
-  epoch.
+  keys``), :class:`EpisodeIndex` ``(target, epoch)``, the one carrier of the
+  epoch, and :class:`Footprint` (where a key's sample lies, to keep supports off
+  the target).
 * :mod:`.index`: :class:`IndexSupportPolicy` (map-style datasets: ``'random'``,
   ``'same_source'``).
 * :mod:`.geo`: :class:`GeoSupportPolicy` (GeoDataset windows: ``'random'``,
@@ -22,8 +23,16 @@ from .dataset import (
     infer_nodata,
 )
 from .geo import GeoEpisodeSampler, GeoStrategy, GeoSupportPolicy
-from .index import IndexStrategy, IndexSupportPolicy, draw_without_target
-from .protocol import EpisodeIndex, SupportPolicy, Window2D, check_epoch
+from .index import FootprintOf, IndexStrategy, IndexSupportPolicy, draw_without_target
+from .protocol import (
+    EpisodeIndex,
+    Footprint,
+    SupportPolicy,
+    Window2D,
+    check_epoch,
+    footprints_overlap,
+    window_gap,
+)
 from .sampler import EpisodeSampler
 
 __all__ = (
@@ -32,6 +41,8 @@ __all__ = (
     'EpisodeIndex',
     'EpisodeReader',
     'EpisodeSampler',
+    'Footprint',
+    'FootprintOf',
     'GeoEpisodeSampler',
     'GeoReader',
     'GeoStrategy',
@@ -43,5 +54,7 @@ __all__ = (
     'Window2D',
     'check_epoch',
     'draw_without_target',
+    'footprints_overlap',
     'infer_nodata',
+    'window_gap',
 )

@@ -69,23 +69,36 @@ class ItemReader:
 
 
 class GeoReader(ItemReader):
-    """Reads GeoDataset windows; pixels whose image is nodata get the ignore index.
+    """Reads GeoDataset windows; nodata pixels get the band fill and the ignore index.
 
-    A pixel is nodata when all its image bands equal *nodata* (or are NaN when
-    *nodata* is NaN); without a nodata value, samples are returned as read.
+    A pixel is nodata when all its image bands equal *nodata*, or when one of its
+    bands is NaN or infinite. Every band of a nodata pixel is set to *fill*
+    (the band means, so that the pixel is 0 once normalised, as the large-raster
+    predictor feeds it) and its mask to *ignore_index*.
 
     Args:
         dataset: GeoDataset with ``image`` and ``mask`` samples.
         nodata: Image nodata value (default: inferred from the image rasters).
         ignore_index: Mask value given to nodata pixels.
+        fill: Per-band values (or one value for every band) given to the image
+            bands of nodata pixels; None leaves the image as read.
     """
 
     def __init__(
-        self, dataset: Any, nodata: float | None = None, ignore_index: int = 255
+        self,
+        dataset: Any,
+        nodata: float | None = None,
+        ignore_index: int = 255,
+        fill: Sequence[float] | Tensor | None = None,
     ) -> None:
         super().__init__(dataset)
         self.nodata = infer_nodata(dataset) if nodata is None else nodata
         self.ignore_index = ignore_index
+        self.fill = (
+            None
+            if fill is None
+            else torch.as_tensor(fill, dtype=torch.float32).detach().cpu().flatten()
+        )
 
     def read(self, key: Any, epoch: int) -> dict[str, Any]:
         """Read one window.
@@ -95,19 +108,47 @@ class GeoReader(ItemReader):
             epoch: Ignored.
 
         Returns:
-            ``image`` C x H x W, ``mask`` H x W (nodata pixels set to the ignore
-            index), ``bounds`` and ``transform``.
+            ``image`` C x H x W (nodata pixels set to *fill*), ``mask`` H x W
+            (nodata pixels set to the ignore index), ``bounds`` and ``transform``.
+
+        Raises:
+            ValueError: If *fill* has neither one value nor one per image band.
         """
         sample = super().read(key, epoch)
-        if 'mask' in sample and self.nodata is not None:
-            image: Tensor = sample['image']
-            if math.isnan(self.nodata):
-                bad = torch.isnan(image).all(dim=0)
-            else:
-                bad = (image == self.nodata).all(dim=0)
-            if bad.any():
-                sample['mask'] = sample['mask'].masked_fill(bad, self.ignore_index)
+        image: Tensor = sample['image']
+        if self.fill is not None and len(self.fill) not in (1, image.shape[0]):
+            raise ValueError(
+                f'fill has {len(self.fill)} values but the image has '
+                f'{image.shape[0]} bands'
+            )
+        bad = _nodata_pixels(image, self.nodata)
+        if not bad.any():
+            return sample
+        if 'mask' in sample:
+            sample['mask'] = sample['mask'].masked_fill(bad, self.ignore_index)
+        if self.fill is not None:
+            if not image.is_floating_point():
+                image = image.float()
+            fill = self.fill.to(image.device, image.dtype)[:, None, None]
+            sample['image'] = torch.where(bad, fill, image)
         return sample
+
+
+def _nodata_pixels(image: Tensor, nodata: float | None) -> Tensor:
+    """Which pixels of an image are nodata.
+
+    Args:
+        image: C x H x W image.
+        nodata: Nodata value (NaN or None: only non-finite values are nodata).
+
+    Returns:
+        H x W bool, True where all bands equal *nodata* or a band is NaN or
+        infinite.
+    """
+    bad = ~torch.isfinite(image).all(dim=0)
+    if nodata is not None and not math.isnan(nodata):
+        bad |= (image == nodata).all(dim=0)
+    return bad
 
 
 def infer_nodata(dataset: Any) -> float | None:
@@ -156,11 +197,12 @@ class EpisodeDataset(Dataset[dict[str, Any]]):
     an IntersectionDataset concatenates them), plus ``support_image`` T x C x H x
     W and ``support_mask`` T x H x W (when every support has a ``mask``).
 
-    Nodata: a pixel is nodata when all its image bands equal *nodata* (or are NaN
-    when *nodata* is NaN), or when its mask equals *mask_nodata*. A support whose
-    nodata fraction exceeds *max_nodata_fraction* is replaced by the draw's next
-    spare; when the spares run out, the least-nodata samples read are used (in
-    draw order among equals). The target is read as given.
+    Nodata: a pixel is nodata when all its image bands equal *nodata* or one is
+    NaN or infinite (when *nodata* is given), or when its mask equals
+    *mask_nodata*. A support whose nodata fraction exceeds *max_nodata_fraction*
+    is replaced by the draw's next spare; when the spares run out, the
+    least-nodata samples read are used (in draw order among equals). The target
+    is read as given.
 
     Args:
         reader: Reads a key into a sample (:class:`ItemReader` for a dataset).
@@ -213,10 +255,7 @@ class EpisodeDataset(Dataset[dict[str, Any]]):
         image: Tensor = sample['image']
         bad = torch.zeros(image.shape[-2:], dtype=torch.bool, device=image.device)
         if self.nodata is not None:
-            if math.isnan(self.nodata):
-                bad |= torch.isnan(image).all(dim=0)
-            else:
-                bad |= (image == self.nodata).all(dim=0)
+            bad |= _nodata_pixels(image, self.nodata)
         if self.mask_nodata is not None and 'mask' in sample:
             bad |= sample['mask'] == self.mask_nodata
         return float(bad.float().mean())

@@ -16,12 +16,26 @@ A *key* is whatever the reader is indexed by: an item index of a map-style
 dataset, a ``(slice(x0, x1), slice(y0, y1))`` GeoSlice window of a
 :class:`~torchgeo.datasets.GeoDataset`, or a ``(row_off, col_off)`` pixel
 offset of a raster.
+
+Two keys *overlap* when their samples share pixels: their windows lie on the
+same source and the gap between their edges is negative along both x and y
+(windows whose edges touch do not overlap). :func:`window_gap` is that gap, and
+:class:`Footprint` names the source and window of a key whose window is not the
+key itself (a patch of a map-style dataset).
 """
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
-__all__ = ('EpisodeIndex', 'SupportPolicy', 'Window2D', 'check_epoch')
+__all__ = (
+    'EpisodeIndex',
+    'Footprint',
+    'SupportPolicy',
+    'Window2D',
+    'check_epoch',
+    'footprints_overlap',
+    'window_gap',
+)
 
 #: A 2D GeoSlice ``(slice(xmin, xmax), slice(ymin, ymax))`` in CRS units.
 Window2D = tuple[slice, slice]
@@ -36,6 +50,48 @@ class EpisodeIndex(NamedTuple):
     target: Any
     #: Epoch used to draw the supports (and random patch positions).
     epoch: int
+
+
+class Footprint(NamedTuple):
+    """Where the sample of a key lies: its source and its window on that source."""
+
+    #: Source of the sample (e.g. the index of an image in a map-style dataset).
+    source: Hashable
+    #: Window ``(slice(x0, x1), slice(y0, y1))`` on the source, in the source's
+    #: units (columns and rows of pixels for an image).
+    window: Window2D
+
+
+def window_gap(a: Window2D, b: Window2D) -> float:
+    """Gap between the edges of two windows.
+
+    Args:
+        a: A window ``(slice(x0, x1), slice(y0, y1))``.
+        b: Another window, in the same units.
+
+    Returns:
+        The larger of the x and y gaps between the windows' edges: negative if
+        the windows overlap, zero if their edges touch, positive if they are
+        apart.
+    """
+    (ax, ay), (bx, by) = a, b
+    gap_x = max(ax.start - bx.stop, bx.start - ax.stop)
+    gap_y = max(ay.start - by.stop, by.start - ay.stop)
+    return max(gap_x, gap_y)
+
+
+def footprints_overlap(a: Footprint, b: Footprint) -> bool:
+    """Whether two footprints share area.
+
+    Args:
+        a: A footprint.
+        b: Another footprint.
+
+    Returns:
+        True if both lie on the same source and their windows overlap
+        (:func:`window_gap` < 0); touching edges do not overlap.
+    """
+    return a.source == b.source and window_gap(a.window, b.window) < 0
 
 
 def check_epoch(epoch: int) -> int:
@@ -62,7 +118,9 @@ class SupportPolicy(Protocol[Key]):
 
     Contract of every implementation:
 
-    * **never overlap**: no returned key is, or overlaps, the target;
+    * **never overlap**: no returned key is, or overlaps, the target: no support
+      sample shares a pixel of the target's source with the target sample
+      (edges may touch);
     * **determinism**: the result is a pure function of the policy's seed, the
       epoch and the target (not of call order, global RNG state, worker or rank);
       with ``fixed`` the epoch is ignored (validation, test, prediction);
