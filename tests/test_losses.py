@@ -202,6 +202,15 @@ class TestTanimotoWithComplement:
             )
             assert worse.item() > loss.item()
 
+    @pytest.mark.parametrize('empty', ['official', 'smoothed'])
+    def test_nan_prediction_gives_nan(self, empty: str) -> None:
+        """A diverged prediction is not scored as an empty channel."""
+        pred = torch.rand(2, 3, 8, 8)
+        label = (torch.rand(2, 3, 8, 8) > 0.5).float()
+        pred[0, 0, 0, 0] = float('nan')
+        loss = tanimoto_with_complement(pred, label, empty=empty)  # type: ignore[arg-type]
+        assert torch.isnan(loss)
+
     def test_all_ignore(self) -> None:
         pred, label = random_pair()
         pred.requires_grad_()

@@ -106,7 +106,9 @@ def fractal_tanimoto(
         if empty == 'smoothed':
             total = total + (pl + _EPS) / (den + _EPS)
         else:
-            nonzero = den > 0
+            # den >= 0, so this is den > 0, except that NaN (a diverged
+            # prediction) stays NaN instead of passing for an empty channel
+            nonzero = den != 0
             safe = torch.where(nonzero, den, torch.ones_like(den))
             total = total + torch.where(nonzero, pl / safe, torch.zeros_like(pl))
     return total / len(depths)
