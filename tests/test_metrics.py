@@ -149,3 +149,17 @@ class TestSetOperationIoU:
         metric.update(half, targets)
         # every occurring channel: half of its label pixels found, none extra
         assert metric.compute()['union'].item() == pytest.approx(0.5)
+
+    def test_counts_stay_exact_under_a_half_precision_module(self) -> None:
+        """Lightning's bf16-true converts the module; pixel counts stay integers."""
+        outputs, targets = self._batch()
+        metric = SetOperationIoU(3).to(dtype=torch.bfloat16)
+        assert metric.union_inter.dtype == torch.long
+        # far beyond bf16's exact integers (256): exactly half still
+        half = {k: torch.zeros_like(v) for k, v in outputs.items()}
+        for _ in range(300):
+            metric.update(outputs, targets)
+            metric.update(half, targets)
+        value = metric.compute()['union']
+        assert value.dtype == torch.float32
+        assert value.item() == pytest.approx(0.5, abs=1e-6)

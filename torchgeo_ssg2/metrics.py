@@ -190,7 +190,9 @@ class SetOperationIoU(Metric):
         self.k = num_classes + 1
         self.threshold = threshold
         for name in SET_OPERATIONS:
-            zeros = torch.zeros(self.k, dtype=torch.float64)
+            # integer pixel counts: exact, on every accelerator (MPS has no
+            # float64) and whatever dtype the module is converted to
+            zeros = torch.zeros(self.k, dtype=torch.long)
             self.add_state(f'{name}_inter', zeros.clone(), 'sum')
             self.add_state(f'{name}_union', zeros.clone(), 'sum')
 
@@ -226,6 +228,6 @@ class SetOperationIoU(Metric):
             inter = getattr(self, f'{name}_inter')
             union = getattr(self, f'{name}_union')
             seen = union > 0
-            iou = inter[seen] / union[seen]
-            result[name] = (iou.mean() if seen.any() else union.new_zeros(())).float()
+            iou = inter[seen].float() / union[seen].float()
+            result[name] = iou.mean() if seen.any() else iou.new_zeros(())
         return result

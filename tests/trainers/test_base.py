@@ -95,6 +95,28 @@ class TestNormalizationBuffers:
         assert other.normalization.std == NORM.std
         assert torch.equal(other.normalization_std, task.normalization_std)
 
+    @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+    def test_statistics_stay_float32_in_a_half_precision_module(
+        self, dtype: torch.dtype
+    ) -> None:
+        """Lightning's bf16-true converts the whole module, not the statistics."""
+        norm = Normalization(
+            (107.67, 107.74, 108.24), (79.44, 78.16, 80.95), ('R', 'G', 'B'), 'uint8'
+        )
+        task = _task()
+        task.set_normalization(norm)
+        task.to(dtype=dtype)
+        assert next(task.model.parameters()).dtype == dtype
+        assert task.normalization_mean.dtype == torch.float32
+        assert task.normalization_mean.tolist() == list(
+            torch.tensor(norm.mean, dtype=torch.float32).tolist()
+        )
+        # a checkpoint of the converted task keeps the statistics exactly
+        other = _task()
+        other.on_load_checkpoint({'normalization': norm.to_dict()})
+        other.load_state_dict(task.state_dict())
+        assert other.normalization == norm
+
     def test_state_dict_without_buffers(self) -> None:
         task = _task()
         weights = {k: v for k, v in task.state_dict().items() if 'normal' not in k}
@@ -131,6 +153,27 @@ class TestNormalizationBuffers:
         checkpoint: dict[str, Any] = {'hyper_parameters': dict(task.hparams)}
         task.on_save_checkpoint(checkpoint)
         assert 'normalization' not in checkpoint
+
+
+class TestMetrics:
+    def test_two_classes_log_the_thresholded_jaccard(self) -> None:
+        task = PTAViTTask(preset='test', num_classes=2, ignore_index=255)
+        assert 'ThresholdedJaccard' in task.val_metrics
+        assert 'ThresholdedJaccard' in task.test_metrics
+        mask = torch.zeros(3, 16, 16, dtype=torch.long)
+        mask[0, 4:12, 4:12] = 1  # a lesion found exactly
+        mask[1, :8] = 1  # a lesion found in half: IoU 0.5 < 0.65 scores 0
+        mask[2, 0, 0] = 255  # no lesion, nothing predicted: 1
+        maps = torch.zeros(3, 6, 16, 16)
+        maps[:, 0] = 1.0
+        maps[0, 1] = (mask[0] == 1).float() * 2
+        maps[1, 1, :4] = 2.0
+        task.update_metrics('val', maps, mask)
+        values = task.val_metrics.compute()
+        assert values['val_ThresholdedJaccard'].item() == pytest.approx(2 / 3)
+
+    def test_more_classes_do_not(self) -> None:
+        assert 'ThresholdedJaccard' not in _task().val_metrics
 
 
 class TestFit:

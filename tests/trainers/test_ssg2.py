@@ -173,16 +173,16 @@ class TestSSG2TaskCLI:
 
 
 def _trainer(**kwargs: Any) -> Trainer:
-    return Trainer(
-        accelerator='cpu',
-        max_steps=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
-    )
+    options: dict[str, Any] = {
+        'accelerator': 'cpu',
+        'max_steps': 1,
+        'limit_val_batches': 0,
+        'logger': False,
+        'enable_checkpointing': False,
+        'enable_progress_bar': False,
+        'enable_model_summary': False,
+    }
+    return Trainer(**(options | kwargs))
 
 
 class TestSequenceLength:
@@ -215,6 +215,35 @@ class TestSequenceLength:
         )
         with pytest.raises(ValueError, match=r'sequence_length=3.*draws sequence_'):
             _trainer().fit(task, dm)
+
+    def test_resume_and_fine_tune_with_another_t(self, tmp_path: Path) -> None:
+        """The datamodule's T wins over a checkpoint's, with a warning."""
+
+        def data(t: int) -> DubaiAerialDataModule:
+            return DubaiAerialDataModule(
+                batch_size=2, patch_size=32, sequence_length=t, root=ROOT
+            )
+
+        task = _task(sequence_length=None)
+        trainer = _trainer()
+        trainer.fit(task, data(2))
+        path = tmp_path / 't2.ckpt'
+        trainer.save_checkpoint(path)
+        # resume (the checkpoint is restored after the datamodule is set up)
+        resumed = _task(sequence_length=None)
+        trainer = _trainer(max_steps=2)
+        with pytest.warns(UserWarning, match=r'sequence_length=2; .*=3'):
+            trainer.fit(resumed, data(3), ckpt_path=path)
+        assert resumed.sequence_length == 3
+        resumed_path = tmp_path / 't3.ckpt'
+        trainer.save_checkpoint(resumed_path)
+        assert torch.load(resumed_path, weights_only=True)['sequence_length'] == 3
+        # fine-tune a loaded task
+        loaded = SSG2Task.load_from_checkpoint(path)
+        assert loaded.sequence_length == 2
+        with pytest.warns(UserWarning, match=r'sequence_length=2; .*=3'):
+            _trainer().fit(loaded, data(3))
+        assert loaded.sequence_length == 3
 
     def test_bad_checkpoint_record(self) -> None:
         with pytest.raises(ValueError, match="checkpoint\\['sequence_length'\\]"):

@@ -2,7 +2,7 @@
 
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 import matplotlib.pyplot as plt
@@ -25,6 +25,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.wrappers import ClasswiseWrapper
 
+from ..metrics import ThresholdedJaccard
 from ..normalization import Normalization
 
 __all__ = ('MultitaskSegmentationTask', 'normalise_probabilities', 'normalised_entropy')
@@ -188,7 +189,10 @@ class MultitaskSegmentationTask(SemanticSegmentation):
 
         The metrics are torchgeo's (those of
         :meth:`ClassificationMixin.configure_metrics`, under the same names) for
-        a multiclass task over the ``num_classes`` real classes.
+        a multiclass task over the ``num_classes`` real classes; a task of two
+        classes (background and foreground, as ISIC's lesions) also logs
+        ``ThresholdedJaccard``, the ISIC 2018 challenge's score of class 1
+        (:class:`~torchgeo_ssg2.metrics.ThresholdedJaccard`).
 
         ``BaseTask.__init__`` calls :meth:`configure_models`,
         :meth:`configure_losses` and this method last, so the buffers of the
@@ -211,6 +215,10 @@ class MultitaskSegmentationTask(SemanticSegmentation):
                 metric(average='none', **kwargs),
                 labels=hp['labels'],
                 prefix=f'Classwise{name}_',
+            )
+        if hp['num_classes'] == 2:
+            metrics['ThresholdedJaccard'] = ThresholdedJaccard(
+                ignore_index=hp['ignore_index']
             )
         collection = MetricCollection(metrics)
         self.train_metrics = collection.clone(prefix='train_')
@@ -598,6 +606,28 @@ class MultitaskSegmentationTask(SemanticSegmentation):
             )
             plt.close(fig)
 
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Any:
+        """Apply a move or cast to every tensor; the statistics stay float32.
+
+        Lightning's ``bf16-true`` and ``16-true`` precisions convert the whole
+        module (``module.to(dtype=...)``), which would round the statistics
+        that checkpoints and prediction read; they follow the device only.
+
+        Args:
+            fn: The function applied to each parameter and buffer.
+            recurse: Whether to apply it to the submodules too.
+
+        Returns:
+            The task.
+        """
+        kept = {name: self._buffers[name] for name in _STATISTICS}
+        super()._apply(fn, recurse)
+        for name, value in kept.items():
+            moved = self._buffers[name]
+            if value is not None and moved is not None:
+                self._buffers[name] = value.to(device=moved.device)
+        return self
+
     def _load_from_state_dict(
         self,
         state_dict: dict[str, Any],
@@ -615,7 +645,7 @@ class MultitaskSegmentationTask(SemanticSegmentation):
         and a ``state_dict`` without them (weights converted from elsewhere, or
         saved before the statistics existed) keeps the current ones.
         """
-        for name in ('normalization_mean', 'normalization_std'):
+        for name in _STATISTICS:
             buffer = getattr(self, name)
             value = state_dict.get(prefix + name)
             if value is None:
@@ -649,6 +679,10 @@ class MultitaskSegmentationTask(SemanticSegmentation):
             for k in keys
             if isinstance(batch.get(k), Tensor)
         }
+
+
+#: The buffers of the normalisation statistics (C each, float32).
+_STATISTICS = ('normalization_mean', 'normalization_std')
 
 
 def _sync_normalization(task: MultitaskSegmentationTask, incompatible: Any) -> None:

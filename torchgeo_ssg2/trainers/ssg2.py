@@ -2,6 +2,7 @@
 
 from typing import Any, Literal
 
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from ..losses import SSG2Loss
@@ -114,6 +115,10 @@ class SSG2Task(MultitaskSegmentationTask):
         super().__init__(**kwargs)
         #: The number of supports T of training (None until known).
         self.sequence_length: int | None = sequence_length
+        # where sequence_length came from a checkpoint, not from the arguments
+        self._restored_length = False
+        # the datamodule's T while fitting (set up before a checkpoint is restored)
+        self._data_length: int | None = None
 
     def configure_models(self) -> None:
         """Initialize the SSG2 model."""
@@ -157,7 +162,9 @@ class SSG2Task(MultitaskSegmentationTask):
 
         A datamodule with a ``sequence_length`` (every episode datamodule of
         this package) gives :attr:`sequence_length` when the task has none, so
-        a config states T once, in its ``data`` section.
+        a config states T once, in its ``data`` section. A T restored from a
+        checkpoint (resuming, or fine-tuning a loaded task) gives way to the
+        datamodule's, with a warning: the model takes any T.
 
         Args:
             stage: 'fit', 'validate', 'test' or 'predict'.
@@ -173,14 +180,39 @@ class SSG2Task(MultitaskSegmentationTask):
         length = getattr(datamodule, 'sequence_length', None)
         if not isinstance(length, int):
             return
-        if self.sequence_length is None:
-            self.sequence_length = length
-        elif self.sequence_length != length:
-            raise ValueError(
-                f'SSG2Task(sequence_length={self.sequence_length}) but the '
-                f'datamodule draws sequence_length={length} supports; give T once, '
-                "as the datamodule's sequence_length"
-            )
+        self._data_length = length
+        if self.sequence_length is not None and self.sequence_length != length:
+            if not self._restored_length:
+                raise ValueError(
+                    f'SSG2Task(sequence_length={self.sequence_length}) but the '
+                    f'datamodule draws sequence_length={length} supports; give T '
+                    "once, as the datamodule's sequence_length"
+                )
+            self._warn_length(self.sequence_length, length)
+        self.sequence_length = length
+
+    def teardown(self, stage: str) -> None:
+        """Forget the datamodule's T after fitting.
+
+        Args:
+            stage: 'fit', 'validate', 'test' or 'predict'.
+        """
+        super().teardown(stage)
+        if stage == 'fit':
+            self._data_length = None
+
+    @staticmethod
+    def _warn_length(restored: int, length: int) -> None:
+        """Say that the datamodule's T replaces a checkpoint's.
+
+        Args:
+            restored: The checkpoint's T.
+            length: The datamodule's T.
+        """
+        rank_zero_warn(
+            f'SSG2Task: the checkpoint was trained with sequence_length={restored}; '
+            f"training goes on with the datamodule's sequence_length={length}"
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the statistics, the class path and the training T.
@@ -210,7 +242,13 @@ class SSG2Task(MultitaskSegmentationTask):
                 f"checkpoint['sequence_length'] must be a positive integer, got "
                 f'{length!r}'
             )
+        if self._data_length is not None:
+            # resuming a fit: the datamodule, set up already, gives T
+            if length != self._data_length:
+                self._warn_length(length, self._data_length)
+            return
         self.sequence_length = length
+        self._restored_length = True
 
     def forward(self, image: Tensor, support_image: Tensor) -> dict[str, Tensor]:
         """Run the model with all outputs.
