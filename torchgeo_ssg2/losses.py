@@ -256,7 +256,7 @@ class SSG2Loss(nn.Module):
     the target instead of towards their own targets: on a small overfit batch the
     heads fit their targets only without it (``tests/test_losses.py``,
     ``TestHeadFit``), and on held-out Dubai images the loss without the fuzzy
-    terms scores level with it (the README's evidence section).
+    terms scores level with it (docs/evidence.md).
     """
 
     def __init__(

@@ -30,7 +30,6 @@ from .dataset import SupportMode
 from .inputs import expand_inputs, outputs_for
 from .model import (
     check_device,
-    is_task,
     load_task,
     model_in_channels,
     needs_supports,
@@ -325,9 +324,6 @@ def _run(
     else:
         model, checkpoint = load_task(checkpoint_or_task)
         device = 'auto' if device is None else device
-    if o.uncertainty and not needs_supports(model) and is_task(model):
-        msg = f'{type(model).__name__} gives no uncertainty (only SSG2Task does)'
-        raise ValueError(msg)
     module = model if isinstance(model, LightningModule) else ModulePredictor(model)
     placement = _placement(model, device, accelerator, devices, num_nodes)
     datamodule = RasterPredictDataModule(

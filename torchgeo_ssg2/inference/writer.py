@@ -236,7 +236,7 @@ class PredictionAssembler:
         if self.uncertainty and unc is None:
             msg = (
                 'uncertainty output requested but the model returned no "uncertainty" '
-                '(only SSG2 tasks provide it)'
+                "(the package's tasks give one; a module of your own must return it)"
             )
             raise KeyError(msg)
         if 'row_off' not in batch or 'col_off' not in batch:

@@ -45,7 +45,7 @@ def sequence_uncertainty(
     Note:
         On held-out Dubai and ISIC images this bracket ranks the wrongly
         classified pixels worse than the entropy of the target probabilities
-        (error-detection AUROC in the README's evidence section), so
+        (error-detection AUROC in docs/evidence.md), so
         :meth:`SSG2Task.predict_step` reports the entropy; the bracket stays
         available as a diagnostic of the set-operation heads.
     """
