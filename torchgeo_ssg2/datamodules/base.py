@@ -27,6 +27,7 @@ from ..plotting import plot_episode
 
 __all__ = (
     'EpisodicNonGeoDataModule',
+    'datamodule_normalization',
     'episode_augmentations',
     'save_normalization',
     'statistic_values',
@@ -48,6 +49,29 @@ def statistic_values(values: Any) -> list[float]:
     """
     array = np.asarray(torch.as_tensor(values).detach().cpu(), dtype=np.float32)
     return [float(str(v)) for v in array.flatten()]
+
+
+def datamodule_normalization(
+    mean: Any, std: Any, bands: tuple[str, ...] | None, dtype: str | None
+) -> Normalization:
+    """The statistics a datamodule normalises with, as a record.
+
+    A single mean / std value is repeated for every band when the bands are
+    known.
+
+    Args:
+        mean: The datamodule's ``mean`` (tensor, number or sequence).
+        std: Its ``std``.
+        bands: Its band names, when known.
+        dtype: The NumPy dtype name of its raw images, when known.
+
+    Returns:
+        The statistics.
+    """
+    means, stds = statistic_values(mean), statistic_values(std)
+    if bands is not None and len(means) == len(stds) == 1:
+        means, stds = means * len(bands), stds * len(bands)
+    return Normalization(means, stds, bands, dtype)
 
 
 def save_normalization(
@@ -156,12 +180,11 @@ class EpisodicNonGeoDataModule(NonGeoDataModule):
         """The statistics the images are normalised with.
 
         A single :attr:`mean` / :attr:`std` value is repeated for every band
-        when :attr:`bands` is known.
+        when :attr:`bands` is known (:func:`datamodule_normalization`).
         """
-        mean, std = statistic_values(self.mean), statistic_values(self.std)
-        if self.bands is not None and len(mean) == len(std) == 1:
-            mean, std = mean * len(self.bands), std * len(self.bands)
-        return Normalization(mean, std, self.bands, self.input_dtype)
+        return datamodule_normalization(
+            self.mean, self.std, self.bands, self.input_dtype
+        )
 
     def _episodes(self, split: str) -> EpisodeDataset:
         """Build the episode dataset of one split.

@@ -16,7 +16,11 @@ from ..episodes import (
 )
 from ..normalization import Normalization
 from ..plotting import plot_episode
-from .base import episode_augmentations, save_normalization, statistic_values
+from .base import (
+    datamodule_normalization,
+    episode_augmentations,
+    save_normalization,
+)
 
 __all__ = ('GeoEpisodeDataModule',)
 
@@ -114,12 +118,11 @@ class GeoEpisodeDataModule(GeoDataModule):
         """The statistics the images are normalised with, in their raw units.
 
         A single :attr:`mean` / :attr:`std` value is repeated for every band
-        when :attr:`bands` is known.
+        when :attr:`bands` is known (:func:`datamodule_normalization`).
         """
-        mean, std = statistic_values(self.mean), statistic_values(self.std)
-        if self.bands is not None and len(mean) == len(std) == 1:
-            mean, std = mean * len(self.bands), std * len(self.bands)
-        return Normalization(mean, std, self.bands, self.input_dtype)
+        return datamodule_normalization(
+            self.mean, self.std, self.bands, self.input_dtype
+        )
 
     def split_dataset(self, split: str) -> GeoDataset:
         """The GeoDataset of one split (``image`` and ``mask`` samples).
