@@ -307,30 +307,6 @@ def test_uncertainty_needs_a_model_that_gives_it(raster: Path, tmp_path: Path) -
     assert not (tmp_path / 'out.tif').exists()
 
 
-def test_ptavit_writes_its_uncertainty(raster: Path, tmp_path: Path) -> None:
-    from torchgeo_ssg2.inference.output import UNCERTAINTY_DESCRIPTION
-    from torchgeo_ssg2.trainers import PTAViTTask
-
-    torch.manual_seed(0)
-    task = PTAViTTask(preset='test', in_channels=3, num_classes=3)
-    written = predict_raster(
-        task,
-        raster,
-        tmp_path / 'out.tif',
-        window=32,
-        overlap=8,
-        uncertainty=True,
-        mean=0,
-        std=255,
-        progress=False,
-    )
-    with rasterio.open(written['uncertainty']) as src:
-        values = src.read(1)
-        assert src.descriptions == (UNCERTAINTY_DESCRIPTION,)
-    assert np.isfinite(values).all()
-    assert ((values >= 0) & (values <= 1)).all()
-
-
 def test_command_line_errors(
     raster: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

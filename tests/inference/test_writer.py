@@ -19,6 +19,7 @@ from torchgeo_ssg2.inference import (
     RasterPredictionWriter,
     predict_raster,
 )
+from torchgeo_ssg2.inference.output import UNCERTAINTY_DESCRIPTION
 from torchgeo_ssg2.samplers import SupportBank
 from torchgeo_ssg2.trainers import PTAViTTask, SSG2Task
 
@@ -347,19 +348,23 @@ def test_ptavit_checkpoint(tmp_path: Path) -> None:
     )
     classes, _ = read(out['classes'])
     assert classes.shape == (1, 20, 40) and classes.max() < 2
-    with pytest.raises(ValueError, match='no uncertainty'):
-        predict_raster(
-            ckpt,
-            src,
-            tmp_path / 'u.tif',
-            window=32,
-            overlap=8,
-            uncertainty=True,
-            mean=0,
-            std=255,
-            progress=False,
-        )
-    assert not (tmp_path / 'u.tif').exists()
+    # PTAViT gives its normalised entropy as the uncertainty
+    with_uncertainty = predict_raster(
+        ckpt,
+        src,
+        tmp_path / 'u.tif',
+        window=32,
+        overlap=8,
+        uncertainty=True,
+        mean=0,
+        std=255,
+        progress=False,
+    )
+    assert with_uncertainty['classes'].read_bytes() == out['classes'].read_bytes()
+    with rasterio.open(with_uncertainty['uncertainty']) as dst:
+        values = dst.read(1)
+        assert dst.descriptions == (UNCERTAINTY_DESCRIPTION,)
+    assert ((values >= 0) & (values <= 1)).all()
 
 
 class ImageList(torch.utils.data.Dataset):
