@@ -193,7 +193,8 @@ class PredictOptions:
             predict rasters whose outputs are complete again
             (:func:`predict_rasters`, which otherwise skips them).
         probabilities: Also write ``OUT_probabilities.tif`` (float32, K bands).
-        uncertainty: Also write ``OUT_uncertainty.tif`` (float32; SSG2 only).
+        uncertainty: Also write ``OUT_uncertainty.tif`` (float32; the normalised
+            entropy the tasks give, or the module's ``uncertainty``).
         supports: SSG2 supports from the input itself (``"raster"``) or from
             ``support_bank`` (``"bank"``); ignored for single-image models.
         support_bank: A :class:`torchgeo_ssg2.samplers.SupportBank`.
@@ -760,7 +761,9 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         '--probabilities', action='store_true', help='write OUT_probabilities.tif'
     )
     parser.add_argument(
-        '--uncertainty', action='store_true', help='write OUT_uncertainty.tif (SSG2)'
+        '--uncertainty',
+        action='store_true',
+        help='write OUT_uncertainty.tif (normalised entropy)',
     )
     parser.add_argument(
         '--cog', action='store_true', help='Cloud-Optimized GeoTIFFs with overviews'
