@@ -301,6 +301,8 @@ class TestErrors:
         named = make(images, masks, bands='RGBN', mean=[100], std=[25])
         assert named.normalization.mean == (100.0,) * 4
         assert named.normalization.std == (25.0,) * 4
+        scalar = make(images, masks, bands='RGBN', mean=100.0, std=25)
+        assert scalar.normalization == named.normalization
 
     def test_arguments(self, two_crs: dict[str, Path]) -> None:
         images, masks = str(two_crs['images']), str(two_crs['masks'])
@@ -549,3 +551,21 @@ def test_fit_on_nan_raster_has_finite_loss(tmp_path: Path) -> None:
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if tensor.is_floating_point():
             assert torch.isfinite(tensor).all(), name
+
+
+def test_statistics_leave_out_inf_as_nan(tmp_path: Path) -> None:
+    """Infinite pixels are nodata for the statistics too, as NaN ones."""
+    stats = []
+    for fill in (np.nan, np.inf):
+        root = tmp_path / str(fill)
+        root.mkdir()
+        mask = class_mask(128, 128)
+        image = image_for(mask, 3, 'uint8', 0).astype('float32') + 0.5
+        image[:, :NODATA_BLOCK, :NODATA_BLOCK] = fill
+        image[2, 70, 70] = -fill
+        write(root / 'image.tif', image, UTM33, X0, Y0)
+        write(root / 'mask.tif', mask, UTM33, X0, Y0)
+        dm = make(str(root / 'image.tif'), str(root / 'mask.tif'), block_size=64)
+        stats.append(dm.normalization)
+    assert all(np.isfinite(stats[1].mean)) and all(np.isfinite(stats[1].std))
+    assert stats[0] == stats[1]

@@ -116,8 +116,8 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
         test_fraction: float = 0.0,
         split_by: Literal['block', 'file'] = 'block',
         block_size: int | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
         statistics_windows: int = 256,
         class_names: Sequence[str] | None = None,
         num_workers: int = 0,
@@ -220,8 +220,8 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
         self._sources = (images, masks, val_images, val_masks, test_images, test_masks)
         self._given = mean is not None
         if mean is not None and std is not None:
-            self.mean = torch.tensor([float(v) for v in mean])
-            self.std = torch.tensor([float(v) for v in std])
+            self.mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
+            self.std = torch.as_tensor(std, dtype=torch.float32).flatten()
             self._augmentations()
         self._datasets: dict[str, GeoDataset] = {}
         if self.open_on_init:

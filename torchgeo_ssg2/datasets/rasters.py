@@ -379,9 +379,9 @@ def raster_statistics(
     """Per-band mean and std of image windows, in bounded memory.
 
     Windows are read one at a time; per band, the count, the sum and the sum of
-    squares of the valid pixels (not all bands equal to *nodata*, not NaN) are
-    accumulated in float64 around a shift (the first window's mean) for
-    numerical stability.
+    squares of the valid pixels (not all bands equal to *nodata*, no band NaN or
+    infinite) are accumulated in float64 around a shift (the first window's mean)
+    for numerical stability.
 
     Args:
         images: The image dataset, indexed by windows.
@@ -403,7 +403,7 @@ def raster_statistics(
         windows, desc='image statistics', unit='window', disable=not progress
     ):
         image = images[window]['image'].double().flatten(1).numpy()
-        valid = ~np.isnan(image).any(axis=0)
+        valid = np.isfinite(image).all(axis=0)  # NaN and inf are nodata
         if nodata is not None and not math.isnan(nodata):
             valid &= ~(image == nodata).all(axis=0)
         pixels = image[:, valid]
