@@ -444,3 +444,44 @@ def test_predictions_at_valid_pixels_ignore_the_nodata_values(
     _, valid = expected_raster(path)
     assert np.isnan(probabilities[0][:, ~valid]).all()
     np.testing.assert_array_equal(probabilities[0], probabilities[1])
+
+
+@pytest.mark.parametrize('dtype', ['uint8', 'float32'])
+def test_bank_supports_feed_nodata_as_the_band_mean(tmp_path: Path, dtype: str) -> None:
+    from torchgeo_ssg2.samplers import SupportBank
+    from torchgeo_ssg2.samplers.inference import ImageChips
+
+    src = make_raster(tmp_path / 'in.tif', 32, 32)
+    bank_image = make_raster(
+        tmp_path / 'bank.tif', 32, 32, nodata=0, nodata_border=4, dtype=dtype, seed=3
+    )
+    if dtype == 'float32':
+        with rasterio.open(bank_image, 'r+') as dst:
+            data = dst.read()
+            data[1, 10, 10] = np.nan  # one band without data: the pixel has none
+            dst.write(data)
+    chips = ImageChips([bank_image], 32)
+    chip = chips[0]['image']
+    border = np.zeros((32, 32), dtype=bool)
+    border[:4], border[-4:], border[:, :4], border[:, -4:] = True, True, True, True
+    assert torch.isnan(chip[:, torch.from_numpy(border)]).all()
+    dataset = RasterWindowDataset(
+        src,
+        window=32,
+        overlap=0,
+        mean=100.0,
+        std=30.0,
+        supports='bank',
+        support_bank=SupportBank(chips, sequence_length=2),
+        sequence_length=2,
+    )
+    supports = dataset[0]['support_image']
+    assert torch.isfinite(supports).all()
+    invalid = border.copy()
+    if dtype == 'float32':
+        invalid[10, 10] = True
+    invalid_t = torch.from_numpy(invalid)
+    assert (supports[:, :, invalid_t] == 0).all()
+    expected = (chip[:, ~invalid_t] - 100.0) / 30.0
+    assert torch.allclose(supports[0][:, ~invalid_t], expected)
+    dataset.close()

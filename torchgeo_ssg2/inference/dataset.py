@@ -394,6 +394,10 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
     def _bank_supports(self, index: int) -> np.ndarray:
         """Supports from the bank, normalised like the image.
 
+        Every band of a pixel with a band that is not finite (NaN where an
+        :class:`~torchgeo_ssg2.samplers.inference.ImageChips` file has no data)
+        is fed as the band mean, 0, as in the windows.
+
         Args:
             index: Index of the target window (the bank's key).
 
@@ -414,7 +418,10 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
                 f'Tx{expected[0]}x{expected[1]}x{expected[2]}'
             )
             raise ValueError(msg)
-        return (sup - self.mean) / self.std
+        with np.errstate(invalid='ignore'):
+            sup = (sup - self.mean) / self.std
+        np.copyto(sup, 0.0, where=~np.isfinite(sup).all(axis=1, keepdims=True))
+        return sup
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         """One window.

@@ -511,7 +511,9 @@ class ImageChips(Dataset[dict[str, Tensor]]):
     Each file is cut into non-overlapping ``size`` x ``size`` chips in row-major
     order (a remainder at the right and bottom edges is left out); item ``i`` is
     the ``i``-th chip over all files, in the files' order. Values are raw (the
-    prediction normalises supports like the predicted windows).
+    prediction normalises supports like the predicted windows); pixels that a
+    file marks as nodata (a nodata value, mask or alpha band) are NaN, which the
+    prediction feeds as the band mean.
 
     Args:
         files: Image files (any format GDAL reads), all with the same bands.
@@ -530,6 +532,7 @@ class ImageChips(Dataset[dict[str, Tensor]]):
         self.files = [Path(f) for f in files]
         self.size = int(size)
         self._chips: list[tuple[int, int, int]] = []
+        self._masked: list[bool] = []
         count = None
         for i, path in enumerate(self.files):
             meta = RasterMeta.from_file(path)
@@ -539,6 +542,7 @@ class ImageChips(Dataset[dict[str, Tensor]]):
                     f'has {count}'
                 )
             count = meta.count
+            self._masked.append(meta.has_mask)
             if meta.height < size or meta.width < size:
                 raise ValueError(
                     f'bank image {path} ({meta.height}x{meta.width}) is smaller '
@@ -559,13 +563,14 @@ class ImageChips(Dataset[dict[str, Tensor]]):
             index: Chip index.
 
         Returns:
-            ``image``: float32 C x size x size.
+            ``image``: float32 C x size x size, NaN where the file has no data.
         """
         from ..inference.output import open_raster, read_input
 
         i, r, c = self._chips[index]
+        window = Window(c, r, self.size, self.size)
         with open_raster(self.files[i]) as src:
-            data = read_input(
-                src, Window(c, r, self.size, self.size), out_dtype='float32'
-            )
+            data = read_input(src, window, out_dtype='float32')
+            if self._masked[i]:
+                data[:, read_input(src, window, mask=True) == 0] = np.nan
         return {'image': torch.from_numpy(data)}
