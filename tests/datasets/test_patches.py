@@ -115,6 +115,16 @@ class TestRandomPatchDataset:
             RandomPatchDataset(Images(), 32)[11]
 
 
+def test_patch_positions_and_support_draws_are_independent() -> None:
+    """The position of a patch and its supports come from different streams."""
+    patches = RandomPatchDataset(Images(), 8, length=3000, seed=0)
+    policy = IndexSupportPolicy(len(patches), 1, seed=0)
+    tops = [float(patches._corner(i, 0)[1]) for i in range(len(patches))]
+    first = [float(policy.draw(i, 0)[0]) for i in range(len(patches))]
+    correlation = torch.corrcoef(torch.tensor([tops, first]))[0, 1]
+    assert abs(float(correlation)) < 0.1
+
+
 class TestGridPatchDataset:
     def test_windows(self) -> None:
         ds = GridPatchDataset(Images(), 32)

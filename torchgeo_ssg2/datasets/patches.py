@@ -124,6 +124,11 @@ class _PatchDataset(Dataset[Sample]):
         return image_index if groups is None else groups[image_index]
 
 
+#: Last word of the seed of a patch position: its stream is not the one that
+#: draws the supports of the same item.
+_POSITION_STREAM = 1
+
+
 class RandomPatchDataset(_PatchDataset):
     """Random square (or rectangular) patches of the images of a dataset.
 
@@ -131,7 +136,9 @@ class RandomPatchDataset(_PatchDataset):
     per patch needed to cover it, so larger images give proportionally more
     patches; the table is shuffled once (seeded), so an epoch shorter than the
     table still samples every image. The patch position is drawn from a generator
-    seeded by ``(seed, epoch, i)``: reproducible, independent of worker or rank,
+    seeded by ``(seed, epoch, i, 1)`` (a stream apart from the support draws of
+    :class:`~torchgeo_ssg2.episodes.IndexSupportPolicy`, seeded by
+    ``(seed, epoch, i)``): reproducible, independent of worker or rank,
     and new every epoch (:meth:`read`; ``dataset[i]`` is the patch of epoch 0).
     Patches of the same image may overlap; :meth:`footprint` gives the image and
     window of a patch, for support policies that must avoid the target's pixels.
@@ -240,7 +247,7 @@ class RandomPatchDataset(_PatchDataset):
             raise IndexError(f'patch index {index} out of range for {len(self)}')
         k = self.image_index(index)
         h, w = self.sizes[k]
-        rng = np.random.default_rng([self.seed, epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index, _POSITION_STREAM])
         top = int(rng.integers(0, max(h - self.size[0], 0) + 1))
         left = int(rng.integers(0, max(w - self.size[1], 0) + 1))
         return k, top, left
