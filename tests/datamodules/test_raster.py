@@ -108,6 +108,19 @@ class TestTwoCRS:
         assert len(dm.split_dataset('val').index) == 1
         assert files['train'] | files['val'] == {'a.tif', 'b.tif'}
 
+    def test_split_by_file_refuses_overlapping_tiles(self, tmp_path: Path) -> None:
+        images, masks = tmp_path / 'images', tmp_path / 'masks'
+        images.mkdir()
+        masks.mkdir()
+        mask = class_mask(128, 128)
+        for name, left in (('a.tif', X0), ('b.tif', X0 + 96.0)):  # 32 m shared
+            write(images / name, image_for(mask, 3, 'uint8', 0), UTM33, left, Y0)
+            write(masks / name, mask, UTM33, left, Y0)
+        with pytest.raises(RasterInputError, match=r'same ground .*\.tif'):
+            make(str(images), str(masks), split_by='file', val_fraction=0.5)
+        # split by block, the same tiles share no ground between splits
+        make(str(images), str(masks), val_fraction=0.5, block_size=64)
+
     def test_explicit_val(self, two_crs: dict[str, Path]) -> None:
         images, masks = two_crs['images'], two_crs['masks']
         dm = make(

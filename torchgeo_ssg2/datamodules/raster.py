@@ -149,7 +149,8 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
             val_fraction: Fraction of the area (or files) held out for validation.
             test_fraction: Fraction held out for test (default none: test and
                 predict use the validation split).
-            split_by: ``'block'`` or ``'file'``.
+            split_by: ``'block'`` or ``'file'`` (whole image files; refused when
+                files of two splits overlap on the ground).
             block_size: Side of the split blocks in pixels (default 4 patches).
             mean: Per-band mean of the raw images, or one value for all bands
                 (default: computed).
@@ -343,6 +344,7 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
                 [c for c in counts if c > 0],
                 generator=torch.Generator().manual_seed(self.seed),
             )
+            self._check_disjoint(dict(zip(['train', *held], parts, strict=True)))
             out.update(zip(['train', *held], parts, strict=True))
         else:
             out.update(self._block_split(dataset, fractions, held))
@@ -356,6 +358,39 @@ class RasterEpisodeDataModule(GeoEpisodeDataModule):
             )
         out.setdefault('test', out['val'])
         return out
+
+    def _check_disjoint(self, splits: Mapping[str, GeoDataset]) -> None:
+        """Splits by file must not share ground (overlapping image tiles would).
+
+        Args:
+            splits: The GeoDataset of each split.
+
+        Raises:
+            RasterInputError: If two splits share more than one pixel of area,
+                naming the image files that cover it.
+        """
+        areas = {name: ds.index.geometry.union_all() for name, ds in splits.items()}
+        names = list(splits)
+        xres, yres = self.images.res
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                shared = shapely.intersection(areas[a], areas[b])
+                if shared.area <= xres * yres:
+                    continue
+                files = [
+                    str(path)
+                    for path, geometry in zip(
+                        self.images.index.filepath,
+                        self.images.index.geometry,
+                        strict=True,
+                    )
+                    if geometry.intersection(shared).area > 0
+                ]
+                raise RasterInputError(
+                    f"split_by='file' puts the same ground in the {a} and {b} "
+                    f'splits: image files {", ".join(files[:3])} overlap; use '
+                    "split_by='block' or give val_images / test_images"
+                )
 
     def _block_split(
         self, dataset: GeoDataset, fractions: Sequence[float], held: Sequence[str]
