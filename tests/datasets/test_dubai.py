@@ -27,6 +27,22 @@ def copy_root(tmp_path: Path) -> Path:
 
 
 class TestDubaiAerial:
+    def test_statistics_are_those_of_the_training_split(self) -> None:
+        """The class statistics come from the embedded training images only."""
+        train = DubaiAerial(split='train')
+        total = np.zeros(3)
+        squares = np.zeros(3)
+        count = 0
+        for i in range(len(train)):
+            image = train[i]['image'].double().numpy().reshape(3, -1)
+            total += image.sum(axis=1)
+            squares += (image * image).sum(axis=1)
+            count += image.shape[1]
+        mean = total / count
+        std = np.sqrt(squares / count - mean * mean)
+        np.testing.assert_allclose(DubaiAerial.mean, mean, atol=0.005)
+        np.testing.assert_allclose(DubaiAerial.std, std, atol=0.005)
+
     def test_getitem(self, dataset: DubaiAerial) -> None:
         sample = dataset[0]
         assert sample['image'].shape == (3, 64, 72)

@@ -93,9 +93,10 @@ class DubaiAerial(NonGeoDataset):
     #: Mask value of ignored pixels.
     ignore_index: ClassVar[int] = 255
 
-    #: Per-channel mean and standard deviation (R, G, B) of the 54 embedded images.
-    mean: ClassVar[tuple[float, float, float]] = (107.67, 107.74, 108.24)
-    std: ClassVar[tuple[float, float, float]] = (79.44, 78.16, 80.95)
+    #: Per-channel mean and standard deviation (R, G, B) of the 42 training images
+    #: (the embedded images of the ``train`` split; validation and test left out).
+    mean: ClassVar[tuple[float, float, float]] = (105.52, 105.49, 105.80)
+    std: ClassVar[tuple[float, float, float]] = (79.21, 78.10, 81.26)
 
     rgb_bands: ClassVar[tuple[str, ...]] = ('R', 'G', 'B')
 
