@@ -63,7 +63,7 @@ def test_dubai(tmp_path: Path) -> None:
         length=2,
     )
     expected = Normalization(
-        (107.67, 107.74, 108.24), (79.44, 78.16, 80.95), ('R', 'G', 'B'), 'uint8'
+        (105.52, 105.49, 105.80), (79.21, 78.10, 81.26), ('R', 'G', 'B'), 'uint8'
     )
     assert dm.normalization == expected
     _check(_fit(tmp_path, dm, num_classes=6), expected)
