@@ -2,6 +2,7 @@
 
 from typing import Any, Literal
 
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
@@ -117,8 +118,6 @@ class SSG2Task(MultitaskSegmentationTask):
         self.sequence_length: int | None = sequence_length
         # where sequence_length came from a checkpoint, not from the arguments
         self._restored_length = False
-        # the datamodule's T while fitting (set up before a checkpoint is restored)
-        self._data_length: int | None = None
 
     def configure_models(self) -> None:
         """Initialize the SSG2 model."""
@@ -176,11 +175,9 @@ class SSG2Task(MultitaskSegmentationTask):
         super().setup(stage)
         if stage != 'fit':
             return
-        datamodule = getattr(self.trainer, 'datamodule', None)
-        length = getattr(datamodule, 'sequence_length', None)
-        if not isinstance(length, int):
+        length = self._fitting_length()
+        if length is None:
             return
-        self._data_length = length
         if self.sequence_length is not None and self.sequence_length != length:
             if not self._restored_length:
                 raise ValueError(
@@ -191,15 +188,13 @@ class SSG2Task(MultitaskSegmentationTask):
             self._warn_length(self.sequence_length, length)
         self.sequence_length = length
 
-    def teardown(self, stage: str) -> None:
-        """Forget the datamodule's T after fitting.
-
-        Args:
-            stage: 'fit', 'validate', 'test' or 'predict'.
-        """
-        super().teardown(stage)
-        if stage == 'fit':
-            self._data_length = None
+    def _fitting_length(self) -> int | None:
+        """The datamodule's T while a trainer fits the task, else None."""
+        trainer = self._trainer
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return None
+        length = getattr(trainer.datamodule, 'sequence_length', None)
+        return length if isinstance(length, int) else None
 
     @staticmethod
     def _warn_length(restored: int, length: int) -> None:
@@ -242,10 +237,11 @@ class SSG2Task(MultitaskSegmentationTask):
                 f"checkpoint['sequence_length'] must be a positive integer, got "
                 f'{length!r}'
             )
-        if self._data_length is not None:
+        fitting = self._fitting_length()
+        if fitting is not None:
             # resuming a fit: the datamodule, set up already, gives T
-            if length != self._data_length:
-                self._warn_length(length, self._data_length)
+            if length != fitting:
+                self._warn_length(length, fitting)
             return
         self.sequence_length = length
         self._restored_length = True
