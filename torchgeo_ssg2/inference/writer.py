@@ -290,19 +290,6 @@ class PredictionAssembler:
         self.blender = None
 
 
-def _input_rasters(datamodule: Any) -> list[Path]:
-    """Every input raster of a datamodule, those that failed their checks included.
-
-    Args:
-        datamodule: The datamodule (its ``inputs``, else its ``rasters``).
-
-    Returns:
-        The rasters.
-    """
-    inputs = getattr(datamodule, 'inputs', None)
-    return list(inputs or getattr(datamodule, 'rasters', None) or [])
-
-
 def _protected_inputs(trainer: pl.Trainer) -> ProtectedFiles:
     """The inputs of a ``Trainer.predict`` run that no output may replace.
 
@@ -317,8 +304,8 @@ def _protected_inputs(trainer: pl.Trainer) -> ProtectedFiles:
     ckpt_path = getattr(trainer, 'ckpt_path', None)
     if ckpt_path:
         protected['checkpoint'] = Path(ckpt_path)
-    datamodule = getattr(trainer, 'datamodule', None)
-    for i, path in enumerate(_input_rasters(datamodule)):
+    datamodule = trainer.datamodule
+    for i, path in enumerate(datamodule.inputs):
         protected['input raster' if i == 0 else f'input raster #{i}'] = Path(path)
     bank = getattr(datamodule, 'support_bank', None)
     if hasattr(bank, 'source_files'):
@@ -497,7 +484,7 @@ class RasterPredictionWriter(BasePredictionWriter):
             raise TypeError(msg)
         # Named from every input, so that a name does not depend on which
         # rasters fail their checks.
-        inputs = _input_rasters(datamodule)
+        inputs = datamodule.inputs
         named = outputs_for(
             inputs,
             self.output,
