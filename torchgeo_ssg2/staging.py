@@ -11,10 +11,13 @@ never those of a run still writing.
 import glob
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ('pid_running', 'staging_path', 'sweep_stale')
+__all__ = ('pid_running', 'staged_targets', 'staging_path', 'sweep_stale')
+
+#: What separates a target's name from the process id in a staging name.
+_MARKER = '.partial-'
 
 
 def pid_running(pid: int) -> bool:
@@ -49,7 +52,28 @@ def staging_path(path: Path, pid: int | None = None, suffix: str = '') -> Path:
         ``path.partial-<pid><suffix>`` beside the target.
     """
     pid = os.getpid() if pid is None else pid
-    return path.with_name(f'{path.name}.partial-{pid}{suffix}')
+    return path.with_name(f'{path.name}{_MARKER}{pid}{suffix}')
+
+
+def staged_targets(folder: Path, names: Iterable[str]) -> list[Path]:
+    """The targets among *names* that have a staging file or folder in *folder*.
+
+    The folder is listed once, whatever the number of names.
+
+    Args:
+        folder: The folder of the targets.
+        names: Target names in it.
+
+    Returns:
+        The targets, sorted, to pass to :func:`sweep_stale`.
+    """
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    wanted = set(names)
+    found = {e.rpartition(_MARKER)[0] for e in entries if _MARKER in e}
+    return [folder / name for name in sorted(found & wanted)]
 
 
 def sweep_stale(
@@ -64,9 +88,9 @@ def sweep_stale(
         keep: Called with each stale path; True keeps it (an input, say).
         include_own: Also remove this process's own staging files.
     """
-    for stale in sorted(glob.glob(glob.escape(str(path)) + '.partial-*')):
+    for stale in sorted(glob.glob(glob.escape(str(path)) + _MARKER + '*')):
         stale_path = Path(stale)
-        pid = stale_path.name.rpartition('.partial-')[2].split('-')[0]
+        pid = stale_path.name.rpartition(_MARKER)[2].split('-')[0]
         if not pid.isdigit():
             continue
         own = int(pid) == os.getpid()

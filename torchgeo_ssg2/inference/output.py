@@ -54,7 +54,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from ..staging import staging_path, sweep_stale
+from ..staging import staged_targets, staging_path, sweep_stale
 
 __all__ = (
     'COMPRESSION',
@@ -567,28 +567,6 @@ class ProtectedFiles(Mapping[str, Path]):
         return len(self._roles)
 
 
-def _staged(entries: Iterable[str], names: set[str]) -> set[str]:
-    """The names with a staging file among the entries of their folder.
-
-    Args:
-        entries: The names in a folder.
-        names: Target names in it.
-
-    Returns:
-        The targets ``T`` of ``names`` with an entry ``T.partial-*``
-        (:func:`~torchgeo_ssg2.staging.staging_path`).
-    """
-    marker = '.partial-'
-    found = set()
-    for entry in entries:
-        start = entry.find(marker)
-        while start > 0:
-            if entry[:start] in names:
-                found.add(entry[:start])
-            start = entry.find(marker, start + 1)
-    return found
-
-
 def sweep_staging(
     path: Path | Iterable[Path], protected: Mapping[str, Path] | None = None
 ) -> None:
@@ -611,12 +589,8 @@ def sweep_staging(
         for target in output_paths(output, True, True).values():
             by_folder.setdefault(target.parent, set()).add(target.name)
     for folder, names in by_folder.items():
-        try:
-            entries = os.listdir(folder)
-        except OSError:
-            continue
-        for name in sorted(_staged(entries, names)):
-            sweep_stale(folder / name, keep=lambda p: index.find(p) is not None)
+        for target in staged_targets(folder, names):
+            sweep_stale(target, keep=lambda p: index.find(p) is not None)
 
 
 def check_output_free(
