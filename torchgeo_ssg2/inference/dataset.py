@@ -69,7 +69,7 @@ def _append_rows(kept: np.ndarray, new: np.ndarray) -> np.ndarray:
 
 
 def _read_validity(
-    src: Any, window: Window, values: np.ndarray, masked: bool, floating: bool
+    src: Any, window: Window, values: np.ndarray, meta: RasterMeta
 ) -> np.ndarray:
     """Which pixels of values just read have data.
 
@@ -80,17 +80,17 @@ def _read_validity(
         src: The open raster.
         window: The pixels read.
         values: Their values, C x n x m.
-        masked: Whether the raster has a mask (nodata value, mask or alpha band).
-        floating: Whether a band is floating point (NaN and inf are nodata).
+        meta: The raster's metadata: whether it has a mask (nodata value, mask
+            or alpha band) and floating-point bands (NaN and inf are nodata).
 
     Returns:
         n x m bool, True where the mask marks the pixel valid and (floating-point
         bands) every band is finite.
     """
     valid = np.ones(values.shape[1:], dtype=bool)
-    if masked:
+    if meta.has_mask:
         valid &= read_input(src, window, mask=True) != 0
-    if floating:
+    if meta.floating:
         valid &= np.isfinite(values).all(axis=0)
     return valid
 
@@ -127,8 +127,7 @@ class _RowCache:
     def __init__(self, src: Any, meta: RasterMeta, dtype: str) -> None:
         self.src = src
         self.dtype = dtype
-        self.masked = meta.has_mask
-        self.floating = meta.floating
+        self.meta = meta
         self.block_rows = meta.block_rows
         self.top = 0
         self.rows = np.empty((src.count, 0, src.width), dtype=dtype)
@@ -164,9 +163,7 @@ class _RowCache:
             start = row_off - self.top
             self.rows = _append_rows(self.rows[:, start:], new)
             if self.valid is not None:
-                valid = _read_validity(
-                    self.src, window, new, self.masked, self.floating
-                )
+                valid = _read_validity(self.src, window, new, self.meta)
                 self.valid = _append_rows(self.valid[start:], valid)
             self.top = row_off
         start = row_off - self.top
@@ -369,9 +366,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             part = Window(col_off, row_off, w, h)
             raw = read_input(src, part, out_dtype=self._cache_dtype)
             if self.meta.has_nodata:
-                valid = _read_validity(
-                    src, part, raw, self.meta.has_mask, self._floating
-                )
+                valid = _read_validity(src, part, raw, self.meta)
         if (h, w) != (window, window):
             pad = ((0, window - h), (0, window - w))
             raw = np.pad(raw, ((0, 0), *pad), mode='reflect')
